@@ -1,0 +1,2 @@
+#include "proxy/version.h"
+const char weft_version[] = WEFT_VERSION;

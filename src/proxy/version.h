@@ -1,0 +1,4 @@
+#ifndef WEFT_PROXY_VERSION_H
+#define WEFT_PROXY_VERSION_H
+#define WEFT_VERSION "0.1.0"
+#endif
