@@ -1,0 +1,213 @@
+/* The runtime configuration: one immutable, refcounted snapshot built by the main thread from
+ * Envoy v3 protobuf messages (bootstrap now, xDS later). Workers hold a reference for as long as
+ * any connection or stream uses it, so a swap never touches in-flight requests.
+ * Everything reachable from a snapshot is read-only after snapshot_build() returns. */
+#ifndef WEFT_PROXY_CONFIG_H
+#define WEFT_PROXY_CONFIG_H
+
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "common/stats.h"
+
+struct route_table;
+struct lb_table;
+struct access_log;
+struct dns_resolver;
+
+#define ADDR_STR_MAX 64   /* "[ffff:...]:65535" */
+
+struct cidr {
+    struct sockaddr_storage addr;  /* network address, family decides v4/v6 */
+    uint32_t prefix_len;
+};
+
+/* --- clusters --- */
+
+enum cluster_type { CLUSTER_STATIC, CLUSTER_STRICT_DNS, CLUSTER_LOGICAL_DNS, CLUSTER_ORIGINAL_DST, CLUSTER_EDS };
+
+struct host {
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    char addr_str[ADDR_STR_MAX];   /* "10.0.0.1:8080": stats, access log %UPSTREAM_HOST%, hashing */
+    char *hostname;                /* from Endpoint.hostname or the DNS name; may be NULL */
+    uint32_t weight;
+    uint32_t priority;
+    bool healthy;
+};
+
+/* Stats fields of a cluster block ("cluster.<name>."); order matches cluster_stat_defs. */
+enum cluster_stat {
+    CS_UPSTREAM_CX_TOTAL, CS_UPSTREAM_CX_ACTIVE, CS_UPSTREAM_CX_CONNECT_FAIL,
+    CS_UPSTREAM_CX_CONNECT_TIMEOUT, CS_UPSTREAM_CX_DESTROY, CS_UPSTREAM_CX_RX_BYTES_TOTAL,
+    CS_UPSTREAM_CX_TX_BYTES_TOTAL, CS_UPSTREAM_CX_NONE_HEALTHY, CS_UPSTREAM_RQ_TOTAL,
+    CS_UPSTREAM_RQ_ACTIVE, CS_UPSTREAM_RQ_TIMEOUT, CS_UPSTREAM_RQ_1XX, CS_UPSTREAM_RQ_2XX,
+    CS_UPSTREAM_RQ_3XX, CS_UPSTREAM_RQ_4XX, CS_UPSTREAM_RQ_5XX, CS_UPSTREAM_RQ_COMPLETED,
+    CS_UPSTREAM_CX_DESTROY_LOCAL, CS_UPSTREAM_CX_DESTROY_REMOTE, CS_UPSTREAM_RQ_PENDING_TOTAL,
+    CS_MEMBERSHIP_HEALTHY, CS_MEMBERSHIP_TOTAL, CS_UPSTREAM_CX_HTTP1_TOTAL,
+    CS_COUNT
+};
+extern const struct stat_schema cluster_stat_schema;
+
+struct cluster {
+    char *name;
+    int index;                     /* position in snapshot->clusters */
+    enum cluster_type type;
+    uint64_t connect_timeout_ms;   /* default 5000 */
+    uint32_t max_requests_per_connection; /* 0 = unlimited */
+    uint64_t idle_timeout_ms;      /* upstream connection idle timeout, default 1h */
+    uint32_t per_connection_buffer_limit;
+    /* Hosts: static ones are fixed; DNS clusters get a new host set (and lb table) from the
+     * resolver on the main thread, published like a snapshot (see cluster_hosts). */
+    _Atomic(struct host_set *) hosts;
+    struct lb_config_holder *lbcfg;
+    char *dns_name;                /* STRICT/LOGICAL_DNS: the names to resolve */
+    uint16_t dns_port;
+    uint64_t dns_refresh_ms;
+    int dns_family;                /* AF_UNSPEC, AF_INET, AF_INET6 (dns_lookup_family) */
+    struct stat_block *stats;
+};
+
+/* A cluster's current hosts with their load-balancing table: immutable, refcounted. */
+struct host_set {
+    atomic_int refs;
+    struct host *hosts;
+    size_t n;
+    struct lb_table *lb;
+};
+
+/* --- listeners --- */
+
+enum net_filter_kind { NF_HTTP, NF_TCP_PROXY };
+
+struct header_mutation;  /* defined by route.h */
+
+struct hcm_config {
+    char *stat_prefix;
+    struct stat_block *stats;      /* "http.<stat_prefix>." */
+    struct route_table *routes;
+    uint32_t max_request_headers_bytes;   /* max_request_headers_kb * 1024, default 60 KiB */
+    uint32_t max_headers_count;           /* common_http_protocol_options.max_headers_count, default 100 */
+    uint64_t idle_timeout_ms;             /* common_http_protocol_options.idle_timeout, default 1h */
+    uint64_t stream_idle_timeout_ms;      /* default 5 min */
+    uint64_t request_timeout_ms;          /* default 0 = off */
+    uint64_t request_headers_timeout_ms;  /* default 0 = off */
+    uint64_t drain_timeout_ms;            /* default 5 s */
+    bool use_remote_address;
+    uint32_t xff_num_trusted_hops;
+    bool skip_xff_append;
+    bool generate_request_id;             /* default true */
+    bool preserve_external_request_id;
+    bool always_set_request_id_in_response;
+    bool proxy_100_continue;
+    char *server_name;                    /* default "envoy" (Envoy's default; we keep it for compat) */
+    int server_header_transformation;     /* OVERWRITE(0), APPEND_IF_ABSENT(1), PASS_THROUGH(2) */
+    bool websocket_upgrade;               /* upgrade_configs contains "websocket" */
+    struct access_log **access_logs;
+    size_t n_access_logs;
+};
+
+struct tcp_proxy_config {
+    char *stat_prefix;
+    struct stat_block *stats;      /* "tcp.<stat_prefix>." */
+    int cluster;                   /* index, or -1 when weighted */
+    int *weighted_clusters;
+    uint32_t *weights;
+    size_t n_weighted;
+    uint32_t total_weight;
+    uint64_t idle_timeout_ms;      /* default 1h */
+    uint32_t max_connect_attempts; /* default 1 */
+    struct access_log **access_logs;
+    size_t n_access_logs;
+};
+
+struct filter_chain_match {
+    uint32_t destination_port;     /* 0 = any */
+    struct cidr *prefix_ranges; size_t n_prefix_ranges;
+    struct cidr *source_prefix_ranges; size_t n_source_prefix_ranges;
+    uint32_t *source_ports; size_t n_source_ports;
+    int source_type;               /* ANY(0), SAME_IP_OR_LOOPBACK(1), EXTERNAL(2) */
+    char *transport_protocol;      /* NULL = any; "raw_buffer" or "tls" */
+};
+
+struct filter_chain {
+    char *name;
+    struct filter_chain_match match;
+    enum net_filter_kind kind;
+    struct hcm_config *hcm;
+    struct tcp_proxy_config *tcp;
+};
+
+/* Listener stats ("listener.<address>."). */
+enum listener_stat { LS_DOWNSTREAM_CX_TOTAL, LS_DOWNSTREAM_CX_ACTIVE, LS_DOWNSTREAM_CX_DESTROY,
+                     LS_NO_FILTER_CHAIN_MATCH, LS_DOWNSTREAM_CX_OVERFLOW, LS_COUNT };
+extern const struct stat_schema listener_stat_schema;
+
+/* HTTP connection manager stats ("http.<stat_prefix>."). */
+enum http_stat {
+    HS_DOWNSTREAM_CX_TOTAL, HS_DOWNSTREAM_CX_ACTIVE, HS_DOWNSTREAM_CX_HTTP1_TOTAL,
+    HS_DOWNSTREAM_CX_HTTP1_ACTIVE, HS_DOWNSTREAM_CX_DESTROY, HS_DOWNSTREAM_CX_PROTOCOL_ERROR,
+    HS_DOWNSTREAM_CX_RX_BYTES_TOTAL, HS_DOWNSTREAM_CX_TX_BYTES_TOTAL, HS_DOWNSTREAM_CX_UPGRADES_TOTAL,
+    HS_DOWNSTREAM_CX_UPGRADES_ACTIVE, HS_DOWNSTREAM_CX_IDLE_TIMEOUT, HS_DOWNSTREAM_CX_DRAIN_CLOSE,
+    HS_DOWNSTREAM_RQ_TOTAL, HS_DOWNSTREAM_RQ_HTTP1_TOTAL, HS_DOWNSTREAM_RQ_ACTIVE,
+    HS_DOWNSTREAM_RQ_1XX, HS_DOWNSTREAM_RQ_2XX, HS_DOWNSTREAM_RQ_3XX, HS_DOWNSTREAM_RQ_4XX,
+    HS_DOWNSTREAM_RQ_5XX, HS_DOWNSTREAM_RQ_COMPLETED, HS_DOWNSTREAM_RQ_TIMEOUT,
+    HS_DOWNSTREAM_RQ_HEADER_TIMEOUT, HS_DOWNSTREAM_RQ_IDLE_TIMEOUT, HS_DOWNSTREAM_RQ_RX_RESET,
+    HS_DOWNSTREAM_RQ_TX_RESET, HS_DOWNSTREAM_RQ_TOO_LARGE, HS_RQ_DIRECT_RESPONSE, HS_RQ_REDIRECT,
+    HS_NO_ROUTE, HS_NO_CLUSTER, HS_RQ_TOTAL,
+    HS_COUNT
+};
+extern const struct stat_schema http_stat_schema;
+
+enum tcp_stat { TS_DOWNSTREAM_CX_TOTAL, TS_DOWNSTREAM_CX_RX_BYTES_TOTAL, TS_DOWNSTREAM_CX_TX_BYTES_TOTAL,
+                TS_UPSTREAM_FLUSH_TOTAL, TS_IDLE_TIMEOUT, TS_DOWNSTREAM_CX_NO_ROUTE, TS_COUNT };
+extern const struct stat_schema tcp_stat_schema;
+
+struct listener_config {
+    char *name;
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    char addr_str[ADDR_STR_MAX];
+    bool use_original_dst;         /* use_original_dst or the original_dst listener filter */
+    bool bind_to_port;             /* default true */
+    struct filter_chain **chains;
+    size_t n_chains;
+    struct filter_chain *default_chain;
+    uint32_t per_connection_buffer_limit;
+    struct stat_block *stats;
+};
+
+struct admin_config {
+    bool enabled;
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    char *access_log_path;
+};
+
+struct snapshot {
+    atomic_int refs;
+    uint64_t version;
+    struct listener_config **listeners;
+    size_t n_listeners;
+    struct cluster **clusters;
+    size_t n_clusters;
+    struct admin_config admin;
+    char *node_id, *node_cluster;
+    char *config_json;             /* /config_dump body, rendered at build time */
+};
+
+/* Builds a snapshot from an envoy.config.bootstrap.v3.Bootstrap message. On error returns NULL
+ * and writes one line "field.path: problem" into err. The message is not kept. */
+struct ProtobufCMessage;
+struct snapshot *snapshot_build(const struct ProtobufCMessage *bootstrap, char *err, size_t errlen);
+struct snapshot *snapshot_ref(struct snapshot *s);
+void snapshot_unref(struct snapshot *s);
+int snapshot_cluster_index(const struct snapshot *s, const char *name);
+
+struct host_set *cluster_hosts_acquire(struct cluster *c);
+void host_set_release(struct host_set *hs);
+
+#endif

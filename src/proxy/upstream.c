@@ -1,0 +1,224 @@
+#include "proxy/upstream.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "proxy/config.h"
+#include "proxy/worker.h"
+
+static void uconn_stat(struct uconn *u, size_t field, int64_t delta)
+{
+    stats_add(u->wc->c->stats, u->w->id, field, delta);
+}
+
+static void free_deferred(struct deferred *d)
+{
+    struct uconn *u = (struct uconn *)((char *)d - offsetof(struct uconn, def));
+    free(u);
+}
+
+/* Closes the socket and schedules the memory to be freed after the current event batch. */
+static void uconn_close(struct uconn *u)
+{
+    if (u->state == UC_CLOSED)
+        return;
+    struct loop *l = u->w->loop;
+    timer_stop(l, &u->timer);
+    io_stop(l, &u->io);
+    close(u->io.fd);
+    buf_put(&u->w->bufs, u->in);
+    u->in = NULL;
+    if (u->state != UC_CONNECTING) {
+        uconn_stat(u, CS_UPSTREAM_CX_ACTIVE, -1);
+        uconn_stat(u, CS_UPSTREAM_CX_DESTROY, 1);
+    }
+    u->state = UC_CLOSED;
+    loop_defer(l, &u->def, free_deferred);
+}
+
+static void unlink_idle(struct uconn *u)
+{
+    struct upool *p = &u->wc->pools[u->host];
+    for (struct uconn **pp = &p->idle; *pp; pp = &(*pp)->next_idle) {
+        if (*pp == u) {
+            *pp = u->next_idle;
+            p->nidle--;
+            break;
+        }
+    }
+    u->next_idle = NULL;
+}
+
+static void on_timer(struct loop *l, struct timer *t)
+{
+    (void)l;
+    struct uconn *u = t->data;
+    if (u->state == UC_CONNECTING) {
+        uconn_stat(u, CS_UPSTREAM_CX_CONNECT_TIMEOUT, 1);
+        uconn_stat(u, CS_UPSTREAM_CX_CONNECT_FAIL, 1);
+        u->error = ETIMEDOUT;
+        uconn_close(u);
+        u->cb(u, UE_CONNECT_TIMEOUT, u->owner);
+    } else if (u->state == UC_IDLE) {
+        unlink_idle(u);
+        uconn_close(u);
+    }
+}
+
+static void on_io(struct loop *l, struct io *io, uint32_t events)
+{
+    (void)l;
+    struct uconn *u = io->data;
+    if (u->state == UC_IDLE) {
+        /* An idle connection has nothing to say: data or EOF means the server is done with it. */
+        unlink_idle(u);
+        uconn_close(u);
+        return;
+    }
+    if (u->state == UC_CONNECTING) {
+        int err = 0;
+        socklen_t len = sizeof err;
+        getsockopt(u->io.fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        if (err || (events & (EPOLLERR | EPOLLHUP))) {
+            u->error = err ? err : ECONNREFUSED;
+            uconn_stat(u, CS_UPSTREAM_CX_CONNECT_FAIL, 1);
+            uconn_close(u);
+            u->cb(u, UE_CONNECT_FAILED, u->owner);
+            return;
+        }
+        if (!(events & EPOLLOUT))
+            return;
+        timer_stop(u->w->loop, &u->timer);
+        u->state = UC_OPEN;
+        u->writable = true;
+        uconn_stat(u, CS_UPSTREAM_CX_ACTIVE, 1);
+        u->cb(u, UE_CONNECTED, u->owner);
+        return;
+    }
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        u->readable = true;
+    if (events & EPOLLOUT)
+        u->writable = true;
+    u->cb(u, UE_IO, u->owner);
+}
+
+int upstream_acquire(struct worker *w, struct wcluster *wc, uint32_t host, uconn_cb cb, void *owner,
+                     struct uconn **out)
+{
+    struct upool *p = &wc->pools[host];
+    struct uconn *u = p->idle;
+    if (u) {
+        p->idle = u->next_idle;
+        p->nidle--;
+        u->next_idle = NULL;
+        timer_stop(w->loop, &u->timer);
+        u->state = UC_OPEN;
+        u->owner = owner;
+        u->cb = cb;
+        u->readable = true; /* edge-triggered: a read may find bytes that arrived while idle */
+        u->writable = true;
+        *out = u;
+        return 0;
+    }
+    const struct host *h = &wc->hs->hosts[host];
+    int fd = socket(h->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    u = calloc(1, sizeof *u);
+    if (!u) {
+        close(fd);
+        return -ENOMEM;
+    }
+    u->w = w;
+    u->wc = wc;
+    u->host = host;
+    u->owner = owner;
+    u->cb = cb;
+    u->state = UC_CONNECTING;
+    timer_init(&u->timer, on_timer, u);
+    stats_inc(wc->c->stats, w->id, CS_UPSTREAM_CX_TOTAL);
+    stats_inc(wc->c->stats, w->id, CS_UPSTREAM_CX_HTTP1_TOTAL);
+    if (connect(fd, (const struct sockaddr *)&h->addr, h->addrlen) < 0 && errno != EINPROGRESS) {
+        int e = errno;
+        close(fd);
+        free(u);
+        stats_inc(wc->c->stats, w->id, CS_UPSTREAM_CX_CONNECT_FAIL);
+        return -e;
+    }
+    io_start(w->loop, &u->io, fd, EPOLLIN | EPOLLOUT, on_io, u);
+    timer_start(w->loop, &u->timer, wc->c->connect_timeout_ms);
+    *out = u;
+    return 0;
+}
+
+void upstream_release(struct uconn *u, bool reusable)
+{
+    struct cluster *c = u->wc->c;
+    u->requests++;
+    if (reusable && c->max_requests_per_connection && u->requests >= c->max_requests_per_connection)
+        reusable = false;
+    if (u->in && buf_len(u->in) > 0)
+        reusable = false; /* the server sent more than one response: do not trust it */
+    if (!reusable || u->state != UC_OPEN || u->peer_closed || u->w->drain_started) {
+        uconn_stat(u, CS_UPSTREAM_CX_DESTROY_LOCAL, 1);
+        uconn_close(u);
+        return;
+    }
+    buf_put(&u->w->bufs, u->in);
+    u->in = NULL;
+    u->owner = NULL;
+    u->state = UC_IDLE;
+    struct upool *p = &u->wc->pools[u->host];
+    u->next_idle = p->idle;
+    p->idle = u;
+    p->nidle++;
+    timer_start(u->w->loop, &u->timer, c->idle_timeout_ms);
+}
+
+long upstream_read(struct uconn *u)
+{
+    if (!u->in && !(u->in = buf_get(&u->w->bufs)))
+        return -ENOMEM;
+    long total = 0;
+    while (u->readable && buf_room(u->in) > 0) {
+        ssize_t n = read(u->io.fd, buf_wpos(u->in), buf_room(u->in));
+        if (n > 0) {
+            u->in->tail += (size_t)n;
+            total += n;
+            continue;
+        }
+        if (n == 0) {
+            u->peer_closed = true;
+            u->readable = false;
+            break;
+        }
+        if (errno == EAGAIN)
+            u->readable = false;
+        else if (errno != EINTR)
+            return -errno;
+    }
+    if (total)
+        uconn_stat(u, CS_UPSTREAM_CX_RX_BYTES_TOTAL, total);
+    return total;
+}
+
+void upstream_close_idle(struct wcluster *wc, size_t npools)
+{
+    for (size_t i = 0; i < npools; i++) {
+        struct upool *p = &wc->pools[i];
+        while (p->idle) {
+            struct uconn *u = p->idle;
+            p->idle = u->next_idle;
+            p->nidle--;
+            uconn_close(u);
+        }
+    }
+}

@@ -1,0 +1,62 @@
+/* Upstream connections and per-worker, per-host keep-alive pools.
+ *
+ * An owner (an HTTP stream or a TCP proxy session) acquires a connection to one host; it gets
+ * an idle pooled one at once or a new one that is connecting. Events go to the owner's
+ * callback. When done, the owner releases it: back to the idle list when reusable, else closed.
+ * Idle connections close on their idle timeout or when the server closes them. */
+#ifndef WEFT_PROXY_UPSTREAM_H
+#define WEFT_PROXY_UPSTREAM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/buf.h"
+#include "common/loop.h"
+
+struct worker;
+struct wcluster;
+
+enum uconn_state { UC_CONNECTING, UC_OPEN, UC_IDLE, UC_CLOSED };
+
+enum uconn_event {
+    UE_CONNECTED,       /* the connection is established and may be written */
+    UE_IO,              /* readable and/or writable (see u->readable, u->writable) */
+    UE_CONNECT_FAILED,  /* refused/unreachable: response flag UF */
+    UE_CONNECT_TIMEOUT, /* connect_timeout expired: UF as well, counted separately */
+};
+
+struct uconn;
+typedef void (*uconn_cb)(struct uconn *u, enum uconn_event ev, void *owner);
+
+struct uconn {
+    struct io io;
+    struct worker *w;
+    struct wcluster *wc;
+    uint32_t host;
+    enum uconn_state state;
+    struct timer timer;            /* connect timeout, then idle timeout */
+    struct buf *in;                /* bytes read from the upstream, owned while busy */
+    void *owner;
+    uconn_cb cb;
+    struct uconn *next_idle;
+    uint32_t requests;             /* requests served (max_requests_per_connection) */
+    bool readable, writable, peer_closed;
+    int error;                     /* errno of the last failure */
+    struct deferred def;
+};
+
+/* Gets a connection to host `host` of wc for owner. Returns 0 with *out set (state UC_OPEN for
+ * a reused one, UC_CONNECTING for a new one: wait for UE_CONNECTED), or -errno when a socket
+ * could not even be created (treat as connect failure). */
+int upstream_acquire(struct worker *w, struct wcluster *wc, uint32_t host, uconn_cb cb, void *owner,
+                     struct uconn **out);
+/* Gives u back. reusable: the exchange ended cleanly and the connection may carry another
+ * request; otherwise it is closed. u must not be used afterwards. */
+void upstream_release(struct uconn *u, bool reusable);
+/* Reads into u->in until EAGAIN, EOF or a full buffer. Returns bytes read (0 = nothing new),
+ * sets u->peer_closed on EOF, returns -errno on error. */
+long upstream_read(struct uconn *u);
+/* Closes every idle connection of wc (config change, drain). */
+void upstream_close_idle(struct wcluster *wc, size_t npools);
+
+#endif

@@ -1,0 +1,80 @@
+/* A worker: one thread, one event loop, its own listening sockets (SO_REUSEPORT), its own
+ * upstream connection pools, load-balancer state and stats slot. Connections never move
+ * between workers, so nothing here is locked. */
+#ifndef WEFT_PROXY_WORKER_H
+#define WEFT_PROXY_WORKER_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/buf.h"
+#include "common/loop.h"
+#include "proxy/config.h"
+
+struct uconn;
+struct lb_state;
+struct route_scratch;
+
+/* One upstream host's pool on this worker. */
+struct upool {
+    struct uconn *idle;            /* idle keep-alive connections, most recent first */
+    uint32_t nidle;
+    uint32_t active_rq;            /* in-flight requests (LEAST_REQUEST input) */
+};
+
+/* This worker's view of one cluster. Rebuilt when the cluster's host set changes. */
+struct wcluster {
+    struct cluster *c;
+    struct host_set *hs;           /* the host set the pools below are for (one reference) */
+    struct lb_state *lb;
+    struct upool *pools;           /* one per host in hs */
+    uint32_t *active_rq;           /* one per host: copy of pools[i].active_rq for lb_pick */
+};
+
+struct wlistener {
+    struct io io;
+    struct worker *w;
+    struct listener_config *cfg;   /* from w->snap */
+};
+
+/* Intrusive list of live downstream connections (for drain and shutdown). */
+struct conn_link {
+    struct conn_link *prev, *next;
+};
+
+struct worker {
+    unsigned id;                   /* also this worker's stats slot */
+    pthread_t thread;
+    struct loop *loop;
+    struct snapshot *snap;
+    struct wlistener *listeners;
+    size_t n_listeners;
+    struct wcluster *clusters;     /* one per snap->clusters */
+    struct buf_pool bufs;
+    struct route_scratch *scratch;
+    struct conn_link conns;        /* downstream connections, list head */
+    size_t n_conns;
+    uint64_t rng[2];               /* xorshift128+ state */
+    atomic_bool draining;          /* set by the main thread; the loop sees it via wake */
+    bool drain_started;
+    bool stop_when_idle;
+    char *log_buf;                 /* per-worker access log line buffer */
+};
+
+/* Creates a worker bound to snapshot s (takes a reference). Listening sockets are opened here
+ * so that bind errors are reported before threads start. Returns NULL with err set on failure. */
+struct worker *worker_new(unsigned id, struct snapshot *s, char *err, size_t errlen);
+int worker_start(struct worker *w);
+/* Thread-safe: stop accepting, let connections finish, then exit the loop. */
+void worker_drain(struct worker *w);
+void worker_join_and_free(struct worker *w);
+
+uint64_t worker_random(struct worker *w);
+/* This worker's state for cluster index i, refreshed if the cluster's hosts changed. */
+struct wcluster *worker_cluster(struct worker *w, int i);
+
+void conn_link_add(struct conn_link *head, struct conn_link *l);
+void conn_link_del(struct conn_link *l);
+
+#endif
