@@ -41,6 +41,8 @@ struct wlistener {
 /* Intrusive list of live downstream connections (for drain and shutdown). */
 struct conn_link {
     struct conn_link *prev, *next;
+    /* Graceful: close when idle, or after the current exchange. force: close now. */
+    void (*drain)(struct conn_link *l, bool force);
 };
 
 struct worker {
@@ -57,8 +59,11 @@ struct worker {
     size_t n_conns;
     uint64_t rng[2];               /* xorshift128+ state */
     atomic_bool draining;          /* set by the main thread; the loop sees it via wake */
+    atomic_bool stop_now;          /* drain time is over: close what is left and exit */
+    atomic_bool done;              /* the loop has exited */
+    bool started;
     bool drain_started;
-    bool stop_when_idle;
+    struct timer drain_tick;
     char *log_buf;                 /* per-worker access log line buffer */
 };
 
@@ -68,6 +73,8 @@ struct worker *worker_new(unsigned id, struct snapshot *s, char *err, size_t err
 int worker_start(struct worker *w);
 /* Thread-safe: stop accepting, let connections finish, then exit the loop. */
 void worker_drain(struct worker *w);
+/* Thread-safe: close every connection now and exit the loop. */
+void worker_stop(struct worker *w);
 void worker_join_and_free(struct worker *w);
 
 uint64_t worker_random(struct worker *w);

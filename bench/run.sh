@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Benchmarks weft-proxy against HAProxy and nginx in one run, on this machine, through the same
+# nginx backend serving a 1 KiB response: HTTP/1.1 keep-alive, 16 connections, one proxy worker
+# each, wrk with one thread. Writes bench/RESULTS.md (ratios to HAProxy).
+# Env: DURATION (s, default 10), CONNS (default 16).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${WEFT_BIN:-build/bin}
+DURATION=${DURATION:-10}
+CONNS=${CONNS:-16}
+work=$(mktemp -d /tmp/weft-bench.XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+BACKEND=18080 WEFT=18081 HAPROXY=18082 NGINX=18083 ADMIN=18090
+head -c 1024 /dev/zero | tr '\0' 'w' > "$work/1k"
+
+# nginx as the shared backend (2 workers so it is never the bottleneck of one proxy worker).
+mkdir -p "$work/nb" "$work/np"
+cat > "$work/backend.conf" <<CONF
+worker_processes 1; daemon off; pid $work/nb/pid; error_log $work/nb/err warn;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  server { listen 127.0.0.1:$BACKEND; location / { root $work; try_files /1k =404; } } }
+CONF
+nginx -p "$work/nb" -c "$work/backend.conf" & pids+=($!)
+
+cat > "$work/weft.yaml" <<CONF
+admin: {address: {socket_address: {address: 127.0.0.1, port_value: $ADMIN}}}
+static_resources:
+  listeners:
+  - name: bench
+    address: {socket_address: {address: 127.0.0.1, port_value: $WEFT}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: bench
+          http_filters: [{name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]
+          route_config:
+            virtual_hosts: [{name: all, domains: ["*"], routes: [{match: {prefix: "/"}, route: {cluster: backend}}]}]
+  clusters:
+  - name: backend
+    connect_timeout: 1s
+    type: STATIC
+    load_assignment:
+      cluster_name: backend
+      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: $BACKEND}}}}]}]
+CONF
+"$BIN/weft-proxy" -c "$work/weft.yaml" --concurrency 1 -l warning & pids+=($!); weft_pid=$!
+
+cat > "$work/haproxy.cfg" <<CONF
+global
+  nbthread 1
+  maxconn 10000
+defaults
+  mode http
+  timeout connect 1s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+  http-reuse always
+frontend f
+  bind 127.0.0.1:$HAPROXY
+  default_backend b
+backend b
+  server s1 127.0.0.1:$BACKEND
+CONF
+haproxy -f "$work/haproxy.cfg" -db & pids+=($!); haproxy_pid=$!
+
+cat > "$work/nginx.conf" <<CONF
+worker_processes 1; daemon off; master_process off; pid $work/np/pid; error_log $work/np/err warn;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  upstream b { server 127.0.0.1:$BACKEND; keepalive 64; }
+  server { listen 127.0.0.1:$NGINX; location / { proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+CONF
+nginx -p "$work/np" -c "$work/nginx.conf" & pids+=($!); nginx_pid=$!
+
+for port in $BACKEND $WEFT $HAPROXY $NGINX; do
+  for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.05; done
+done
+rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+idle_weft=$(rss $weft_pid); idle_haproxy=$(rss $haproxy_pid); idle_nginx=$(rss $nginx_pid)
+
+declare -A RPS P50 P99 RSS
+run() { # name port pid
+  local out; out=$(wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "http://127.0.0.1:$2/")
+  RPS[$1]=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  P50[$1]=$(awk '$1 == "50%" {print $2}' <<<"$out")
+  P99[$1]=$(awk '$1 == "99%" {print $2}' <<<"$out")
+  RSS[$1]=$(rss "$3")
+  echo "$1: ${RPS[$1]} req/s, p50 ${P50[$1]}, p99 ${P99[$1]}, RSS ${RSS[$1]} KiB"
+}
+to_us() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) print n; else if (v ~ /ms$/) print n * 1000; else print n * 1000000 }'; }
+run haproxy $HAPROXY $haproxy_pid
+run weft $WEFT $weft_pid
+run nginx $NGINX $nginx_pid
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+{
+  echo "# Benchmarks"
+  echo
+  echo "Measured by \`make bench\` (bench/run.sh) on $(date -u +%Y-%m-%d), $(nproc) cores, $(uname -r)."
+  echo "HTTP/1.1 keep-alive through each proxy to one nginx backend serving 1 KiB; wrk -t1 -c$CONNS -d${DURATION}s;"
+  echo "one worker per proxy (weft-proxy --concurrency 1, haproxy nbthread 1, nginx worker_processes 1)."
+  echo "Ratios are to HAProxy in the same run (requests/s: higher is better; latency and RSS: lower is better)."
+  echo
+  echo "| proxy | requests/s | ratio | p50 | p99 | p99 ratio | idle RSS KiB | loaded RSS KiB |"
+  echo "|---|---|---|---|---|---|---|---|"
+  for p in weft haproxy nginx; do
+    idle_var="idle_$p"
+    echo "| $p | ${RPS[$p]} | $(ratio "${RPS[$p]}" "${RPS[haproxy]}") | ${P50[$p]} | ${P99[$p]} | $(ratio "$(to_us "${P99[$p]}")" "$(to_us "${P99[haproxy]}")") | ${!idle_var} | ${RSS[$p]} |"
+  done
+} > bench/RESULTS.md.new
+mv bench/RESULTS.md.new bench/RESULTS.md
+cat bench/RESULTS.md

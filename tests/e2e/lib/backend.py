@@ -1,0 +1,120 @@
+#!/usr/bin/python3
+"""A small HTTP/1.1 test backend that misbehaves on request.
+
+Answers every request with a JSON echo of what it received:
+  {"name", "method", "path", "headers" (lower-case names), "body_len", "body"}
+Request headers steer it:
+  x-status: N          answer with status N
+  x-delay-ms: N        wait N ms before answering
+  x-chunked: 1         send the response body chunked
+  x-body-size: N       send N bytes of 'x' as the body instead of the echo
+  x-close: 1           close the connection after the response
+  x-reset: 1           close the connection without answering
+Usage: backend.py PORT NAME [--ws]  (prints "ready" when listening)
+"""
+import json
+import socket
+import socketserver
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "backend"
+
+    def log_message(self, *args):
+        pass
+
+    def _body(self):
+        if self.headers.get("transfer-encoding", "").lower() == "chunked":
+            data = b""
+            while True:
+                line = self.rfile.readline()
+                size = int(line.split(b";")[0].strip(), 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return data
+                data += self.rfile.read(size)
+                self.rfile.readline()
+        n = int(self.headers.get("content-length", "0") or 0)
+        return self.rfile.read(n) if n else b""
+
+    def _handle(self):
+        h = {k.lower(): v for k, v in self.headers.items()}
+        if h.get("upgrade", "").lower() == "websocket":
+            return self._websocket()
+        body = self._body()
+        if h.get("x-reset"):
+            self.close_connection = True
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            return
+        if h.get("x-delay-ms"):
+            time.sleep(int(h["x-delay-ms"]) / 1000.0)
+        status = int(h.get("x-status", "200"))
+        if "x-body-size" in h:
+            out = b"x" * int(h["x-body-size"])
+            ctype = "application/octet-stream"
+        else:
+            out = json.dumps({
+                "name": self.server.name, "method": self.command, "path": self.path,
+                "headers": h, "body_len": len(body), "body": body.decode("latin-1"),
+            }).encode()
+            ctype = "application/json"
+        self.send_response(status)
+        self.send_header("content-type", ctype)
+        self.send_header("x-backend", self.server.name)
+        no_body = self.command == "HEAD" or status in (204, 304) or status < 200
+        if h.get("x-chunked") and not no_body:
+            self.send_header("transfer-encoding", "chunked")
+        elif status not in (204, 304):
+            self.send_header("content-length", str(len(out)))
+        if h.get("x-close"):
+            self.send_header("connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        if no_body:
+            return
+        if h.get("x-chunked"):
+            for i in range(0, len(out), 7):
+                part = out[i:i + 7]
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+            self.wfile.write(b"0\r\nx-trailer: yes\r\n\r\n")
+        else:
+            self.wfile.write(out)
+
+    def _websocket(self):
+        # Not a real WebSocket: after the 101, echo bytes back upper-cased until EOF.
+        self.send_response(101)
+        self.send_header("upgrade", "websocket")
+        self.send_header("connection", "upgrade")
+        self.end_headers()
+        self.wfile.flush()
+        while True:
+            data = self.connection.recv(65536)
+            if not data:
+                break
+            self.connection.sendall(data.upper())
+        self.close_connection = True
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = do_OPTIONS = _handle
+
+
+class Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+def main():
+    port, name = int(sys.argv[1]), sys.argv[2]
+    srv = Server(("127.0.0.1", port), Handler)
+    srv.name = name
+    print("ready", flush=True)
+    srv.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
