@@ -13,6 +13,9 @@ for v in 1 2; do
   /usr/bin/python3 tests/e2e/lib/backend.py "1908$v" "reviews-v$v" >/dev/null & pids+=($!)
 done
 "$BIN/weft-proxy" -c samples/demo/bootstrap.yaml --concurrency 2 >"$log" 2>&1 & pids+=($!)
+for port in 19081 19082; do
+  for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.05; done
+done
 for _ in $(seq 100); do curl -sf -o /dev/null http://127.0.0.1:15000/ready && break; sleep 0.05; done
 
 say() { printf '\n\033[1m%s\033[0m\n' "$*"; }

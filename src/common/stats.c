@@ -41,7 +41,7 @@ int64_t stats_value(const struct stat_block *b, size_t field)
 {
     uint64_t sum = 0;
     for (unsigned s = 0; s < g_slots; s++)
-        sum += b->vals[(size_t)s * b->stride + field];
+        sum += atomic_load_explicit(&b->vals[(size_t)s * b->stride + field], memory_order_relaxed);
     return (int64_t)sum;
 }
 

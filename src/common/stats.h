@@ -9,6 +9,7 @@
 #ifndef WEFT_COMMON_STATS_H
 #define WEFT_COMMON_STATS_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -36,7 +37,7 @@ struct stat_block {
     char *prefix;
     const struct stat_schema *schema;
     size_t stride;             /* uint64 values per slot, cache-line padded */
-    uint64_t *vals;            /* slots * stride values */
+    _Atomic uint64_t *vals;    /* slots * stride values */
     struct stat_block *next;
 };
 
@@ -46,24 +47,23 @@ unsigned stats_slots(void);
 /* Finds or creates the block for prefix (which must end in '.'). Main thread only. Never NULL
  * (aborts on out of memory at config time). */
 struct stat_block *stats_block(const char *prefix, const struct stat_schema *schema);
-/* This slot's values of a block: index with the schema's enum. */
-static inline uint64_t *stats_slot(struct stat_block *b, unsigned slot)
+/* Only the slot's own thread writes it, so an update is a relaxed load and store (a plain
+ * add on x86-64, no lock prefix); the atomics only make the main thread's reads well defined. */
+static inline void stats_add(struct stat_block *b, unsigned slot, size_t field, int64_t delta)
 {
-    return b->vals + (size_t)slot * b->stride;
+    _Atomic uint64_t *v = b->vals + (size_t)slot * b->stride + field;
+    atomic_store_explicit(v, atomic_load_explicit(v, memory_order_relaxed) + (uint64_t)delta,
+                          memory_order_relaxed);
 }
 static inline void stats_inc(struct stat_block *b, unsigned slot, size_t field)
 {
-    stats_slot(b, slot)[field]++;
-}
-static inline void stats_add(struct stat_block *b, unsigned slot, size_t field, int64_t delta)
-{
-    stats_slot(b, slot)[field] += (uint64_t)delta;
+    stats_add(b, slot, field, 1);
 }
 /* Counts a status code in the block's code range. */
 static inline void stats_code(struct stat_block *b, unsigned slot, int code)
 {
     if (b->schema->code_prefix && code >= STATS_CODE_MIN && code < STATS_CODE_MAX)
-        stats_slot(b, slot)[b->schema->n + (size_t)(code - STATS_CODE_MIN)]++;
+        stats_add(b, slot, b->schema->n + (size_t)(code - STATS_CODE_MIN), 1);
 }
 /* Sum over slots (gauges may be negative in a slot: they are signed deltas). */
 int64_t stats_value(const struct stat_block *b, size_t field);

@@ -15,6 +15,7 @@
 
 struct route_table;
 struct lb_table;
+struct lb_config;
 struct access_log;
 struct dns_resolver;
 
@@ -63,12 +64,18 @@ struct cluster {
     /* Hosts: static ones are fixed; DNS clusters get a new host set (and lb table) from the
      * resolver on the main thread, published like a snapshot (see cluster_hosts). */
     _Atomic(struct host_set *) hosts;
-    struct lb_config_holder *lbcfg;
-    char *dns_name;                /* STRICT/LOGICAL_DNS: the names to resolve */
-    uint16_t dns_port;
-    uint64_t dns_refresh_ms;
+    struct lb_config *lbc;         /* how to build a host set's load-balancing table */
+    struct dns_target *dns;        /* STRICT/LOGICAL_DNS: one per lb_endpoint */
+    size_t n_dns;
+    uint64_t dns_refresh_ms;       /* dns_refresh_rate, default 5 s */
     int dns_family;                /* AF_UNSPEC, AF_INET, AF_INET6 (dns_lookup_family) */
     struct stat_block *stats;
+};
+
+struct dns_target {
+    char *name;
+    uint16_t port;
+    uint32_t weight, priority;
 };
 
 /* A cluster's current hosts with their load-balancing table: immutable, refcounted. */
@@ -209,5 +216,12 @@ int snapshot_cluster_index(const struct snapshot *s, const char *name);
 
 struct host_set *cluster_hosts_acquire(struct cluster *c);
 void host_set_release(struct host_set *hs);
+/* Builds a host set (takes ownership of hosts) with its load-balancing table; NULL + err on failure. */
+struct host_set *host_set_new(struct host *hosts, size_t n, const struct lb_config *lbc, char *err, size_t errlen);
+/* Main thread: makes hs the cluster's host set. The old one is released after a grace period,
+ * long enough for any worker that has just loaded the old pointer to take its own reference. */
+void cluster_set_hosts(struct cluster *c, struct host_set *hs, uint64_t now_ms);
+/* Main thread: releases retired host sets whose grace period is over (all with force). */
+void host_sets_reap(uint64_t now_ms, bool force);
 
 #endif

@@ -39,6 +39,7 @@ static void uconn_close(struct uconn *u)
         uconn_stat(u, CS_UPSTREAM_CX_DESTROY, 1);
     }
     u->state = UC_CLOSED;
+    wcluster_put(u->wc);
     loop_defer(l, &u->def, free_deferred);
 }
 
@@ -108,6 +109,45 @@ static void on_io(struct loop *l, struct io *io, uint32_t events)
     u->cb(u, UE_IO, u->owner);
 }
 
+/* Starts a non-blocking connect to addr for a new connection object. */
+static int connect_new(struct worker *w, struct wcluster *wc, uint32_t host, const struct sockaddr_storage *addr,
+                       uconn_cb cb, void *owner, struct uconn **out)
+{
+    socklen_t len = addr->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    int fd = socket(addr->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    struct uconn *u = calloc(1, sizeof *u);
+    if (!u) {
+        close(fd);
+        return -ENOMEM;
+    }
+    u->w = w;
+    u->wc = wc;
+    wcluster_hold(wc);
+    u->host = host;
+    u->owner = owner;
+    u->cb = cb;
+    u->state = UC_CONNECTING;
+    timer_init(&u->timer, on_timer, u);
+    stats_inc(wc->c->stats, w->id, CS_UPSTREAM_CX_TOTAL);
+    stats_inc(wc->c->stats, w->id, CS_UPSTREAM_CX_HTTP1_TOTAL);
+    if (connect(fd, (const struct sockaddr *)addr, len) < 0 && errno != EINPROGRESS) {
+        int e = errno;
+        close(fd);
+        wcluster_put(wc);
+        free(u);
+        stats_inc(wc->c->stats, w->id, CS_UPSTREAM_CX_CONNECT_FAIL);
+        return -e;
+    }
+    io_start(w->loop, &u->io, fd, EPOLLIN | EPOLLOUT, on_io, u);
+    timer_start(w->loop, &u->timer, wc->c->connect_timeout_ms);
+    *out = u;
+    return 0;
+}
+
 int upstream_acquire(struct worker *w, struct wcluster *wc, uint32_t host, uconn_cb cb, void *owner,
                      struct uconn **out)
 {
@@ -126,37 +166,13 @@ int upstream_acquire(struct worker *w, struct wcluster *wc, uint32_t host, uconn
         *out = u;
         return 0;
     }
-    const struct host *h = &wc->hs->hosts[host];
-    int fd = socket(h->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    u = calloc(1, sizeof *u);
-    if (!u) {
-        close(fd);
-        return -ENOMEM;
-    }
-    u->w = w;
-    u->wc = wc;
-    u->host = host;
-    u->owner = owner;
-    u->cb = cb;
-    u->state = UC_CONNECTING;
-    timer_init(&u->timer, on_timer, u);
-    stats_inc(wc->c->stats, w->id, CS_UPSTREAM_CX_TOTAL);
-    stats_inc(wc->c->stats, w->id, CS_UPSTREAM_CX_HTTP1_TOTAL);
-    if (connect(fd, (const struct sockaddr *)&h->addr, h->addrlen) < 0 && errno != EINPROGRESS) {
-        int e = errno;
-        close(fd);
-        free(u);
-        stats_inc(wc->c->stats, w->id, CS_UPSTREAM_CX_CONNECT_FAIL);
-        return -e;
-    }
-    io_start(w->loop, &u->io, fd, EPOLLIN | EPOLLOUT, on_io, u);
-    timer_start(w->loop, &u->timer, wc->c->connect_timeout_ms);
-    *out = u;
-    return 0;
+    return connect_new(w, wc, host, &wc->hs->hosts[host].addr, cb, owner, out);
+}
+
+int upstream_connect_addr(struct worker *w, struct wcluster *wc, const struct sockaddr_storage *addr,
+                          uconn_cb cb, void *owner, struct uconn **out)
+{
+    return connect_new(w, wc, UPSTREAM_NO_POOL, addr, cb, owner, out);
 }
 
 void upstream_release(struct uconn *u, bool reusable)
@@ -167,7 +183,8 @@ void upstream_release(struct uconn *u, bool reusable)
         reusable = false;
     if (u->in && buf_len(u->in) > 0)
         reusable = false; /* the server sent more than one response: do not trust it */
-    if (!reusable || u->state != UC_OPEN || u->peer_closed || u->w->drain_started) {
+    if (!reusable || u->state != UC_OPEN || u->peer_closed || u->w->drain_started || u->wc->retired ||
+        u->host == UPSTREAM_NO_POOL) {
         uconn_stat(u, CS_UPSTREAM_CX_DESTROY_LOCAL, 1);
         uconn_close(u);
         return;

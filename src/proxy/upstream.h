@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "common/buf.h"
 #include "common/loop.h"
@@ -50,6 +51,13 @@ struct uconn {
  * could not even be created (treat as connect failure). */
 int upstream_acquire(struct worker *w, struct wcluster *wc, uint32_t host, uconn_cb cb, void *owner,
                      struct uconn **out);
+/* For ORIGINAL_DST clusters: a connection to an address that is not one of wc's hosts (the
+ * downstream connection's original destination). It is never pooled. Same results as
+ * upstream_acquire. */
+int upstream_connect_addr(struct worker *w, struct wcluster *wc, const struct sockaddr_storage *addr,
+                          uconn_cb cb, void *owner, struct uconn **out);
+#define UPSTREAM_NO_POOL UINT32_MAX
+
 /* Gives u back. reusable: the exchange ended cleanly and the connection may carry another
  * request; otherwise it is closed. u must not be used afterwards. */
 void upstream_release(struct uconn *u, bool reusable);

@@ -23,13 +23,18 @@ struct upool {
     uint32_t active_rq;            /* in-flight requests (LEAST_REQUEST input) */
 };
 
-/* This worker's view of one cluster. Rebuilt when the cluster's host set changes. */
+/* This worker's view of one cluster for one host set: pools and load-balancer state. When
+ * the cluster's hosts change (DNS), a new one becomes current and the old one is retired: it
+ * lives on, without idle connections, until the last stream or connection using it lets go. */
 struct wcluster {
     struct cluster *c;
+    struct worker *w;
     struct host_set *hs;           /* the host set the pools below are for (one reference) */
     struct lb_state *lb;
     struct upool *pools;           /* one per host in hs */
-    uint32_t *active_rq;           /* one per host: copy of pools[i].active_rq for lb_pick */
+    uint32_t *active_rq;           /* one per host: in-flight requests, for lb_pick */
+    uint32_t users;                /* streams, sessions and upstream connections holding it */
+    bool retired;
 };
 
 struct wlistener {
@@ -52,7 +57,7 @@ struct worker {
     struct snapshot *snap;
     struct wlistener *listeners;
     size_t n_listeners;
-    struct wcluster *clusters;     /* one per snap->clusters */
+    struct wcluster **clusters;    /* current state, one per snap->clusters */
     struct buf_pool bufs;
     struct route_scratch *scratch;
     struct conn_link conns;        /* downstream connections, list head */
@@ -78,8 +83,11 @@ void worker_stop(struct worker *w);
 void worker_join_and_free(struct worker *w);
 
 uint64_t worker_random(struct worker *w);
-/* This worker's state for cluster index i, refreshed if the cluster's hosts changed. */
+/* This worker's current state for cluster index i, refreshed if the cluster's hosts changed.
+ * Callers that keep it past the current event take a hold and put it back when done. */
 struct wcluster *worker_cluster(struct worker *w, int i);
+static inline void wcluster_hold(struct wcluster *wc) { wc->users++; }
+void wcluster_put(struct wcluster *wc);
 
 void conn_link_add(struct conn_link *head, struct conn_link *l);
 void conn_link_del(struct conn_link *l);

@@ -1,0 +1,1002 @@
+/* Builds the runtime snapshot from an Envoy v3 Bootstrap: listeners, filter chains, the HTTP
+ * connection manager with its compiled routes, tcp_proxy, clusters with their hosts and
+ * load-balancing tables, access logs. Every problem is reported as "field.path: problem". */
+/* Envoy still honours the fields its protos mark deprecated (access_log_path, text_format,
+ * max_requests_per_connection...), and so do we: reading them is not an error here. */
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "common/log.h"
+#include "common/pbmap.h"
+#include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
+#include "envoy/extensions/access_loggers/file/v3/file.pb-c.h"
+#include "envoy/extensions/access_loggers/stream/v3/stream.pb-c.h"
+#include "envoy/extensions/filters/http/router/v3/router.pb-c.h"
+#include "envoy/extensions/filters/listener/original_dst/v3/original_dst.pb-c.h"
+#include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
+#include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb-c.h"
+#include "proxy/access_log.h"
+#include "proxy/config.h"
+#include "proxy/lb.h"
+#include "proxy/listener.h"
+#include "proxy/route.h"
+
+typedef Envoy__Config__Bootstrap__V3__Bootstrap Bootstrap;
+typedef Envoy__Config__Listener__V3__Listener Listener;
+typedef Envoy__Config__Listener__V3__FilterChain FilterChain;
+typedef Envoy__Config__Listener__V3__FilterChainMatch FilterChainMatch;
+typedef Envoy__Config__Cluster__V3__Cluster Cluster;
+typedef Envoy__Config__Core__V3__Address Address;
+typedef Envoy__Config__Core__V3__CidrRange CidrRange;
+typedef Envoy__Config__Accesslog__V3__AccessLog AccessLog;
+typedef Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpConnectionManager Hcm;
+typedef Envoy__Extensions__Filters__Network__TcpProxy__V3__TcpProxy TcpProxy;
+
+const struct stat_def cluster_stat_defs[CS_COUNT] = {
+    [CS_UPSTREAM_CX_TOTAL] = {"upstream_cx_total", STAT_COUNTER},
+    [CS_UPSTREAM_CX_ACTIVE] = {"upstream_cx_active", STAT_GAUGE},
+    [CS_UPSTREAM_CX_CONNECT_FAIL] = {"upstream_cx_connect_fail", STAT_COUNTER},
+    [CS_UPSTREAM_CX_CONNECT_TIMEOUT] = {"upstream_cx_connect_timeout", STAT_COUNTER},
+    [CS_UPSTREAM_CX_DESTROY] = {"upstream_cx_destroy", STAT_COUNTER},
+    [CS_UPSTREAM_CX_RX_BYTES_TOTAL] = {"upstream_cx_rx_bytes_total", STAT_COUNTER},
+    [CS_UPSTREAM_CX_TX_BYTES_TOTAL] = {"upstream_cx_tx_bytes_total", STAT_COUNTER},
+    [CS_UPSTREAM_CX_NONE_HEALTHY] = {"upstream_cx_none_healthy", STAT_COUNTER},
+    [CS_UPSTREAM_RQ_TOTAL] = {"upstream_rq_total", STAT_COUNTER},
+    [CS_UPSTREAM_RQ_ACTIVE] = {"upstream_rq_active", STAT_GAUGE},
+    [CS_UPSTREAM_RQ_TIMEOUT] = {"upstream_rq_timeout", STAT_COUNTER},
+    [CS_UPSTREAM_RQ_1XX] = {"upstream_rq_1xx", STAT_COUNTER},
+    [CS_UPSTREAM_RQ_2XX] = {"upstream_rq_2xx", STAT_COUNTER},
+    [CS_UPSTREAM_RQ_3XX] = {"upstream_rq_3xx", STAT_COUNTER},
+    [CS_UPSTREAM_RQ_4XX] = {"upstream_rq_4xx", STAT_COUNTER},
+    [CS_UPSTREAM_RQ_5XX] = {"upstream_rq_5xx", STAT_COUNTER},
+    [CS_UPSTREAM_RQ_COMPLETED] = {"upstream_rq_completed", STAT_COUNTER},
+    [CS_UPSTREAM_CX_DESTROY_LOCAL] = {"upstream_cx_destroy_local", STAT_COUNTER},
+    [CS_UPSTREAM_CX_DESTROY_REMOTE] = {"upstream_cx_destroy_remote", STAT_COUNTER},
+    [CS_UPSTREAM_RQ_PENDING_TOTAL] = {"upstream_rq_pending_total", STAT_COUNTER},
+    [CS_MEMBERSHIP_HEALTHY] = {"membership_healthy", STAT_GAUGE},
+    [CS_MEMBERSHIP_TOTAL] = {"membership_total", STAT_GAUGE},
+    [CS_UPSTREAM_CX_HTTP1_TOTAL] = {"upstream_cx_http1_total", STAT_COUNTER},
+};
+const struct stat_schema cluster_stat_schema = {"cluster", cluster_stat_defs, CS_COUNT, "upstream_rq_"};
+
+static const struct stat_def listener_stat_defs[LS_COUNT] = {
+    [LS_DOWNSTREAM_CX_TOTAL] = {"downstream_cx_total", STAT_COUNTER},
+    [LS_DOWNSTREAM_CX_ACTIVE] = {"downstream_cx_active", STAT_GAUGE},
+    [LS_DOWNSTREAM_CX_DESTROY] = {"downstream_cx_destroy", STAT_COUNTER},
+    [LS_NO_FILTER_CHAIN_MATCH] = {"no_filter_chain_match", STAT_COUNTER},
+    [LS_DOWNSTREAM_CX_OVERFLOW] = {"downstream_cx_overflow", STAT_COUNTER},
+};
+const struct stat_schema listener_stat_schema = {"listener", listener_stat_defs, LS_COUNT, NULL};
+
+static const struct stat_def http_stat_defs[HS_COUNT] = {
+    [HS_DOWNSTREAM_CX_TOTAL] = {"downstream_cx_total", STAT_COUNTER},
+    [HS_DOWNSTREAM_CX_ACTIVE] = {"downstream_cx_active", STAT_GAUGE},
+    [HS_DOWNSTREAM_CX_HTTP1_TOTAL] = {"downstream_cx_http1_total", STAT_COUNTER},
+    [HS_DOWNSTREAM_CX_HTTP1_ACTIVE] = {"downstream_cx_http1_active", STAT_GAUGE},
+    [HS_DOWNSTREAM_CX_DESTROY] = {"downstream_cx_destroy", STAT_COUNTER},
+    [HS_DOWNSTREAM_CX_PROTOCOL_ERROR] = {"downstream_cx_protocol_error", STAT_COUNTER},
+    [HS_DOWNSTREAM_CX_RX_BYTES_TOTAL] = {"downstream_cx_rx_bytes_total", STAT_COUNTER},
+    [HS_DOWNSTREAM_CX_TX_BYTES_TOTAL] = {"downstream_cx_tx_bytes_total", STAT_COUNTER},
+    [HS_DOWNSTREAM_CX_UPGRADES_TOTAL] = {"downstream_cx_upgrades_total", STAT_COUNTER},
+    [HS_DOWNSTREAM_CX_UPGRADES_ACTIVE] = {"downstream_cx_upgrades_active", STAT_GAUGE},
+    [HS_DOWNSTREAM_CX_IDLE_TIMEOUT] = {"downstream_cx_idle_timeout", STAT_COUNTER},
+    [HS_DOWNSTREAM_CX_DRAIN_CLOSE] = {"downstream_cx_drain_close", STAT_COUNTER},
+    [HS_DOWNSTREAM_RQ_TOTAL] = {"downstream_rq_total", STAT_COUNTER},
+    [HS_DOWNSTREAM_RQ_HTTP1_TOTAL] = {"downstream_rq_http1_total", STAT_COUNTER},
+    [HS_DOWNSTREAM_RQ_ACTIVE] = {"downstream_rq_active", STAT_GAUGE},
+    [HS_DOWNSTREAM_RQ_1XX] = {"downstream_rq_1xx", STAT_COUNTER},
+    [HS_DOWNSTREAM_RQ_2XX] = {"downstream_rq_2xx", STAT_COUNTER},
+    [HS_DOWNSTREAM_RQ_3XX] = {"downstream_rq_3xx", STAT_COUNTER},
+    [HS_DOWNSTREAM_RQ_4XX] = {"downstream_rq_4xx", STAT_COUNTER},
+    [HS_DOWNSTREAM_RQ_5XX] = {"downstream_rq_5xx", STAT_COUNTER},
+    [HS_DOWNSTREAM_RQ_COMPLETED] = {"downstream_rq_completed", STAT_COUNTER},
+    [HS_DOWNSTREAM_RQ_TIMEOUT] = {"downstream_rq_timeout", STAT_COUNTER},
+    [HS_DOWNSTREAM_RQ_HEADER_TIMEOUT] = {"downstream_rq_header_timeout", STAT_COUNTER},
+    [HS_DOWNSTREAM_RQ_IDLE_TIMEOUT] = {"downstream_rq_idle_timeout", STAT_COUNTER},
+    [HS_DOWNSTREAM_RQ_RX_RESET] = {"downstream_rq_rx_reset", STAT_COUNTER},
+    [HS_DOWNSTREAM_RQ_TX_RESET] = {"downstream_rq_tx_reset", STAT_COUNTER},
+    [HS_DOWNSTREAM_RQ_TOO_LARGE] = {"downstream_rq_too_large", STAT_COUNTER},
+    [HS_RQ_DIRECT_RESPONSE] = {"rq_direct_response", STAT_COUNTER},
+    [HS_RQ_REDIRECT] = {"rq_redirect", STAT_COUNTER},
+    [HS_NO_ROUTE] = {"no_route", STAT_COUNTER},
+    [HS_NO_CLUSTER] = {"no_cluster", STAT_COUNTER},
+    [HS_RQ_TOTAL] = {"rq_total", STAT_COUNTER},
+};
+const struct stat_schema http_stat_schema = {"http", http_stat_defs, HS_COUNT, NULL};
+
+static const struct stat_def tcp_stat_defs[TS_COUNT] = {
+    [TS_DOWNSTREAM_CX_TOTAL] = {"downstream_cx_total", STAT_COUNTER},
+    [TS_DOWNSTREAM_CX_RX_BYTES_TOTAL] = {"downstream_cx_rx_bytes_total", STAT_COUNTER},
+    [TS_DOWNSTREAM_CX_TX_BYTES_TOTAL] = {"downstream_cx_tx_bytes_total", STAT_COUNTER},
+    [TS_UPSTREAM_FLUSH_TOTAL] = {"upstream_flush_total", STAT_COUNTER},
+    [TS_IDLE_TIMEOUT] = {"idle_timeout", STAT_COUNTER},
+    [TS_DOWNSTREAM_CX_NO_ROUTE] = {"downstream_cx_no_route", STAT_COUNTER},
+};
+const struct stat_schema tcp_stat_schema = {"tcp", tcp_stat_defs, TS_COUNT, NULL};
+
+/* --- error reporting with a field path --- */
+
+struct ctx {
+    char path[512];
+    char *err;
+    size_t errlen;
+    struct snapshot *snap;
+};
+
+static int fail(struct ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int fail(struct ctx *c, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    snprintf(c->err, c->errlen, "%s: %s", c->path, msg);
+    return -1;
+}
+
+/* Appends a path element; returns the old length so the caller can pop it. */
+static size_t push(struct ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static size_t push(struct ctx *c, const char *fmt, ...)
+{
+    size_t old = strlen(c->path);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->path + old, sizeof c->path - old, fmt, ap);
+    va_end(ap);
+    return old;
+}
+static void pop(struct ctx *c, size_t old) { c->path[old] = '\0'; }
+
+static uint64_t duration_ms(const Google__Protobuf__Duration *d, uint64_t def)
+{
+    if (!d)
+        return def;
+    return (uint64_t)d->seconds * 1000u + (uint64_t)d->nanos / 1000000u;
+}
+
+static char *xstrdup(const char *s) { return s ? strdup(s) : NULL; }
+
+/* --- addresses --- */
+
+static int parse_ip_port(struct ctx *c, const char *ip, uint32_t port, struct sockaddr_storage *ss, socklen_t *len)
+{
+    memset(ss, 0, sizeof *ss);
+    struct sockaddr_in *in = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+    if (port > 65535)
+        return fail(c, "port %u out of range", port);
+    if (inet_pton(AF_INET, ip, &in->sin_addr) == 1) {
+        in->sin_family = AF_INET;
+        in->sin_port = htons((uint16_t)port);
+        *len = sizeof *in;
+        return 0;
+    }
+    if (inet_pton(AF_INET6, ip, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons((uint16_t)port);
+        *len = sizeof *in6;
+        return 0;
+    }
+    return fail(c, "'%s' is not an IP address", ip);
+}
+
+static int socket_address(struct ctx *c, const Address *a, struct sockaddr_storage *ss, socklen_t *len)
+{
+    if (!a || a->address_case != ENVOY__CONFIG__CORE__V3__ADDRESS__ADDRESS_SOCKET_ADDRESS)
+        return fail(c, "a socket_address is required");
+    const Envoy__Config__Core__V3__SocketAddress *sa = a->socket_address;
+    size_t old = push(c, ".socket_address");
+    int r = parse_ip_port(c, sa->address ? sa->address : "", sa->port_value, ss, len);
+    pop(c, old);
+    return r;
+}
+
+static int cidr_list(struct ctx *c, const char *field, CidrRange **in, size_t n, struct cidr **out, size_t *nout)
+{
+    *out = calloc(n ? n : 1, sizeof **out);
+    *nout = n;
+    for (size_t i = 0; i < n; i++) {
+        size_t old = push(c, ".%s[%zu]", field, i);
+        socklen_t len;
+        if (parse_ip_port(c, in[i]->address_prefix ? in[i]->address_prefix : "", 0, &(*out)[i].addr, &len) < 0)
+            return -1;
+        uint32_t max = (*out)[i].addr.ss_family == AF_INET ? 32 : 128;
+        (*out)[i].prefix_len = in[i]->prefix_len ? in[i]->prefix_len->value : 0;
+        if ((*out)[i].prefix_len > max)
+            return fail(c, "prefix_len %u is longer than %u", (*out)[i].prefix_len, max);
+        pop(c, old);
+    }
+    return 0;
+}
+
+/* --- access logs --- */
+
+static int build_access_logs(struct ctx *c, AccessLog **logs, size_t n, struct access_log ***out, size_t *nout)
+{
+    *out = calloc(n ? n : 1, sizeof **out);
+    *nout = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t old = push(c, ".access_log[%zu]", i);
+        const AccessLog *al = logs[i];
+        if (!al->typed_config)
+            return fail(c, "typed_config is required");
+        struct pbmap_error pe;
+        const char *type = al->typed_config->type_url ? strrchr(al->typed_config->type_url, '/') : NULL;
+        type = type ? type + 1 : (al->typed_config->type_url ? al->typed_config->type_url : "");
+        const char *path = NULL, *format = NULL;
+        ProtobufCMessage *m = NULL;
+        const Envoy__Config__Core__V3__SubstitutionFormatString *sfs = NULL;
+        if (strcmp(type, "envoy.extensions.access_loggers.file.v3.FileAccessLog") == 0) {
+            m = pbmap_unpack_any(&al->typed_config->base, &envoy__extensions__access_loggers__file__v3__file_access_log__descriptor, &pe);
+            if (!m)
+                return fail(c, "typed_config: %s", pe.msg);
+            Envoy__Extensions__AccessLoggers__File__V3__FileAccessLog *f = (void *)m;
+            path = f->path;
+            if (f->access_log_format_case == ENVOY__EXTENSIONS__ACCESS_LOGGERS__FILE__V3__FILE_ACCESS_LOG__ACCESS_LOG_FORMAT_FORMAT)
+                format = f->format;
+            else if (f->access_log_format_case == ENVOY__EXTENSIONS__ACCESS_LOGGERS__FILE__V3__FILE_ACCESS_LOG__ACCESS_LOG_FORMAT_LOG_FORMAT)
+                sfs = f->log_format;
+            if (!path || !*path) {
+                protobuf_c_message_free_unpacked(m, NULL);
+                return fail(c, "typed_config.path: a path is required");
+            }
+        } else if (strcmp(type, "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog") == 0 ||
+                   strcmp(type, "envoy.extensions.access_loggers.stream.v3.StderrAccessLog") == 0) {
+            bool out = type[strlen(type) - 12] == 'o'; /* "StdoutAccessLog" vs "StderrAccessLog" */
+            m = pbmap_unpack_any(&al->typed_config->base, out ? &envoy__extensions__access_loggers__stream__v3__stdout_access_log__descriptor
+                                                               : &envoy__extensions__access_loggers__stream__v3__stderr_access_log__descriptor, &pe);
+            if (!m)
+                return fail(c, "typed_config: %s", pe.msg);
+            path = out ? "/dev/stdout" : "/dev/stderr";
+            Envoy__Extensions__AccessLoggers__Stream__V3__StdoutAccessLog *so = (void *)m;
+            if (out && so->access_log_format_case == ENVOY__EXTENSIONS__ACCESS_LOGGERS__STREAM__V3__STDOUT_ACCESS_LOG__ACCESS_LOG_FORMAT_LOG_FORMAT)
+                sfs = so->log_format;
+        } else {
+            return fail(c, "unsupported access logger type '%s'", type);
+        }
+        if (sfs) {
+            if (sfs->format_case == ENVOY__CONFIG__CORE__V3__SUBSTITUTION_FORMAT_STRING__FORMAT_TEXT_FORMAT)
+                format = sfs->text_format;
+            else if (sfs->format_case == ENVOY__CONFIG__CORE__V3__SUBSTITUTION_FORMAT_STRING__FORMAT_TEXT_FORMAT_SOURCE &&
+                     sfs->text_format_source &&
+                     sfs->text_format_source->specifier_case == ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_INLINE_STRING)
+                format = sfs->text_format_source->inline_string;
+            else if (sfs->format_case != ENVOY__CONFIG__CORE__V3__SUBSTITUTION_FORMAT_STRING__FORMAT__NOT_SET) {
+                protobuf_c_message_free_unpacked(m, NULL);
+                return fail(c, "typed_config.log_format: only text_format and text_format_source.inline_string are supported");
+            }
+        }
+        char aerr[256];
+        struct access_log *log = access_log_new(path, format && *format ? format : NULL, aerr, sizeof aerr);
+        protobuf_c_message_free_unpacked(m, NULL);
+        if (!log)
+            return fail(c, "%s", aerr);
+        (*out)[(*nout)++] = log;
+        pop(c, old);
+    }
+    return 0;
+}
+
+/* --- clusters --- */
+
+static int lookup_cluster(void *arg, const char *name)
+{
+    return snapshot_cluster_index(arg, name);
+}
+
+static int add_host(struct ctx *c, struct host **hosts, size_t *n, size_t *cap, const struct sockaddr_storage *ss,
+                    socklen_t len, uint32_t weight, uint32_t priority, bool healthy, const char *hostname)
+{
+    if (*n == *cap) {
+        *cap = *cap ? 2 * *cap : 4;
+        struct host *nh = realloc(*hosts, *cap * sizeof *nh);
+        if (!nh)
+            return fail(c, "out of memory");
+        *hosts = nh;
+    }
+    struct host *h = &(*hosts)[(*n)++];
+    memset(h, 0, sizeof *h);
+    h->addr = *ss;
+    h->addrlen = len;
+    sockaddr_format(ss, h->addr_str, sizeof h->addr_str);
+    h->weight = weight ? weight : 1;
+    h->priority = priority;
+    h->healthy = healthy;
+    h->hostname = xstrdup(hostname);
+    return 0;
+}
+
+struct host_set *host_set_new(struct host *hosts, size_t n, const struct lb_config *lbc, char *err, size_t errlen)
+{
+    struct host_set *hs = calloc(1, sizeof *hs);
+    if (!hs)
+        return NULL;
+    atomic_init(&hs->refs, 1);
+    hs->hosts = hosts;
+    hs->n = n;
+    if (n) {
+        struct lb_host_info *info = calloc(n, sizeof *info);
+        for (size_t i = 0; i < n; i++)
+            info[i] = (struct lb_host_info){hosts[i].addr_str, strlen(hosts[i].addr_str), hosts[i].weight,
+                                            hosts[i].priority, hosts[i].healthy};
+        hs->lb = lb_table_build(lbc, info, n, err, errlen);
+        free(info);
+        if (!hs->lb) {
+            free(hs);
+            return NULL;
+        }
+    }
+    return hs;
+}
+
+/* Resolves a DNS cluster's names once at startup (blocking, main thread), so that traffic can
+ * flow at once; src/proxy/dns.c then re-resolves with c-ares every dns_refresh_rate. */
+static int resolve_into(struct ctx *c, const char *name, uint32_t port, int family, struct host **hosts, size_t *n,
+                        size_t *cap, uint32_t weight, uint32_t priority, bool first_only)
+{
+    struct addrinfo hints = {.ai_family = family, .ai_socktype = SOCK_STREAM}, *res = NULL;
+    char portstr[8];
+    snprintf(portstr, sizeof portstr, "%u", port);
+    int r = getaddrinfo(name, portstr, &hints, &res);
+    if (r != 0)
+        return fail(c, "cannot resolve '%s': %s", name, gai_strerror(r));
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        struct sockaddr_storage ss;
+        memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
+        if (add_host(c, hosts, n, cap, &ss, ai->ai_addrlen, weight, priority, true, name) < 0) {
+            freeaddrinfo(res);
+            return -1;
+        }
+        if (first_only)
+            break;
+    }
+    freeaddrinfo(res);
+    return 0;
+}
+
+static int build_cluster(struct ctx *c, const Cluster *pc, struct cluster *cl)
+{
+    cl->name = xstrdup(pc->name);
+    if (!cl->name || !*cl->name)
+        return fail(c, "name is required");
+    cl->connect_timeout_ms = duration_ms(pc->connect_timeout, 5000);
+    cl->max_requests_per_connection = pc->max_requests_per_connection ? pc->max_requests_per_connection->value : 0;
+    cl->idle_timeout_ms = 3600 * 1000;
+    switch (pc->type) {
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STATIC: cl->type = CLUSTER_STATIC; break;
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STRICT_DNS: cl->type = CLUSTER_STRICT_DNS; break;
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__LOGICAL_DNS: cl->type = CLUSTER_LOGICAL_DNS; break;
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__ORIGINAL_DST: cl->type = CLUSTER_ORIGINAL_DST; break;
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__EDS: cl->type = CLUSTER_EDS; break;
+    default: return fail(c, "type: unsupported discovery type %d", pc->type);
+    }
+    if (cl->type == CLUSTER_EDS)
+        return fail(c, "type: EDS clusters need xDS, which is not supported yet");
+
+    struct lb_config lbc;
+    lb_config_defaults(&lbc, LB_ROUND_ROBIN);
+    switch (pc->lb_policy) {
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__ROUND_ROBIN: lbc.policy = LB_ROUND_ROBIN; break;
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__LEAST_REQUEST: lbc.policy = LB_LEAST_REQUEST; break;
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__RANDOM: lbc.policy = LB_RANDOM; break;
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__RING_HASH: lbc.policy = LB_RING_HASH; break;
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__MAGLEV: lbc.policy = LB_MAGLEV; break;
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__CLUSTER_PROVIDED:
+        if (cl->type != CLUSTER_ORIGINAL_DST)
+            return fail(c, "lb_policy: CLUSTER_PROVIDED is only for ORIGINAL_DST clusters");
+        break;
+    default: return fail(c, "lb_policy: unsupported policy %d", pc->lb_policy);
+    }
+    enum lb_policy policy = lbc.policy;
+    lb_config_defaults(&lbc, policy);
+    if (cl->type == CLUSTER_ORIGINAL_DST && pc->load_assignment && pc->load_assignment->n_endpoints)
+        return fail(c, "load_assignment: ORIGINAL_DST clusters take no endpoints");
+    if (pc->lb_config_case == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_CONFIG_RING_HASH_LB_CONFIG && pc->ring_hash_lb_config) {
+        if (pc->ring_hash_lb_config->minimum_ring_size)
+            lbc.ring_min_size = pc->ring_hash_lb_config->minimum_ring_size->value;
+        if (pc->ring_hash_lb_config->maximum_ring_size)
+            lbc.ring_max_size = pc->ring_hash_lb_config->maximum_ring_size->value;
+    }
+    if (pc->lb_config_case == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_CONFIG_MAGLEV_LB_CONFIG && pc->maglev_lb_config &&
+        pc->maglev_lb_config->table_size)
+        lbc.maglev_table_size = pc->maglev_lb_config->table_size->value;
+    if (pc->lb_config_case == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_CONFIG_LEAST_REQUEST_LB_CONFIG &&
+        pc->least_request_lb_config && pc->least_request_lb_config->choice_count)
+        lbc.choice_count = pc->least_request_lb_config->choice_count->value;
+    if (pc->common_lb_config && pc->common_lb_config->healthy_panic_threshold)
+        lbc.healthy_panic_threshold_pct = (uint32_t)pc->common_lb_config->healthy_panic_threshold->value;
+
+    struct host *hosts = NULL;
+    size_t n = 0, cap = 0;
+    const Envoy__Config__Endpoint__V3__ClusterLoadAssignment *la = pc->load_assignment;
+    if (la && la->policy && la->policy->overprovisioning_factor)
+        lbc.overprovisioning_factor = la->policy->overprovisioning_factor->value / 100.0;
+    int family = AF_UNSPEC;
+    if (pc->dns_lookup_family == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DNS_LOOKUP_FAMILY__V4_ONLY)
+        family = AF_INET;
+    else if (pc->dns_lookup_family == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DNS_LOOKUP_FAMILY__V6_ONLY)
+        family = AF_INET6;
+    else if (pc->dns_lookup_family == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DNS_LOOKUP_FAMILY__AUTO ||
+             pc->dns_lookup_family == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DNS_LOOKUP_FAMILY__V4_PREFERRED)
+        family = AF_UNSPEC;
+    for (size_t i = 0; la && i < la->n_endpoints; i++) {
+        const Envoy__Config__Endpoint__V3__LocalityLbEndpoints *lle = la->endpoints[i];
+        for (size_t j = 0; j < lle->n_lb_endpoints; j++) {
+            const Envoy__Config__Endpoint__V3__LbEndpoint *le = lle->lb_endpoints[j];
+            size_t old = push(c, ".load_assignment.endpoints[%zu].lb_endpoints[%zu]", i, j);
+            if (le->host_identifier_case != ENVOY__CONFIG__ENDPOINT__V3__LB_ENDPOINT__HOST_IDENTIFIER_ENDPOINT || !le->endpoint)
+                return free(hosts), fail(c, "endpoint is required");
+            const Address *a = le->endpoint->address;
+            if (!a || a->address_case != ENVOY__CONFIG__CORE__V3__ADDRESS__ADDRESS_SOCKET_ADDRESS)
+                return free(hosts), fail(c, "endpoint.address.socket_address is required");
+            uint32_t weight = le->load_balancing_weight ? le->load_balancing_weight->value : 1;
+            if (weight == 0)
+                return free(hosts), fail(c, "load_balancing_weight must be at least 1");
+            /* Envoy: UNKNOWN and HEALTHY count as healthy; UNHEALTHY, DRAINING, TIMEOUT do not. */
+            int hsv = le->health_status;
+            bool healthy = hsv == 0 || hsv == 1 || hsv == 5;
+            const char *ip = a->socket_address->address ? a->socket_address->address : "";
+            uint32_t port = a->socket_address->port_value;
+            if (cl->type == CLUSTER_STATIC) {
+                struct sockaddr_storage ss;
+                socklen_t len;
+                push(c, ".endpoint.address");
+                if (socket_address(c, a, &ss, &len) < 0)
+                    return free(hosts), -1;
+                if (add_host(c, &hosts, &n, &cap, &ss, len, weight, lle->priority, healthy, le->endpoint->hostname) < 0)
+                    return free(hosts), -1;
+            } else {
+                struct dns_target *nd = realloc(cl->dns, (cl->n_dns + 1) * sizeof *nd);
+                if (!nd)
+                    return free(hosts), fail(c, "out of memory");
+                cl->dns = nd;
+                cl->dns[cl->n_dns++] = (struct dns_target){xstrdup(ip), (uint16_t)port, weight, lle->priority};
+                if (resolve_into(c, ip, port, family, &hosts, &n, &cap, weight, lle->priority,
+                                 cl->type == CLUSTER_LOGICAL_DNS) < 0) {
+                    /* Envoy starts anyway and keeps retrying; the cluster has no hosts until then. */
+                    log_warn("%s", c->err);
+                    c->err[0] = '\0';
+                }
+            }
+            pop(c, old);
+        }
+    }
+    cl->dns_family = family;
+    cl->dns_refresh_ms = duration_ms(pc->dns_refresh_rate, 5000);
+    cl->lbc = malloc(sizeof *cl->lbc);
+    if (!cl->lbc)
+        return free(hosts), fail(c, "out of memory");
+    *cl->lbc = lbc;
+    char lerr[256];
+    struct host_set *hs = host_set_new(hosts, n, &lbc, lerr, sizeof lerr);
+    if (!hs) {
+        for (size_t i = 0; i < n; i++)
+            free(hosts[i].hostname);
+        free(hosts);
+        return fail(c, "%s", lerr);
+    }
+    atomic_init(&cl->hosts, hs);
+    char prefix[600];
+    snprintf(prefix, sizeof prefix, "cluster.%s.", pc->alt_stat_name && *pc->alt_stat_name ? pc->alt_stat_name : cl->name);
+    cl->stats = stats_block(prefix, &cluster_stat_schema);
+    size_t healthy = 0;
+    for (size_t i = 0; i < n; i++)
+        healthy += hosts[i].healthy;
+    /* Membership gauges belong to the main thread's slot: reset then set. */
+    unsigned main_slot = stats_slots() - 1;
+    stats_add(cl->stats, main_slot, CS_MEMBERSHIP_TOTAL, (int64_t)n - stats_value(cl->stats, CS_MEMBERSHIP_TOTAL));
+    stats_add(cl->stats, main_slot, CS_MEMBERSHIP_HEALTHY, (int64_t)healthy - stats_value(cl->stats, CS_MEMBERSHIP_HEALTHY));
+    return 0;
+}
+
+/* --- network filters --- */
+
+static const char *type_name(const Google__Protobuf__Any *any)
+{
+    if (!any || !any->type_url)
+        return "";
+    const char *slash = strrchr(any->type_url, '/');
+    return slash ? slash + 1 : any->type_url;
+}
+
+static int build_hcm(struct ctx *c, const Hcm *h, struct hcm_config *hc)
+{
+    hc->stat_prefix = xstrdup(h->stat_prefix);
+    if (!hc->stat_prefix || !*hc->stat_prefix)
+        return fail(c, "stat_prefix is required");
+    char prefix[600];
+    snprintf(prefix, sizeof prefix, "http.%s.", hc->stat_prefix);
+    hc->stats = stats_block(prefix, &http_stat_schema);
+    hc->max_request_headers_bytes = (h->max_request_headers_kb ? h->max_request_headers_kb->value : 60) * 1024;
+    if (hc->max_request_headers_bytes == 0 || hc->max_request_headers_bytes > 64 * 1024) {
+        push(c, ".max_request_headers_kb");
+        return fail(c, "must be between 1 and 64 (Weft's limit, see docs/limits.md)");
+    }
+    hc->max_headers_count = 100;
+    hc->idle_timeout_ms = 3600 * 1000;
+    if (h->common_http_protocol_options) {
+        const Envoy__Config__Core__V3__HttpProtocolOptions *po = h->common_http_protocol_options;
+        if (po->max_headers_count)
+            hc->max_headers_count = po->max_headers_count->value;
+        if (po->idle_timeout)
+            hc->idle_timeout_ms = duration_ms(po->idle_timeout, 0);
+        if (hc->max_headers_count == 0 || hc->max_headers_count > 10000) {
+            push(c, ".common_http_protocol_options.max_headers_count");
+            return fail(c, "must be between 1 and 10000");
+        }
+    }
+    if (hc->idle_timeout_ms == 0)
+        hc->idle_timeout_ms = UINT64_MAX / 4; /* 0 disables it */
+    hc->stream_idle_timeout_ms = duration_ms(h->stream_idle_timeout, 300000);
+    hc->request_timeout_ms = duration_ms(h->request_timeout, 0);
+    hc->drain_timeout_ms = duration_ms(h->drain_timeout, 5000);
+    hc->use_remote_address = h->use_remote_address && h->use_remote_address->value;
+    hc->xff_num_trusted_hops = h->xff_num_trusted_hops;
+    hc->skip_xff_append = h->skip_xff_append;
+    hc->generate_request_id = !h->generate_request_id || h->generate_request_id->value;
+    hc->preserve_external_request_id = h->preserve_external_request_id;
+    hc->always_set_request_id_in_response = h->always_set_request_id_in_response;
+    hc->proxy_100_continue = h->proxy_100_continue;
+    hc->server_name = xstrdup(h->server_name && *h->server_name ? h->server_name : "envoy");
+    hc->server_header_transformation = h->server_header_transformation;
+    for (size_t i = 0; i < h->n_upgrade_configs; i++) {
+        const char *t = h->upgrade_configs[i]->upgrade_type;
+        bool enabled = !h->upgrade_configs[i]->enabled || h->upgrade_configs[i]->enabled->value;
+        if (t && strcasecmp(t, "websocket") == 0 && enabled)
+            hc->websocket_upgrade = true;
+    }
+    for (size_t i = 0; i < h->n_http_filters; i++) {
+        const Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpFilter *f = h->http_filters[i];
+        const char *t = f->config_type_case ==
+                                ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_FILTER__CONFIG_TYPE_TYPED_CONFIG
+                            ? type_name(f->typed_config)
+                            : "";
+        bool router = strcmp(t, "envoy.extensions.filters.http.router.v3.Router") == 0 ||
+                      (!*t && f->name && strcmp(f->name, "envoy.filters.http.router") == 0);
+        if (router) {
+            if (i != h->n_http_filters - 1) {
+                push(c, ".http_filters[%zu]", i);
+                return fail(c, "the router must be the last HTTP filter");
+            }
+            continue;
+        }
+        if (f->is_optional || f->disabled)
+            continue;
+        push(c, ".http_filters[%zu]", i);
+        return fail(c, "unsupported HTTP filter '%s' (%s)", f->name ? f->name : "", *t ? t : "no typed_config");
+    }
+    if (h->n_http_filters == 0)
+        return fail(c, "http_filters: the router filter is required");
+    if (h->route_specifier_case ==
+        ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__ROUTE_SPECIFIER_RDS)
+        return fail(c, "rds: dynamic routes need xDS, which is not supported yet");
+    if (h->route_specifier_case !=
+        ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__ROUTE_SPECIFIER_ROUTE_CONFIG)
+        return fail(c, "route_config is required");
+    char rerr[512];
+    hc->routes = route_table_build(h->route_config, lookup_cluster, c->snap, rerr, sizeof rerr);
+    if (!hc->routes) {
+        push(c, ".route_config.");
+        return fail(c, "%s", rerr);
+    }
+    return build_access_logs(c, h->access_log, h->n_access_log, &hc->access_logs, &hc->n_access_logs);
+}
+
+static int build_tcp_proxy(struct ctx *c, const TcpProxy *t, struct tcp_proxy_config *tc)
+{
+    tc->stat_prefix = xstrdup(t->stat_prefix);
+    if (!tc->stat_prefix || !*tc->stat_prefix)
+        return fail(c, "stat_prefix is required");
+    char prefix[600];
+    snprintf(prefix, sizeof prefix, "tcp.%s.", tc->stat_prefix);
+    tc->stats = stats_block(prefix, &tcp_stat_schema);
+    tc->idle_timeout_ms = duration_ms(t->idle_timeout, 3600 * 1000);
+    tc->max_connect_attempts = t->max_connect_attempts ? t->max_connect_attempts->value : 1;
+    tc->cluster = -1;
+    if (t->cluster_specifier_case == ENVOY__EXTENSIONS__FILTERS__NETWORK__TCP_PROXY__V3__TCP_PROXY__CLUSTER_SPECIFIER_CLUSTER) {
+        tc->cluster = snapshot_cluster_index(c->snap, t->cluster);
+        if (tc->cluster < 0)
+            return push(c, ".cluster"), fail(c, "unknown cluster '%s'", t->cluster);
+    } else if (t->cluster_specifier_case ==
+               ENVOY__EXTENSIONS__FILTERS__NETWORK__TCP_PROXY__V3__TCP_PROXY__CLUSTER_SPECIFIER_WEIGHTED_CLUSTERS) {
+        const Envoy__Extensions__Filters__Network__TcpProxy__V3__TcpProxy__WeightedCluster *wcl = t->weighted_clusters;
+        size_t n = wcl ? wcl->n_clusters : 0;
+        tc->weighted_clusters = calloc(n ? n : 1, sizeof *tc->weighted_clusters);
+        tc->weights = calloc(n ? n : 1, sizeof *tc->weights);
+        for (size_t i = 0; i < n; i++) {
+            size_t old = push(c, ".weighted_clusters.clusters[%zu]", i);
+            int idx = snapshot_cluster_index(c->snap, wcl->clusters[i]->name);
+            if (idx < 0)
+                return fail(c, "unknown cluster '%s'", wcl->clusters[i]->name ? wcl->clusters[i]->name : "");
+            tc->weighted_clusters[i] = idx;
+            tc->weights[i] = wcl->clusters[i]->weight;
+            tc->total_weight += wcl->clusters[i]->weight;
+            pop(c, old);
+        }
+        tc->n_weighted = n;
+        if (n == 0 || tc->total_weight == 0)
+            return fail(c, "weighted_clusters: at least one cluster with a weight is required");
+    } else {
+        return fail(c, "cluster or weighted_clusters is required");
+    }
+    return build_access_logs(c, t->access_log, t->n_access_log, &tc->access_logs, &tc->n_access_logs);
+}
+
+static int build_filter_chain(struct ctx *c, const FilterChain *pf, struct filter_chain *fc)
+{
+    fc->name = xstrdup(pf->name);
+    const FilterChainMatch *m = pf->filter_chain_match;
+    if (m) {
+        size_t old = push(c, ".filter_chain_match");
+        fc->match.destination_port = m->destination_port ? m->destination_port->value : 0;
+        if (cidr_list(c, "prefix_ranges", m->prefix_ranges, m->n_prefix_ranges, &fc->match.prefix_ranges,
+                      &fc->match.n_prefix_ranges) < 0 ||
+            cidr_list(c, "source_prefix_ranges", m->source_prefix_ranges, m->n_source_prefix_ranges,
+                      &fc->match.source_prefix_ranges, &fc->match.n_source_prefix_ranges) < 0)
+            return -1;
+        fc->match.source_ports = calloc(m->n_source_ports ? m->n_source_ports : 1, sizeof(uint32_t));
+        memcpy(fc->match.source_ports, m->source_ports, m->n_source_ports * sizeof(uint32_t));
+        fc->match.n_source_ports = m->n_source_ports;
+        fc->match.source_type = m->source_type;
+        fc->match.transport_protocol = m->transport_protocol && *m->transport_protocol ? xstrdup(m->transport_protocol) : NULL;
+        if (m->n_server_names || m->n_application_protocols)
+            return fail(c, "server_names and application_protocols need the TLS inspector, which is not supported yet");
+        pop(c, old);
+    }
+    if (pf->n_filters == 0)
+        return fail(c, "filters: at least one network filter is required");
+    for (size_t i = 0; i < pf->n_filters; i++) {
+        const Envoy__Config__Listener__V3__Filter *f = pf->filters[i];
+        size_t old = push(c, ".filters[%zu]", i);
+        const char *t = type_name(f->typed_config);
+        struct pbmap_error pe;
+        if (strcmp(t, "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager") == 0) {
+            Hcm *h = (Hcm *)pbmap_unpack_any(&f->typed_config->base,
+                &envoy__extensions__filters__network__http_connection_manager__v3__http_connection_manager__descriptor, &pe);
+            if (!h)
+                return fail(c, "typed_config: %s", pe.msg);
+            fc->kind = NF_HTTP;
+            fc->hcm = calloc(1, sizeof *fc->hcm);
+            push(c, ".typed_config");
+            int r = build_hcm(c, h, fc->hcm);
+            protobuf_c_message_free_unpacked(&h->base, NULL);
+            if (r < 0)
+                return -1;
+        } else if (strcmp(t, "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy") == 0) {
+            TcpProxy *tp = (TcpProxy *)pbmap_unpack_any(&f->typed_config->base,
+                &envoy__extensions__filters__network__tcp_proxy__v3__tcp_proxy__descriptor, &pe);
+            if (!tp)
+                return fail(c, "typed_config: %s", pe.msg);
+            fc->kind = NF_TCP_PROXY;
+            fc->tcp = calloc(1, sizeof *fc->tcp);
+            push(c, ".typed_config");
+            int r = build_tcp_proxy(c, tp, fc->tcp);
+            protobuf_c_message_free_unpacked(&tp->base, NULL);
+            if (r < 0)
+                return -1;
+        } else {
+            return fail(c, "unsupported network filter '%s' (%s)", f->name ? f->name : "", *t ? t : "no typed_config");
+        }
+        if (i != pf->n_filters - 1)
+            return fail(c, "%s must be the last network filter", fc->kind == NF_HTTP ? "http_connection_manager" : "tcp_proxy");
+        pop(c, old);
+    }
+    return 0;
+}
+
+static int build_listener(struct ctx *c, const Listener *pl, struct listener_config *lc)
+{
+    lc->name = xstrdup(pl->name && *pl->name ? pl->name : "");
+    push(c, ".address");
+    size_t base = strlen(c->path) - strlen(".address");
+    if (socket_address(c, pl->address, &lc->addr, &lc->addrlen) < 0)
+        return -1;
+    pop(c, base);
+    sockaddr_format(&lc->addr, lc->addr_str, sizeof lc->addr_str);
+    if (!*lc->name) {
+        free(lc->name);
+        lc->name = xstrdup(lc->addr_str);
+    }
+    lc->bind_to_port = !pl->bind_to_port || pl->bind_to_port->value;
+    lc->use_original_dst = pl->use_original_dst && pl->use_original_dst->value;
+    for (size_t i = 0; i < pl->n_listener_filters; i++) {
+        const Envoy__Config__Listener__V3__ListenerFilter *lf = pl->listener_filters[i];
+        const char *t = lf->config_type_case == ENVOY__CONFIG__LISTENER__V3__LISTENER_FILTER__CONFIG_TYPE_TYPED_CONFIG
+                            ? type_name(lf->typed_config) : "";
+        if (strcmp(t, "envoy.extensions.filters.listener.original_dst.v3.OriginalDst") == 0 ||
+            (lf->name && strcmp(lf->name, "envoy.filters.listener.original_dst") == 0)) {
+            lc->use_original_dst = true;
+        } else if (strcmp(t, "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector") == 0 ||
+                   strcmp(t, "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector") == 0) {
+            /* Accepted; they only matter once TLS and ALPN matching exist. */
+        } else {
+            push(c, ".listener_filters[%zu]", i);
+            return fail(c, "unsupported listener filter '%s'", lf->name ? lf->name : t);
+        }
+    }
+    char prefix[600];
+    /* Envoy names listener stats by address with ':' kept: listener.0.0.0.0_8080. */
+    char addr[ADDR_STR_MAX];
+    snprintf(addr, sizeof addr, "%s", lc->addr_str);
+    char *colon = strrchr(addr, ':');
+    if (colon)
+        *colon = '_';
+    snprintf(prefix, sizeof prefix, "listener.%s.", addr);
+    lc->stats = stats_block(prefix, &listener_stat_schema);
+    lc->chains = calloc(pl->n_filter_chains ? pl->n_filter_chains : 1, sizeof *lc->chains);
+    for (size_t i = 0; i < pl->n_filter_chains; i++) {
+        size_t old = push(c, ".filter_chains[%zu]", i);
+        lc->chains[i] = calloc(1, sizeof **lc->chains);
+        lc->n_chains = i + 1;
+        if (build_filter_chain(c, pl->filter_chains[i], lc->chains[i]) < 0)
+            return -1;
+        pop(c, old);
+    }
+    if (pl->default_filter_chain) {
+        size_t old = push(c, ".default_filter_chain");
+        lc->default_chain = calloc(1, sizeof *lc->default_chain);
+        if (build_filter_chain(c, pl->default_filter_chain, lc->default_chain) < 0)
+            return -1;
+        pop(c, old);
+    }
+    if (lc->n_chains == 0 && !lc->default_chain)
+        return fail(c, "filter_chains: at least one filter chain is required");
+    return 0;
+}
+
+/* --- the snapshot --- */
+
+int snapshot_cluster_index(const struct snapshot *s, const char *name)
+{
+    if (!name)
+        return -1;
+    for (size_t i = 0; i < s->n_clusters; i++)
+        if (strcmp(s->clusters[i]->name, name) == 0)
+            return (int)i;
+    return -1;
+}
+
+struct host_set *cluster_hosts_acquire(struct cluster *c)
+{
+    struct host_set *hs = atomic_load_explicit(&c->hosts, memory_order_acquire);
+    atomic_fetch_add(&hs->refs, 1);
+    return hs;
+}
+
+void host_set_release(struct host_set *hs)
+{
+    if (!hs || atomic_fetch_sub(&hs->refs, 1) != 1)
+        return;
+    for (size_t i = 0; i < hs->n; i++)
+        free(hs->hosts[i].hostname);
+    free(hs->hosts);
+    lb_table_free(hs->lb);
+    free(hs);
+}
+
+/* Host sets replaced by DNS, kept until no worker can still be about to take a reference. */
+#define HOST_SET_GRACE_MS 10000
+struct retired_hs {
+    struct host_set *hs;
+    uint64_t at_ms;
+    struct retired_hs *next;
+};
+static struct retired_hs *retired;
+
+void cluster_set_hosts(struct cluster *c, struct host_set *hs, uint64_t now_ms)
+{
+    struct host_set *old = atomic_exchange_explicit(&c->hosts, hs, memory_order_acq_rel);
+    struct retired_hs *r = malloc(sizeof *r);
+    if (!r) {
+        host_set_release(old); /* leaks nothing, risks a race only when out of memory */
+        return;
+    }
+    *r = (struct retired_hs){old, now_ms, retired};
+    retired = r;
+    unsigned main_slot = stats_slots() - 1;
+    size_t healthy = 0;
+    for (size_t i = 0; i < hs->n; i++)
+        healthy += hs->hosts[i].healthy;
+    stats_add(c->stats, main_slot, CS_MEMBERSHIP_TOTAL, (int64_t)hs->n - stats_value(c->stats, CS_MEMBERSHIP_TOTAL));
+    stats_add(c->stats, main_slot, CS_MEMBERSHIP_HEALTHY, (int64_t)healthy - stats_value(c->stats, CS_MEMBERSHIP_HEALTHY));
+}
+
+void host_sets_reap(uint64_t now_ms, bool force)
+{
+    for (struct retired_hs **pp = &retired; *pp;) {
+        struct retired_hs *r = *pp;
+        if (force || now_ms - r->at_ms >= HOST_SET_GRACE_MS) {
+            *pp = r->next;
+            host_set_release(r->hs);
+            free(r);
+        } else {
+            pp = &r->next;
+        }
+    }
+}
+
+static void free_access_logs(struct access_log **logs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        access_log_free(logs[i]);
+    free(logs);
+}
+
+static void free_chain(struct filter_chain *fc)
+{
+    if (!fc)
+        return;
+    free(fc->name);
+    free(fc->match.prefix_ranges);
+    free(fc->match.source_prefix_ranges);
+    free(fc->match.source_ports);
+    free(fc->match.transport_protocol);
+    if (fc->hcm) {
+        free(fc->hcm->stat_prefix);
+        free(fc->hcm->server_name);
+        route_table_free(fc->hcm->routes);
+        free_access_logs(fc->hcm->access_logs, fc->hcm->n_access_logs);
+        free(fc->hcm);
+    }
+    if (fc->tcp) {
+        free(fc->tcp->stat_prefix);
+        free(fc->tcp->weighted_clusters);
+        free(fc->tcp->weights);
+        free_access_logs(fc->tcp->access_logs, fc->tcp->n_access_logs);
+        free(fc->tcp);
+    }
+    free(fc);
+}
+
+static void snapshot_free(struct snapshot *s)
+{
+    for (size_t i = 0; i < s->n_listeners; i++) {
+        struct listener_config *lc = s->listeners[i];
+        if (!lc)
+            continue;
+        for (size_t j = 0; j < lc->n_chains; j++)
+            free_chain(lc->chains[j]);
+        free_chain(lc->default_chain);
+        free(lc->chains);
+        free(lc->name);
+        free(lc);
+    }
+    for (size_t i = 0; i < s->n_clusters; i++) {
+        struct cluster *cl = s->clusters[i];
+        if (!cl)
+            continue;
+        host_set_release(atomic_load(&cl->hosts));
+        free(cl->name);
+        for (size_t j = 0; j < cl->n_dns; j++)
+            free(cl->dns[j].name);
+        free(cl->dns);
+        free(cl->lbc);
+        free(cl);
+    }
+    free(s->listeners);
+    free(s->clusters);
+    free(s->admin.access_log_path);
+    free(s->node_id);
+    free(s->node_cluster);
+    free(s->config_json);
+    free(s);
+}
+
+struct snapshot *snapshot_ref(struct snapshot *s)
+{
+    atomic_fetch_add(&s->refs, 1);
+    return s;
+}
+
+void snapshot_unref(struct snapshot *s)
+{
+    if (s && atomic_fetch_sub(&s->refs, 1) == 1)
+        snapshot_free(s);
+}
+
+/* The /config_dump body: Envoy's ConfigDump shape with the bootstrap, static clusters and
+ * static listeners as given. */
+static char *render_config_dump(const Bootstrap *b)
+{
+    json_t *root = json_object(), *configs = json_array();
+    json_t *bd = json_object();
+    json_object_set_new(bd, "@type", json_string("type.googleapis.com/envoy.admin.v3.BootstrapConfigDump"));
+    json_object_set_new(bd, "bootstrap", pbmap_to_json(&b->base));
+    json_array_append_new(configs, bd);
+    json_t *cd = json_object(), *sc = json_array();
+    json_object_set_new(cd, "@type", json_string("type.googleapis.com/envoy.admin.v3.ClustersConfigDump"));
+    json_t *ld = json_object(), *sl = json_array();
+    json_object_set_new(ld, "@type", json_string("type.googleapis.com/envoy.admin.v3.ListenersConfigDump"));
+    const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr = b->static_resources;
+    for (size_t i = 0; sr && i < sr->n_clusters; i++) {
+        json_t *e = json_object();
+        json_t *cl = pbmap_to_json(&sr->clusters[i]->base);
+        json_object_set_new(cl, "@type", json_string("type.googleapis.com/envoy.config.cluster.v3.Cluster"));
+        json_object_set_new(e, "cluster", cl);
+        json_array_append_new(sc, e);
+    }
+    for (size_t i = 0; sr && i < sr->n_listeners; i++) {
+        json_t *e = json_object();
+        json_t *l = pbmap_to_json(&sr->listeners[i]->base);
+        json_object_set_new(l, "@type", json_string("type.googleapis.com/envoy.config.listener.v3.Listener"));
+        json_object_set_new(e, "listener", l);
+        json_array_append_new(sl, e);
+    }
+    json_object_set_new(cd, "static_clusters", sc);
+    json_object_set_new(ld, "static_listeners", sl);
+    json_array_append_new(configs, cd);
+    json_array_append_new(configs, ld);
+    json_object_set_new(root, "configs", configs);
+    char *s = json_dumps(root, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
+    json_decref(root);
+    return s;
+}
+
+struct snapshot *snapshot_build(const struct ProtobufCMessage *msg, char *err, size_t errlen)
+{
+    const Bootstrap *b = (const Bootstrap *)msg;
+    struct snapshot *s = calloc(1, sizeof *s);
+    struct ctx c = {.err = err, .errlen = errlen, .snap = s};
+    err[0] = '\0';
+    atomic_init(&s->refs, 1);
+    if (b->node) {
+        s->node_id = xstrdup(b->node->id);
+        s->node_cluster = xstrdup(b->node->cluster);
+    }
+    if (b->admin && b->admin->address) {
+        strcpy(c.path, "admin.address");
+        if (socket_address(&c, b->admin->address, &s->admin.addr, &s->admin.addrlen) < 0)
+            goto fail;
+        s->admin.enabled = true;
+        s->admin.access_log_path = xstrdup(b->admin->access_log_path);
+    }
+    const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr = b->static_resources;
+    size_t nc = sr ? sr->n_clusters : 0, nl = sr ? sr->n_listeners : 0;
+    s->clusters = calloc(nc ? nc : 1, sizeof *s->clusters);
+    s->listeners = calloc(nl ? nl : 1, sizeof *s->listeners);
+    for (size_t i = 0; i < nc; i++) {
+        snprintf(c.path, sizeof c.path, "static_resources.clusters[%zu]", i);
+        if (sr->clusters[i]->name && snapshot_cluster_index(s, sr->clusters[i]->name) >= 0) {
+            push(&c, ".name");
+            fail(&c, "duplicate cluster name '%s'", sr->clusters[i]->name);
+            goto fail;
+        }
+        struct cluster *cl = calloc(1, sizeof *cl);
+        cl->index = (int)i;
+        s->clusters[i] = cl;
+        s->n_clusters = i + 1;
+        if (build_cluster(&c, sr->clusters[i], cl) < 0)
+            goto fail;
+    }
+    for (size_t i = 0; i < nl; i++) {
+        snprintf(c.path, sizeof c.path, "static_resources.listeners[%zu]", i);
+        s->listeners[i] = calloc(1, sizeof **s->listeners);
+        s->n_listeners = i + 1;
+        if (build_listener(&c, sr->listeners[i], s->listeners[i]) < 0)
+            goto fail;
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(s->listeners[j]->name, s->listeners[i]->name) == 0) {
+                push(&c, ".name");
+                fail(&c, "duplicate listener name '%s'", s->listeners[i]->name);
+                goto fail;
+            }
+        }
+    }
+    s->config_json = render_config_dump(b);
+    return s;
+fail:
+    if (!err[0])
+        snprintf(err, errlen, "%s: invalid", c.path);
+    snapshot_free(s);
+    return NULL;
+}

@@ -1,0 +1,242 @@
+#include "proxy/worker.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "proxy/access_log.h"
+#include "proxy/lb.h"
+#include "proxy/listener.h"
+#include "proxy/route.h"
+#include "proxy/upstream.h"
+
+void conn_link_add(struct conn_link *head, struct conn_link *l)
+{
+    l->next = head->next;
+    l->prev = head;
+    head->next->prev = l;
+    head->next = l;
+}
+
+void conn_link_del(struct conn_link *l)
+{
+    if (!l->next)
+        return;
+    l->prev->next = l->next;
+    l->next->prev = l->prev;
+    l->next = l->prev = NULL;
+}
+
+uint64_t worker_random(struct worker *w)
+{
+    /* xorshift128+: fast and good enough for load balancing and request ids. */
+    uint64_t s1 = w->rng[0];
+    const uint64_t s0 = w->rng[1];
+    w->rng[0] = s0;
+    s1 ^= s1 << 23;
+    w->rng[1] = s1 ^ s0 ^ (s1 >> 17) ^ (s0 >> 26);
+    return w->rng[1] + s0;
+}
+
+static void wcluster_free(struct wcluster *wc)
+{
+    lb_state_free(wc->lb);
+    free(wc->pools);
+    free(wc->active_rq);
+    host_set_release(wc->hs);
+    free(wc);
+}
+
+void wcluster_put(struct wcluster *wc)
+{
+    if (--wc->users == 0 && wc->retired)
+        wcluster_free(wc);
+}
+
+/* Makes wc stop taking new work: idle connections close now, the rest when their users finish. */
+static void wcluster_retire(struct wcluster *wc)
+{
+    if (!wc)
+        return;
+    wc->retired = true;
+    wc->users++; /* closing idle connections puts their holds back: keep wc alive meanwhile */
+    upstream_close_idle(wc, wc->hs->n);
+    wcluster_put(wc);
+}
+
+static struct wcluster *wcluster_new(struct worker *w, struct cluster *c)
+{
+    struct wcluster *wc = calloc(1, sizeof *wc);
+    if (!wc)
+        abort(); /* configuration-time allocation */
+    wc->c = c;
+    wc->w = w;
+    wc->hs = cluster_hosts_acquire(c);
+    size_t n = wc->hs->n ? wc->hs->n : 1;
+    wc->pools = calloc(n, sizeof *wc->pools);
+    wc->active_rq = calloc(n, sizeof *wc->active_rq);
+    wc->lb = wc->hs->lb ? lb_state_new(wc->hs->lb, worker_random(w)) : NULL;
+    if (!wc->pools || !wc->active_rq || (wc->hs->lb && !wc->lb))
+        abort();
+    return wc;
+}
+
+struct wcluster *worker_cluster(struct worker *w, int i)
+{
+    struct wcluster *wc = w->clusters[i];
+    struct cluster *c = w->snap->clusters[i];
+    if (wc && wc->hs == atomic_load_explicit(&c->hosts, memory_order_acquire))
+        return wc;
+    wcluster_retire(wc);
+    w->clusters[i] = wcluster_new(w, c);
+    return w->clusters[i];
+}
+
+static void on_accept(struct loop *l, struct io *io, uint32_t events)
+{
+    (void)l, (void)events;
+    struct wlistener *wl = io->data;
+    listener_accept_all(wl->w, wl);
+}
+
+static void drain_connections(struct worker *w, bool force)
+{
+    for (struct conn_link *c = w->conns.next, *next; c != &w->conns; c = next) {
+        next = c->next;
+        c->drain(c, force);
+    }
+}
+
+static void on_drain_tick(struct loop *l, struct timer *t)
+{
+    struct worker *w = t->data;
+    if (w->n_conns == 0)
+        loop_stop(l);
+    else
+        timer_start(l, t, 20);
+}
+
+/* Runs on the worker's thread after worker_drain() or worker_stop(). */
+static void on_wake(struct loop *l, void *arg)
+{
+    struct worker *w = arg;
+    if (atomic_load(&w->draining) && !w->drain_started) {
+        w->drain_started = true;
+        for (size_t i = 0; i < w->n_listeners; i++) {
+            if (w->listeners[i].io.fd >= 0) {
+                io_stop(l, &w->listeners[i].io);
+                close(w->listeners[i].io.fd);
+                w->listeners[i].io.fd = -1;
+            }
+        }
+        drain_connections(w, false);
+        for (size_t i = 0; i < w->snap->n_clusters; i++)
+            if (w->clusters[i])
+                upstream_close_idle(w->clusters[i], w->clusters[i]->hs->n);
+        timer_start(l, &w->drain_tick, 0);
+    }
+    if (atomic_load(&w->stop_now)) {
+        drain_connections(w, true);
+        loop_stop(l);
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    loop_run(w->loop);
+    atomic_store(&w->done, true);
+    return NULL;
+}
+
+struct worker *worker_new(unsigned id, struct snapshot *s, char *err, size_t errlen)
+{
+    struct worker *w = calloc(1, sizeof *w);
+    if (!w) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    w->id = id;
+    w->snap = snapshot_ref(s);
+    w->conns.next = w->conns.prev = &w->conns;
+    timer_init(&w->drain_tick, on_drain_tick, w);
+    buf_pool_init(&w->bufs, 256);
+    w->loop = loop_new(on_wake, w);
+    w->scratch = route_scratch_new();
+    w->log_buf = malloc(ACCESS_LOG_LINE_MAX);
+    w->clusters = calloc(s->n_clusters ? s->n_clusters : 1, sizeof *w->clusters);
+    w->listeners = calloc(s->n_listeners ? s->n_listeners : 1, sizeof *w->listeners);
+    if (getrandom(w->rng, sizeof w->rng, 0) != sizeof w->rng)
+        w->rng[0] = 0x9E3779B97F4A7C15ull ^ id, w->rng[1] = clock_now_us();
+    if (!w->loop || !w->scratch || !w->log_buf || !w->clusters || !w->listeners) {
+        snprintf(err, errlen, "out of memory");
+        worker_join_and_free(w);
+        return NULL;
+    }
+    for (size_t i = 0; i < s->n_listeners; i++) {
+        struct listener_config *lc = s->listeners[i];
+        struct wlistener *wl = &w->listeners[i];
+        wl->w = w;
+        wl->cfg = lc;
+        wl->io.fd = -1;
+        if (!lc->bind_to_port)
+            continue;
+        int fd = listener_open(&lc->addr, lc->addrlen, true);
+        if (fd < 0) {
+            snprintf(err, errlen, "listener '%s': cannot listen on %s: %s", lc->name, lc->addr_str, strerror(-fd));
+            w->n_listeners = i;
+            worker_join_and_free(w);
+            return NULL;
+        }
+        io_start(w->loop, &wl->io, fd, EPOLLIN, on_accept, wl);
+        w->n_listeners = i + 1;
+    }
+    w->n_listeners = s->n_listeners;
+    return w;
+}
+
+int worker_start(struct worker *w)
+{
+    int r = pthread_create(&w->thread, NULL, worker_main, w);
+    w->started = r == 0;
+    return -r;
+}
+
+void worker_drain(struct worker *w)
+{
+    atomic_store(&w->draining, true);
+    loop_wake(w->loop);
+}
+
+void worker_stop(struct worker *w)
+{
+    atomic_store(&w->stop_now, true);
+    loop_wake(w->loop);
+}
+
+void worker_join_and_free(struct worker *w)
+{
+    if (!w)
+        return;
+    if (w->started)
+        pthread_join(w->thread, NULL);
+    for (size_t i = 0; i < w->n_listeners; i++)
+        if (w->listeners[i].io.fd >= 0)
+            close(w->listeners[i].io.fd);
+    if (w->snap && w->clusters)
+        for (size_t i = 0; i < w->snap->n_clusters; i++)
+            wcluster_retire(w->clusters[i]);
+    free(w->clusters);
+    free(w->listeners);
+    free(w->log_buf);
+    route_scratch_free(w->scratch);
+    buf_pool_drain(&w->bufs);
+    loop_free(w->loop);
+    snapshot_unref(w->snap);
+    free(w);
+}
