@@ -645,7 +645,8 @@ static int build_filter_chain(struct ctx *c, const FilterChain *pf, struct filte
                       &fc->match.source_prefix_ranges, &fc->match.n_source_prefix_ranges) < 0)
             return -1;
         fc->match.source_ports = calloc(m->n_source_ports ? m->n_source_ports : 1, sizeof(uint32_t));
-        memcpy(fc->match.source_ports, m->source_ports, m->n_source_ports * sizeof(uint32_t));
+        if (m->n_source_ports)
+            memcpy(fc->match.source_ports, m->source_ports, m->n_source_ports * sizeof(uint32_t));
         fc->match.n_source_ports = m->n_source_ports;
         fc->match.source_type = m->source_type;
         fc->match.transport_protocol = m->transport_protocol && *m->transport_protocol ? xstrdup(m->transport_protocol) : NULL;

@@ -3,7 +3,9 @@
 # a client inside the namespace calls 10.99.0.2:80 and 10.99.0.3:7000; iptables redirects both
 # to weft-proxy's 15001 listener; SO_ORIGINAL_DST hands the first to the bind_to_port:false
 # listener for 0.0.0.0:80 (HTTP, as Istio's virtual listeners) and the second to a tcp_proxy
-# filter chain matched on destination_port 7000.
+# filter chain matched on destination_port 7000. Anything else falls to a passthrough chain whose
+# ORIGINAL_DST cluster connects to the address the client asked for (Istio's PassthroughCluster);
+# the proxy runs as UID 1337 and, as with istio-iptables, its own traffic is not redirected.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${WEFT_BIN:-build/bin}
@@ -26,7 +28,8 @@ nsx() { ip netns exec "$ns" "$@"; }
 nsx ip link set lo up
 nsx ip addr add 10.99.0.2/32 dev lo
 nsx ip addr add 10.99.0.3/32 dev lo
-nsx iptables -t nat -A OUTPUT -p tcp -d 10.99.0.0/24 -j REDIRECT --to-ports 15001
+nsx ip addr add 10.99.0.4/32 dev lo
+nsx iptables -t nat -A OUTPUT -p tcp -d 10.99.0.0/24 -m owner ! --uid-owner 1337 -j REDIRECT --to-ports 15001
 
 cat > "$cfg" <<'YAML'
 admin: {address: {socket_address: {address: 127.0.0.1, port_value: 15000}}}
@@ -48,7 +51,7 @@ static_resources:
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
           stat_prefix: passthrough
-          cluster: nowhere
+          cluster: PassthroughCluster
   - name: 0.0.0.0_80
     address: {socket_address: {address: 0.0.0.0, port_value: 80}}
     bind_to_port: false
@@ -68,15 +71,18 @@ static_resources:
     load_assignment:
       cluster_name: backend
       endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 18500}}}}]}]
-  - name: nowhere
+  - name: PassthroughCluster
     connect_timeout: 1s
-    type: STATIC
-    load_assignment: {cluster_name: nowhere}
+    type: ORIGINAL_DST
+    lb_policy: CLUSTER_PROVIDED
 YAML
 
 nsx /usr/bin/python3 tests/e2e/lib/backend.py 18500 backend >/dev/null 2>&1 &
+nsx /usr/bin/python3 tests/e2e/lib/backend.py 7001 external 10.99.0.4 >/dev/null 2>&1 &
+chmod 644 "$cfg"
 for _ in $(seq 100); do nsx curl -s -o /dev/null http://127.0.0.1:18500/ && break; sleep 0.05; done
-nsx "$BIN/weft-proxy" -c "$cfg" --concurrency 1 >"$log" 2>&1 &
+for _ in $(seq 100); do nsx ss -ltn | grep -q '10.99.0.4:7001' && break; sleep 0.05; done
+nsx setpriv --reuid=1337 --regid=1337 --clear-groups "$BIN/weft-proxy" -c "$cfg" --concurrency 1 >"$log" 2>&1 &
 for _ in $(seq 100); do nsx curl -sf -o /dev/null http://127.0.0.1:15000/ready && break; sleep 0.05; done
 
 out=$(nsx curl -s --max-time 5 http://10.99.0.2/hello)
@@ -91,9 +97,12 @@ while True:
     d+=c
 print(d.decode(errors="replace"))')
 check "TCP to 10.99.0.3:7000 goes through the destination_port 7000 chain" 'grep -qF "\"path\": \"/tcp\"" <<<"$out"'
+out=$(nsx curl -s --max-time 5 http://10.99.0.4:7001/passthrough)
+check "unknown destination passes through to the original destination" 'grep -qF "\"name\": \"external\"" <<<"$out"'
 stats=$(nsx curl -s http://127.0.0.1:15000/stats)
 check "http stats under the port-80 listener's prefix" 'grep -q "^http.outbound_0.0.0.0_80.downstream_rq_total: 1" <<<"$stats"'
 check "tcp stats under the 7000 chain's prefix" 'grep -q "^tcp.tcp7000.downstream_cx_total: 1" <<<"$stats"'
+check "passthrough counted on the ORIGINAL_DST cluster" 'grep -q "^cluster.PassthroughCluster.upstream_cx_total: 1" <<<"$stats"'
 [ "$fail" -eq 0 ] || cat "$log"
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

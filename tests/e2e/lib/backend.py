@@ -10,7 +10,7 @@ Request headers steer it:
   x-body-size: N       send N bytes of 'x' as the body instead of the echo
   x-close: 1           close the connection after the response
   x-reset: 1           close the connection without answering
-Usage: backend.py PORT NAME [--ws]  (prints "ready" when listening)
+Usage: backend.py PORT NAME [BIND_ADDRESS]  (default 127.0.0.1; prints "ready" when listening)
 """
 import json
 import socket
@@ -115,7 +115,8 @@ class Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
 
 def main():
     port, name = int(sys.argv[1]), sys.argv[2]
-    srv = Server(("127.0.0.1", port), Handler)
+    bind = sys.argv[3] if len(sys.argv) > 3 else "127.0.0.1"
+    srv = Server((bind, port), Handler)
     srv.name = name
     print("ready", flush=True)
     srv.serve_forever()
