@@ -79,6 +79,13 @@ json_t *pbmap_to_json(const ProtobufCMessage *m);
  * Returns a malloc'd NUL-terminated string the caller frees, or NULL. */
 char *pbmap_to_json_string(const ProtobufCMessage *m, int indent);
 
+/* Writes any jansson value (borrowed; e.g. a /config_dump assembled from several
+ * pbmap_to_json results) the way pbmap_to_json_string does: shortest round-trip doubles
+ * (jansson's own json_dumps writes 0.1 as 0.10000000000000001) and escapes that keep the
+ * text readable by yamltree. Object keys keep insertion order. Returns a malloc'd string
+ * the caller frees, or NULL (j NULL or out of memory). */
+char *pbmap_json_dumps(const json_t *j, int indent);
+
 /* ---- shared by pbmap.c and pbmap_json.c (usable elsewhere too) ---- */
 
 /* The well-known types with a JSON form of their own. */

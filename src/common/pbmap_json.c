@@ -617,17 +617,23 @@ static void po_json(struct pj_out *o, const json_t *j, int indent, int level)
     }
 }
 
-char *pbmap_to_json_string(const ProtobufCMessage *m, int indent)
+char *pbmap_json_dumps(const json_t *j, int indent)
 {
-    json_t *j = pbmap_to_json(m);
     if (!j)
         return NULL;
     struct pj_out o = {0};
     po_json(&o, j, indent < 0 ? 0 : indent, 0);
-    json_decref(j);
     if (o.oom) {
         free(o.buf);
         return NULL;
     }
     return o.buf;
+}
+
+char *pbmap_to_json_string(const ProtobufCMessage *m, int indent)
+{
+    json_t *j = pbmap_to_json(m);
+    char *s = pbmap_json_dumps(j, indent);
+    json_decref(j);
+    return s;
 }

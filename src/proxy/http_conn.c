@@ -144,10 +144,15 @@ static size_t read_downstream(struct hconn *d, size_t keep)
         buf_compact_to(d->in, keep);
     size_t total = 0;
     while (d->readable && buf_room(d->in) > 0) {
-        ssize_t n = read(d->io.fd, buf_wpos(d->in), buf_room(d->in));
+        size_t room = buf_room(d->in);
+        ssize_t n = read(d->io.fd, buf_wpos(d->in), room);
         if (n > 0) {
             d->in->tail += (size_t)n;
             total += (size_t)n;
+            /* A short read drained the socket: with edge-triggered epoll, bytes that arrive
+             * later raise a new event, so skip the read that would only say EAGAIN. */
+            if ((size_t)n < room)
+                d->readable = false;
         } else if (n == 0) {
             d->peer_closed = true;
             d->readable = false;

@@ -104,6 +104,8 @@ static void on_io(struct loop *l, struct io *io, uint32_t events)
     }
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         u->readable = true;
+    if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        u->hup = true; /* the EOF is queued behind the data: read until we see it */
     if (events & EPOLLOUT)
         u->writable = true;
     u->cb(u, UE_IO, u->owner);
@@ -206,10 +208,13 @@ long upstream_read(struct uconn *u)
         return -ENOMEM;
     long total = 0;
     while (u->readable && buf_room(u->in) > 0) {
-        ssize_t n = read(u->io.fd, buf_wpos(u->in), buf_room(u->in));
+        size_t room = buf_room(u->in);
+        ssize_t n = read(u->io.fd, buf_wpos(u->in), room);
         if (n > 0) {
             u->in->tail += (size_t)n;
             total += n;
+            if ((size_t)n < room && !u->hup)
+                u->readable = false; /* drained: edge-triggered epoll reports what comes next */
             continue;
         }
         if (n == 0) {

@@ -42,6 +42,7 @@ struct uconn {
     struct uconn *next_idle;
     uint32_t requests;             /* requests served (max_requests_per_connection) */
     bool readable, writable, peer_closed;
+    bool hup;                      /* epoll reported the peer's EOF or an error */
     int error;                     /* errno of the last failure */
     struct deferred def;
 };
