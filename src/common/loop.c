@@ -92,6 +92,7 @@ void loop_free(struct loop *l)
 {
     if (!l)
         return;
+    run_deferred(l); /* objects closed after the loop stopped still need their memory back */
     close(l->wake_io.fd);
     close(l->epfd);
     free(l->heap);

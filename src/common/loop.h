@@ -43,6 +43,7 @@ void loop_defer(struct loop *l, struct deferred *d, void (*fn)(struct deferred *
 
 /* Creates a loop; wake_cb (may be NULL) runs on the loop's thread after loop_wake() from any thread. */
 struct loop *loop_new(loop_wake_cb wake_cb, void *wake_arg);
+/* Runs any deferred releases still pending, then frees the loop. */
 void loop_free(struct loop *l);
 /* Runs until loop_stop(). Returns 0. */
 int loop_run(struct loop *l);

@@ -33,6 +33,7 @@ struct admin_conn {
     size_t out_len, out_off;
     bool close_after;
     struct deferred def;
+    struct admin_conn *next, *prev;   /* every open connection, so admin_stop can close them */
 };
 
 struct admin {
@@ -40,6 +41,7 @@ struct admin {
     struct io listen_io;
     struct admin_hooks hooks;
     size_t nconns;
+    struct admin_conn *conns;
 };
 
 /* A growable string for building answers (admin only: config time, not the request path). */
@@ -418,11 +420,22 @@ static void conn_free(struct deferred *d)
     free(c);
 }
 
+static void conn_unlink(struct admin_conn *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        c->a->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->a->nconns--;
+}
+
 static void conn_close(struct admin_conn *c)
 {
     io_stop(c->a->loop, &c->io);
     close(c->io.fd);
-    c->a->nconns--;
+    conn_unlink(c);
     loop_defer(c->a->loop, &c->def, conn_free);
 }
 
@@ -531,6 +544,10 @@ static void on_accept(struct loop *l, struct io *io, uint32_t events)
         }
         c->a = a;
         a->nconns++;
+        c->next = a->conns;
+        if (a->conns)
+            a->conns->prev = c;
+        a->conns = c;
         io_start(l, &c->io, fd, EPOLLIN | EPOLLOUT, on_conn, c);
     }
 }
@@ -561,5 +578,12 @@ void admin_stop(struct admin *a)
         return;
     io_stop(a->loop, &a->listen_io);
     close(a->listen_io.fd);
+    while (a->conns) { /* the loop has stopped: free directly, nothing else can see them */
+        struct admin_conn *c = a->conns;
+        io_stop(a->loop, &c->io);
+        close(c->io.fd);
+        conn_unlink(c);
+        conn_free(&c->def);
+    }
     free(a);
 }

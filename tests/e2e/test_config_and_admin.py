@@ -48,12 +48,13 @@ for name, cfg, needles in cases:
     ok = code == 1 and len(lines) == 1 and all(n in out for n in needles) and "Segmentation" not in out
     check("config error: " + name, ok, (code, out))
 
-with open("/tmp/weft-validate.yaml", "w") as f:
+import tempfile
+with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
     f.write(good)
-r = subprocess.run([os.path.join(BIN, "weft-proxy"), "--mode", "validate", "-c", "/tmp/weft-validate.yaml"],
+r = subprocess.run([os.path.join(BIN, "weft-proxy"), "--mode", "validate", "-c", f.name],
                    capture_output=True, text=True, timeout=20)
 check("--mode validate accepts a good config", r.returncode == 0 and "OK" in r.stdout, r.stdout + r.stderr)
-os.unlink("/tmp/weft-validate.yaml")
+os.unlink(f.name)
 r = subprocess.run([os.path.join(BIN, "weft-proxy"), "--bogus"], capture_output=True, text=True, timeout=20)
 check("unknown flag refused", r.returncode == 1 and "unknown option '--bogus'" in r.stderr, r.stderr)
 
@@ -97,5 +98,5 @@ try:
     proxy.p.wait(10)
 except Exception:
     pass
-check("the proxy exited after quitquitquit", proxy.p.poll() == 0, proxy.p.poll())
+check("the proxy exited after quitquitquit", proxy.p.poll() == 0, (proxy.p.poll(), proxy.output()[-1500:]))
 finish()

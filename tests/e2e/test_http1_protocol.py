@@ -174,6 +174,38 @@ check("more than max_headers_count gives 431", status_of(r) == 431, r[:100])
 r = raw(port, b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 62000 + b"\r\n\r\n")
 check("head over the 60 KiB default gives 431", status_of(r) == 431, r[:100])
 
+# Large bodies stream through in both directions (flow control, no unbounded buffering).
+big = b"z" * (5 * 1024 * 1024)
+r = raw(port, b"POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(big) + big,
+        timeout=20)
+check("5 MiB request body forwarded", body_json(r).get("body_len") == len(big), r[:200])
+r = raw(port, b"GET /bigresp HTTP/1.1\r\nHost: x\r\nx-body-size: %d\r\nConnection: close\r\n\r\n" % (8 << 20),
+        timeout=20)
+check("8 MiB response body forwarded", status_of(r) == 200 and len(r.split(b"\r\n\r\n", 1)[1]) == 8 << 20,
+      len(r))
+
+# An upstream that frames its response by closing the connection (no length, no chunking).
+import threading
+closer = socket.socket()
+closer.bind(("127.0.0.1", 0))
+closer.listen(8)
+def serve_close():
+    for _ in range(2):
+        c, _ = closer.accept()
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += c.recv(65536)
+        c.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nuntil-close body")
+        c.close()
+threading.Thread(target=serve_close, daemon=True).start()
+admin2, port2 = free_port(), free_port()
+proxy2 = Proxy(bootstrap(admin2, (listeners % (port2, free_port())).replace("name: small", "name: small2"),
+                         static_cluster("be", [closer.getsockname()[1]])), admin2)
+r = raw(port2, b"GET /uc HTTP/1.1\r\nHost: x\r\n\r\n")
+check("response framed by close is forwarded and the connection closed", status_of(r) == 200 and
+      r.endswith(b"until-close body") and b"connection: close" in r.lower(), r)
+proxy2.stop()
+
 stats = proxy.stats()
 check("protocol errors counted", stats.get("http.ingress.downstream_cx_protocol_error", 0) >= 13,
       stats.get("http.ingress.downstream_cx_protocol_error"))

@@ -522,6 +522,11 @@ static void structs(void)
     json_t *js = pbmap_to_json(&s->base);
     CHECK(js && json_is_object(json_object_get(json_array_get(json_object_get(js, "c"), 4), "")) == 0);
     CHECK(js && json_real_value(json_object_get(js, "a")) == 1.0);
+    json_t *wrap = json_pack("{s:O,s:f}", "s", js, "x", 0.1);
+    j = pbmap_json_dumps(wrap, 0);
+    CHECK(j && strncmp(j, "{\"s\":{\"a\":1,", 12) == 0 && strstr(j, ",\"x\":0.1}") != NULL);
+    free(j);
+    json_decref(wrap);
     json_decref(js);
     protobuf_c_message_free_unpacked(&s->base, NULL);
 

@@ -77,7 +77,8 @@ class Proxy:
                 if self.p.poll() is not None:
                     raise RuntimeError("weft-proxy exited: " + self.output())
                 try:
-                    if self.admin("/ready")[0] == 200:
+                    # Ready, and still ours: a port taken by someone else makes us exit 1.
+                    if self.admin("/ready")[0] == 200 and self.p.poll() is None:
                         return
                 except OSError:
                     pass
