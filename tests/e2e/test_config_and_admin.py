@@ -10,33 +10,24 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "lib"))
 from weft import *  # noqa
 
 admin, port, be = free_port(), free_port(), backend("be")
-HCM = """      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress
-          http_filters: [{name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]
-          route_config:
-            virtual_hosts: [{name: all, domains: ["*"], routes: [{match: {prefix: "/"}, route: {cluster: %s}}]}]
-"""
-LISTENER = """  - name: main
-    address: {socket_address: {address: 127.0.0.1, port_value: %d}}
-    filter_chains:
-    - filters:
-""" % port
-good = bootstrap(admin, LISTENER + HCM % "be", static_cluster("be", [be]))
+def listener(cluster):
+    return http_listener("main", port, cluster=cluster)
+
+
+good = bootstrap(admin, listener("be"), static_cluster("be", [be]))
 
 cases = [
-    ("unknown field", bootstrap(admin, LISTENER + HCM % "be", static_cluster("be", [be]).replace("lb_policy", "lb_polcy")),
+    ("unknown field", bootstrap(admin, listener("be"), static_cluster("be", [be]).replace("lb_policy", "lb_polcy")),
      ["static_resources.clusters[0].lb_polcy", "unknown field", "CONFIG:"]),
-    ("bad enum", bootstrap(admin, LISTENER + HCM % "be", static_cluster("be", [be], lb="FASTEST")),
+    ("bad enum", bootstrap(admin, listener("be"), static_cluster("be", [be], lb="FASTEST")),
      ["lb_policy", "FASTEST"]),
-    ("bad duration", bootstrap(admin, LISTENER + HCM % "be", static_cluster("be", [be]).replace("1s", "1 minute")),
+    ("bad duration", bootstrap(admin, listener("be"), static_cluster("be", [be]).replace("1s", "1 minute")),
      ["connect_timeout"]),
-    ("unknown cluster in a route", bootstrap(admin, LISTENER + HCM % "missing", static_cluster("be", [be])),
+    ("unknown cluster in a route", bootstrap(admin, listener("missing"), static_cluster("be", [be])),
      ["route", "missing"]),
-    ("bad regex", bootstrap(admin, LISTENER + (HCM % "be").replace('prefix: "/"', 'safe_regex: {regex: "(["}'),
+    ("bad regex", bootstrap(admin, listener("be").replace('prefix: "/"', 'safe_regex: {regex: "(["}'),
                             static_cluster("be", [be])), ["safe_regex", "regex"]),
-    ("unknown @type", bootstrap(admin, LISTENER + HCM.replace("HttpConnectionManager\n", "Nope\n", 1) % "be",
+    ("unknown @type", bootstrap(admin, listener("be").replace("HttpConnectionManager\n", "Nope\n", 1),
                                 static_cluster("be", [be])), ["Nope"]),
     ("YAML syntax error", "admin: {address: [\n", ["CONFIG:"]),
     ("bad IP address", good.replace("address: 127.0.0.1, port_value: %d" % port, "address: 300.1.1.1, port_value: %d" % port),

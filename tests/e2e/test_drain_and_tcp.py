@@ -14,23 +14,11 @@ from weft import *  # noqa
 be = backend("be")
 admin, port, tport = free_port(), free_port(), free_port()
 logpath = "/tmp/weft-test-access-%d.log" % os.getpid()
-listeners = """  - name: http
-    address: {socket_address: {address: 127.0.0.1, port_value: %d}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress
-          access_log:
-          - name: envoy.access_loggers.file
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
-              path: %s
-          http_filters: [{name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]
-          route_config:
-            virtual_hosts: [{name: all, domains: ["*"], routes: [{match: {prefix: "/"}, route: {cluster: be}}]}]
-  - name: tcp
+listeners = http_listener("http", port, extra="""access_log:
+- name: envoy.access_loggers.file
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+    path: %s""" % logpath) + """  - name: tcp
     address: {socket_address: {address: 127.0.0.1, port_value: %d}}
     filter_chains:
     - filters:
@@ -45,7 +33,7 @@ listeners = """  - name: http
               "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
               path: %s
               log_format: {text_format_source: {inline_string: "TCP %%UPSTREAM_HOST%% %%BYTES_RECEIVED%% %%BYTES_SENT%% %%RESPONSE_FLAGS%%\\n"}}
-""" % (port, logpath, tport, logpath)
+""" % (tport, logpath)
 proxy = Proxy(bootstrap(admin, listeners, static_cluster("be", [be])), admin)
 
 # tcp_proxy: an HTTP/1.0 request through the byte pipe.

@@ -12,36 +12,17 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "lib"))
 from weft import *  # noqa
 
 be = backend("be")
-admin, port = free_port(), free_port()
-listeners = """  - name: main
-    address: {socket_address: {address: 127.0.0.1, port_value: %d}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress
-          use_remote_address: true
-          upgrade_configs: [{upgrade_type: websocket}]
-          http_filters: [{name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]
-          route_config:
-            virtual_hosts: [{name: all, domains: ["*"], routes: [{match: {prefix: "/"}, route: {cluster: be}}]}]
-  - name: small
-    address: {socket_address: {address: 127.0.0.1, port_value: %d}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: small
-          max_request_headers_kb: 2
-          common_http_protocol_options: {max_headers_count: 10}
-          http_filters: [{name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]
-          route_config:
-            virtual_hosts: [{name: all, domains: ["*"], routes: [{match: {prefix: "/"}, route: {cluster: be}}]}]
-"""
-small = free_port()
-proxy = Proxy(bootstrap(admin, listeners % (port, small), static_cluster("be", [be])), admin)
+admin, port, small = free_port(), free_port(), free_port()
+
+
+def listeners(port, small):
+    """"main": the edge proxy (use_remote_address, websockets); "small": tight header limits."""
+    return (http_listener("main", port, extra="use_remote_address: true\nupgrade_configs: [{upgrade_type: websocket}]") +
+            http_listener("small", small, stat_prefix="small",
+                          extra="max_request_headers_kb: 2\ncommon_http_protocol_options: {max_headers_count: 10}"))
+
+
+proxy = Proxy(bootstrap(admin, listeners(port, small), static_cluster("be", [be])), admin)
 
 
 def status_of(resp):
@@ -199,7 +180,7 @@ def serve_close():
         c.close()
 threading.Thread(target=serve_close, daemon=True).start()
 admin2, port2 = free_port(), free_port()
-proxy2 = Proxy(bootstrap(admin2, (listeners % (port2, free_port())).replace("name: small", "name: small2"),
+proxy2 = Proxy(bootstrap(admin2, listeners(port2, free_port()),
                          static_cluster("be", [closer.getsockname()[1]])), admin2)
 r = raw(port2, b"GET /uc HTTP/1.1\r\nHost: x\r\n\r\n")
 check("response framed by close is forwarded and the connection closed", status_of(r) == 200 and

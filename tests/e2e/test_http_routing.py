@@ -12,115 +12,105 @@ from weft import *  # noqa
 a, b, c = backend("a"), backend("b"), backend("c")
 admin, port = free_port(), free_port()
 
-listeners = """  - name: main
-    address: {socket_address: {address: 127.0.0.1, port_value: %d}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
-          route_config:
-            name: local
-            request_headers_to_add:
-            - header: {key: x-from-config, value: rc}
-            response_headers_to_add:
-            - header: {key: x-config-resp, value: rc}
-            virtual_hosts:
-            - name: exact
-              domains: ["exact.example.com", "exact.example.com:8080"]
-              routes:
-              - match: {prefix: "/"}
-                route: {cluster: b}
-            - name: suffix
-              domains: ["*.wild.com"]
-              routes:
-              - match: {prefix: "/"}
-                route: {cluster: c}
-            - name: prefix
-              domains: ["api.*"]
-              routes:
-              - match: {prefix: "/"}
-                direct_response: {status: 200, body: {inline_string: "prefix-wildcard"}}
-            - name: default
-              domains: ["*"]
-              request_headers_to_add:
-              - header: {key: x-from-vhost, value: vh}
-              routes:
-              - match: {path: "/exact"}
-                route: {cluster: b}
-              - match: {safe_regex: {regex: "/re/[0-9]+"}}
-                route: {cluster: c}
-              - match: {prefix: "/CaSe", case_sensitive: false}
-                route: {cluster: c}
-              - match: {path_separated_prefix: "/sep"}
-                route: {cluster: c}
-              - match:
-                  prefix: "/hdr"
-                  headers:
-                  - name: x-version
-                    string_match: {exact: v2}
-                route: {cluster: b}
-              - match:
-                  prefix: "/hdr"
-                  headers:
-                  - name: x-present
-                    present_match: true
-                route: {cluster: c}
-              - match:
-                  prefix: "/hdr"
-                route: {cluster: a}
-              - match:
-                  prefix: "/query"
-                  query_parameters:
-                  - name: user
-                    string_match: {exact: jason}
-                route: {cluster: b}
-              - match: {prefix: "/rewrite/"}
-                route: {cluster: a, prefix_rewrite: "/new/"}
-              - match: {prefix: "/regex-rewrite/"}
-                route:
-                  cluster: a
-                  regex_rewrite: {pattern: {regex: "^/regex-rewrite/(\\\\w+)/(\\\\w+)$"}, substitution: "/\\\\2/\\\\1"}
-              - match: {prefix: "/host-rewrite"}
-                route: {cluster: a, host_rewrite_literal: rewritten.example.com}
-              - match: {prefix: "/redirect"}
-                redirect: {host_redirect: other.example.com, path_redirect: "/elsewhere", response_code: PERMANENT_REDIRECT}
-              - match: {prefix: "/https"}
-                redirect: {https_redirect: true}
-              - match: {prefix: "/direct"}
-                direct_response: {status: 418, body: {inline_string: "I am a teapot"}}
-              - match: {prefix: "/split"}
-                route:
-                  weighted_clusters:
-                    clusters:
-                    - {name: a, weight: 20}
-                    - {name: b, weight: 80}
-              - match: {prefix: "/hash"}
-                route:
-                  cluster: ring
-                  hash_policy:
-                  - header: {header_name: x-user}
-              - match: {prefix: "/headers"}
-                request_headers_to_add:
-                - header: {key: x-added, value: route}
-                request_headers_to_remove: [x-remove-me]
-                response_headers_to_add:
-                - header: {key: x-resp-added, value: route}
-                response_headers_to_remove: [x-backend]
-                route: {cluster: a}
-              - match: {prefix: "/down"}
-                route: {cluster: down}
-              - match: {prefix: "/dns"}
-                route: {cluster: dns}
-              - match: {prefix: "/timeout"}
-                route: {cluster: a, timeout: 0.3s}
-              - match: {prefix: "/"}
-                route: {cluster: a}
-""" % port
+routes = """
+name: local
+request_headers_to_add:
+- header: {key: x-from-config, value: rc}
+response_headers_to_add:
+- header: {key: x-config-resp, value: rc}
+virtual_hosts:
+- name: exact
+  domains: ["exact.example.com", "exact.example.com:8080"]
+  routes:
+  - match: {prefix: "/"}
+    route: {cluster: b}
+- name: suffix
+  domains: ["*.wild.com"]
+  routes:
+  - match: {prefix: "/"}
+    route: {cluster: c}
+- name: prefix
+  domains: ["api.*"]
+  routes:
+  - match: {prefix: "/"}
+    direct_response: {status: 200, body: {inline_string: "prefix-wildcard"}}
+- name: default
+  domains: ["*"]
+  request_headers_to_add:
+  - header: {key: x-from-vhost, value: vh}
+  routes:
+  - match: {path: "/exact"}
+    route: {cluster: b}
+  - match: {safe_regex: {regex: "/re/[0-9]+"}}
+    route: {cluster: c}
+  - match: {prefix: "/CaSe", case_sensitive: false}
+    route: {cluster: c}
+  - match: {path_separated_prefix: "/sep"}
+    route: {cluster: c}
+  - match:
+      prefix: "/hdr"
+      headers:
+      - name: x-version
+        string_match: {exact: v2}
+    route: {cluster: b}
+  - match:
+      prefix: "/hdr"
+      headers:
+      - name: x-present
+        present_match: true
+    route: {cluster: c}
+  - match:
+      prefix: "/hdr"
+    route: {cluster: a}
+  - match:
+      prefix: "/query"
+      query_parameters:
+      - name: user
+        string_match: {exact: jason}
+    route: {cluster: b}
+  - match: {prefix: "/rewrite/"}
+    route: {cluster: a, prefix_rewrite: "/new/"}
+  - match: {prefix: "/regex-rewrite/"}
+    route:
+      cluster: a
+      regex_rewrite: {pattern: {regex: "^/regex-rewrite/(\\\\w+)/(\\\\w+)$"}, substitution: "/\\\\2/\\\\1"}
+  - match: {prefix: "/host-rewrite"}
+    route: {cluster: a, host_rewrite_literal: rewritten.example.com}
+  - match: {prefix: "/redirect"}
+    redirect: {host_redirect: other.example.com, path_redirect: "/elsewhere", response_code: PERMANENT_REDIRECT}
+  - match: {prefix: "/https"}
+    redirect: {https_redirect: true}
+  - match: {prefix: "/direct"}
+    direct_response: {status: 418, body: {inline_string: "I am a teapot"}}
+  - match: {prefix: "/split"}
+    route:
+      weighted_clusters:
+        clusters:
+        - {name: a, weight: 20}
+        - {name: b, weight: 80}
+  - match: {prefix: "/hash"}
+    route:
+      cluster: ring
+      hash_policy:
+      - header: {header_name: x-user}
+  - match: {prefix: "/headers"}
+    request_headers_to_add:
+    - header: {key: x-added, value: route}
+    request_headers_to_remove: [x-remove-me]
+    response_headers_to_add:
+    - header: {key: x-resp-added, value: route}
+    response_headers_to_remove: [x-backend]
+    route: {cluster: a}
+  - match: {prefix: "/down"}
+    route: {cluster: down}
+  - match: {prefix: "/dns"}
+    route: {cluster: dns}
+  - match: {prefix: "/timeout"}
+    route: {cluster: a, timeout: 0.3s}
+  - match: {prefix: "/"}
+    route: {cluster: a}
+"""
+listeners = http_listener("main", port, route_config=routes)
 
 clusters = (static_cluster("a", [a]) + static_cluster("b", [b]) + static_cluster("c", [c]) +
             static_cluster("ring", [a, b, c], lb="RING_HASH") + static_cluster("down", [free_port()]) +

@@ -196,6 +196,31 @@ static_resources:
 """ % (admin_port, listeners, clusters)
 
 
+ROUTER = ('{name: envoy.filters.http.router, typed_config: '
+          '{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}')
+
+
+def http_listener(name, port, stat_prefix="ingress", cluster="be", extra="", route_config=None):
+    """A listener with one HTTP connection manager. extra: more HCM fields, one per line, without
+    indentation. route_config: YAML lines of the route config (without indentation); by default
+    every request goes to `cluster`."""
+    if route_config is None:
+        route_config = ('virtual_hosts: [{name: all, domains: ["*"], routes: [{match: {prefix: "/"}, '
+                        'route: {cluster: %s}}]}]' % cluster)
+    indent = lambda text, n: "".join(" " * n + line + "\n" for line in text.strip("\n").split("\n") if line)
+    return """  - name: %s
+    address: {socket_address: {address: 127.0.0.1, port_value: %d}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: %s
+          http_filters: [%s]
+%s          route_config:
+%s""" % (name, port, stat_prefix, ROUTER, indent(extra, 10) if extra else "", indent(route_config, 12))
+
+
 def static_cluster(name, ports, lb="ROUND_ROBIN", extra=""):
     eps = "\n".join("        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}" % p
                     for p in ports)
