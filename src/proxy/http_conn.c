@@ -543,8 +543,7 @@ static int build_upstream_head(struct hconn *d, const struct route_request *rr, 
     uint64_t timeout = route_timeout_ms(s->route);
     if (timeout) {
         char t[24];
-        int tn = snprintf(t, sizeof t, "%llu", (unsigned long long)timeout);
-        if (put_header(b, "x-envoy-expected-rq-timeout-ms", t, (size_t)tn))
+        if (put_header(b, "x-envoy-expected-rq-timeout-ms", t, u64_to_dec(timeout, t)))
             return -1;
     }
     if (nlv && mutation_add(b, lv, nlv, rq->headers, rq->nheaders) < 0)
@@ -888,8 +887,9 @@ static int build_downstream_head(struct hconn *d)
     const struct h1_response *rs = &s->rs;
     char date[40];
     http_date_now(date, sizeof date);
-    int n = snprintf(buf_wpos(o), buf_room(o), "HTTP/1.1 %d %s\r\n", rs->status, http_reason(rs->status));
-    o->tail += (size_t)n;
+    char code[4] = {(char)('0' + rs->status / 100), (char)('0' + rs->status / 10 % 10), (char)('0' + rs->status % 10), ' '};
+    if (put_str(o, "HTTP/1.1 ", 9) || put_str(o, code, 4) || put_cstr(o, http_reason(rs->status)) || put_str(o, "\r\n", 2))
+        return -1;
     bool have_date = false, have_server = false;
     const struct header_mutation *lv[ROUTE_MUTATION_LEVELS];
     size_t nlv = route_response_mutations(s->route, s->cluster_weight, lv);
@@ -916,9 +916,8 @@ static int build_downstream_head(struct hconn *d)
         put_header(o, "server", d->hcm->server_name, strlen(d->hcm->server_name)))
         return -1;
     char t[24];
-    int tn = snprintf(t, sizeof t, "%llu",
-                      (unsigned long long)((s->si.upstream_headers_us - s->si.upstream_start_us) / 1000u));
-    if (put_header(o, "x-envoy-upstream-service-time", t, (size_t)tn))
+    size_t tn = u64_to_dec((s->si.upstream_headers_us - s->si.upstream_start_us) / 1000u, t);
+    if (put_header(o, "x-envoy-upstream-service-time", t, tn))
         return -1;
     if (d->hcm->always_set_request_id_in_response && s->si.request_id &&
         put_header(o, "x-request-id", s->si.request_id, strlen(s->si.request_id)))

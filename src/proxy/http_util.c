@@ -59,6 +59,19 @@ const char *http_reason(int status)
     }
 }
 
+size_t u64_to_dec(uint64_t v, char *out)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    return n;
+}
+
 void http_date_now(char *out, size_t cap)
 {
     static _Thread_local time_t cached_sec;
@@ -70,13 +83,30 @@ void http_date_now(char *out, size_t cap)
         strftime(cached, sizeof cached, "%a, %d %b %Y %H:%M:%S GMT", &tm);
         cached_sec = now;
     }
-    snprintf(out, cap, "%s", cached);
+    size_t n = strlen(cached);
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(out, cached, n);
+    out[n] = '\0';
 }
 
+/* Runs per request: hex digits by table, not printf. */
 void uuid4_format(uint64_t hi, uint64_t lo, char *out)
 {
-    hi = (hi & ~0xF000ull) | 0x4000ull;                     /* version 4 */
-    lo = (lo & 0x3FFFFFFFFFFFFFFFull) | 0x8000000000000000ull; /* RFC 4122 variant */
-    snprintf(out, 37, "%08x-%04x-%04x-%04x-%012llx", (unsigned)(hi >> 32), (unsigned)((hi >> 16) & 0xFFFF),
-             (unsigned)(hi & 0xFFFF), (unsigned)(lo >> 48), (unsigned long long)(lo & 0xFFFFFFFFFFFFull));
+    static const char hex[] = "0123456789abcdef";
+    hi = (hi & ~0xF000ull) | 0x4000ull;                         /* version 4 */
+    lo = (lo & 0x3FFFFFFFFFFFFFFFull) | 0x8000000000000000ull;  /* RFC 4122 variant */
+    size_t n = 0;
+    for (int i = 60; i >= 0; i -= 4) {
+        out[n++] = hex[(hi >> i) & 0xF];
+        if (n == 8 || n == 13)
+            out[n++] = '-';
+    }
+    out[n++] = '-';
+    for (int i = 60; i >= 0; i -= 4) {
+        out[n++] = hex[(lo >> i) & 0xF];
+        if (n == 23)
+            out[n++] = '-';
+    }
+    out[n] = '\0';
 }

@@ -938,7 +938,7 @@ static char *render_config_dump(const Bootstrap *b)
     json_array_append_new(configs, cd);
     json_array_append_new(configs, ld);
     json_object_set_new(root, "configs", configs);
-    char *s = json_dumps(root, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
+    char *s = pbmap_json_dumps(root, 1);
     json_decref(root);
     return s;
 }
