@@ -77,7 +77,11 @@ static void on_io(struct loop *l, struct io *io, uint32_t events)
     (void)l;
     struct uconn *u = io->data;
     if (u->state == UC_IDLE) {
-        /* An idle connection has nothing to say: data or EOF means the server is done with it. */
+        /* An idle connection has nothing to say: data or EOF means the server is done with it.
+         * A bare EPOLLOUT edge (the ACK of the last request freed send space) means nothing. */
+        if (!(events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
+            return;
+        uconn_stat(u, CS_UPSTREAM_CX_DESTROY_REMOTE, 1);
         unlink_idle(u);
         uconn_close(u);
         return;

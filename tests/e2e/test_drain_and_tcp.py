@@ -44,6 +44,10 @@ check("tcp_proxy carries bytes both ways", b'"/through-tcp"' in r, r[:200])
 out = subprocess.run(["wrk", "-t1", "-c8", "-d2s", "http://127.0.0.1:%d/load" % port], capture_output=True,
                      text=True, timeout=30).stdout
 check("wrk load without errors", "Socket errors" not in out and "Non-2xx" not in out and "Requests/sec" in out, out)
+st = proxy.stats()
+check("upstream connections are pooled and reused under load",
+      0 < st.get("cluster.be.upstream_cx_total", 0) <= 12 and st.get("cluster.be.upstream_rq_total", 0) > 100,
+      (st.get("cluster.be.upstream_cx_total"), st.get("cluster.be.upstream_rq_total")))
 
 # Drain: slow requests in flight when SIGTERM arrives all complete with 200.
 results = []
