@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/sock.h"
 #include "net/http1.h"
 #include "proxy/access_log.h"
 #include "proxy/config.h"
@@ -145,7 +146,7 @@ static size_t read_downstream(struct hconn *d, size_t keep)
     size_t total = 0;
     while (d->readable && buf_room(d->in) > 0) {
         size_t room = buf_room(d->in);
-        ssize_t n = read(d->io.fd, buf_wpos(d->in), room);
+        ssize_t n = sock_recv(d->io.fd, buf_wpos(d->in), room);
         if (n > 0) {
             d->in->tail += (size_t)n;
             total += (size_t)n;
@@ -181,7 +182,7 @@ static long write_downstream(struct hconn *d, const char *body, size_t body_len)
         iov[n++] = (struct iovec){(void *)body, body_len};
     if (n == 0 || !d->writable)
         return 0;
-    ssize_t w = writev(d->io.fd, iov, n);
+    ssize_t w = sock_sendv(d->io.fd, iov, n);
     if (w < 0) {
         if (errno == EAGAIN || errno == EINTR) {
             d->writable = false;
@@ -826,7 +827,7 @@ static bool pump_request(struct hconn *d)
     if (s->rqb.ready && (s->tunnel || !s->tunnel_requested))
         iov[n++] = (struct iovec){buf_rpos(d->in), s->rqb.ready};
     if (n) {
-        ssize_t wr = writev(u->io.fd, iov, n);
+        ssize_t wr = sock_sendv(u->io.fd, iov, n);
         if (wr < 0) {
             if (errno == EAGAIN || errno == EINTR) {
                 u->writable = false;

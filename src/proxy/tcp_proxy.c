@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/sock.h"
 #include "proxy/access_log.h"
 #include "proxy/config.h"
 #include "proxy/lb.h"
@@ -151,7 +152,7 @@ static size_t read_into(int fd, struct buf *b, bool *readable, bool *eof)
     if (buf_len(b) == 0)
         b->head = b->tail = 0;
     while (*readable && buf_room(b) > 0) {
-        ssize_t n = read(fd, buf_wpos(b), buf_room(b));
+        ssize_t n = sock_recv(fd, buf_wpos(b), buf_room(b));
         if (n > 0) {
             b->tail += (size_t)n;
             total += (size_t)n;
@@ -170,7 +171,7 @@ static long write_from(int fd, struct buf *b, bool *writable)
 {
     long total = 0;
     while (*writable && buf_len(b) > 0) {
-        ssize_t n = write(fd, buf_rpos(b), buf_len(b));
+        ssize_t n = sock_send(fd, buf_rpos(b), buf_len(b));
         if (n > 0) {
             b->head += (size_t)n;
             total += n;

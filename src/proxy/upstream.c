@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/sock.h"
 #include "proxy/config.h"
 #include "proxy/worker.h"
 
@@ -213,7 +214,7 @@ long upstream_read(struct uconn *u)
     long total = 0;
     while (u->readable && buf_room(u->in) > 0) {
         size_t room = buf_room(u->in);
-        ssize_t n = read(u->io.fd, buf_wpos(u->in), room);
+        ssize_t n = sock_recv(u->io.fd, buf_wpos(u->in), room);
         if (n > 0) {
             u->in->tail += (size_t)n;
             total += n;
