@@ -2,12 +2,15 @@
 # Benchmarks weft-proxy against HAProxy and nginx in one run, on this machine, through the same
 # nginx backend serving a 1 KiB response: HTTP/1.1 keep-alive, 16 connections, one proxy worker
 # each, wrk with one thread. Writes bench/RESULTS.md (ratios to HAProxy).
-# Env: DURATION (s, default 10), CONNS (default 16).
+# Each proxy is measured ROUNDS times, interleaved, and the median round (by requests/s) is
+# reported: on a 2-core machine shared by wrk, the backend and the proxy, single runs are noisy.
+# Env: DURATION (s, default 10), CONNS (default 16), ROUNDS (default 3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${WEFT_BIN:-build/bin}
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-16}
+ROUNDS=${ROUNDS:-3}
 work=$(mktemp -d /tmp/weft-bench.XXXXXX)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
@@ -85,34 +88,53 @@ done
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 idle_weft=$(rss $weft_pid); idle_haproxy=$(rss $haproxy_pid); idle_nginx=$(rss $nginx_pid)
 
-declare -A RPS P50 P99 RSS
-run() { # name port pid
-  local out; out=$(wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "http://127.0.0.1:$2/")
-  RPS[$1]=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-  P50[$1]=$(awk '$1 == "50%" {print $2}' <<<"$out")
-  P99[$1]=$(awk '$1 == "99%" {print $2}' <<<"$out")
-  RSS[$1]=$(rss "$3")
-  echo "$1: ${RPS[$1]} req/s, p50 ${P50[$1]}, p99 ${P99[$1]}, RSS ${RSS[$1]} KiB"
-}
+declare -A RPS P50 P99 RSS CPU
 to_us() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) print n; else if (v ~ /ms$/) print n * 1000; else print n * 1000000 }'; }
-run haproxy $HAPROXY $haproxy_pid
-run weft $WEFT $weft_pid
-run nginx $NGINX $nginx_pid
+rounds=$(mktemp)
+# CPU time (user+system, in clock ticks) a process has used: a steadier measure than req/s.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+run() { # name port pid
+  local before; before=$(cpu_ticks "$3")
+  local out; out=$(wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "http://127.0.0.1:$2/")
+  local after; after=$(cpu_ticks "$3")
+  local rps p50 p99 reqs cpu
+  reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+  cpu=$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="$reqs" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
+  p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+  echo "$1 $rps $p50 $p99 $(rss "$3") $cpu" >> "$rounds"
+  echo "$1: $rps req/s, p50 $p50, p99 $p99, $cpu CPU us/request"
+}
+for r in $(seq "$ROUNDS"); do
+  echo "round $r"
+  run haproxy $HAPROXY $haproxy_pid
+  run weft $WEFT $weft_pid
+  run nginx $NGINX $nginx_pid
+done
+for p in weft haproxy nginx; do
+  # The median round by requests/s; its latencies and RSS go with it.
+  read -r _ RPS[$p] P50[$p] P99[$p] RSS[$p] CPU[$p] < <(awk -v p="$p" '$1 == p' "$rounds" | sort -k2 -n | awk -v m=$(((ROUNDS + 1) / 2)) 'NR == m')
+done
+rm -f "$rounds"
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 {
   echo "# Benchmarks"
   echo
   echo "Measured by \`make bench\` (bench/run.sh) on $(date -u +%Y-%m-%d), $(nproc) cores, $(uname -r)."
-  echo "HTTP/1.1 keep-alive through each proxy to one nginx backend serving 1 KiB; wrk -t1 -c$CONNS -d${DURATION}s;"
+  echo "HTTP/1.1 keep-alive through each proxy to one nginx backend serving 1 KiB; wrk -t1 -c$CONNS -d${DURATION}s,"
+  echo "$ROUNDS interleaved rounds per proxy, the median round (by requests/s) reported;"
   echo "one worker per proxy (weft-proxy --concurrency 1, haproxy nbthread 1, nginx worker_processes 1)."
   echo "Ratios are to HAProxy in the same run (requests/s: higher is better; latency and RSS: lower is better)."
   echo
-  echo "| proxy | requests/s | ratio | p50 | p99 | p99 ratio | idle RSS KiB | loaded RSS KiB |"
-  echo "|---|---|---|---|---|---|---|---|"
+  echo "CPU us/request is the proxy's own user+system time during the run divided by the requests."
+  echo
+  echo "| proxy | requests/s | ratio | p50 | p99 | p99 ratio | CPU us/request | CPU ratio | idle RSS KiB | loaded RSS KiB |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
   for p in weft haproxy nginx; do
     idle_var="idle_$p"
-    echo "| $p | ${RPS[$p]} | $(ratio "${RPS[$p]}" "${RPS[haproxy]}") | ${P50[$p]} | ${P99[$p]} | $(ratio "$(to_us "${P99[$p]}")" "$(to_us "${P99[haproxy]}")") | ${!idle_var} | ${RSS[$p]} |"
+    echo "| $p | ${RPS[$p]} | $(ratio "${RPS[$p]}" "${RPS[haproxy]}") | ${P50[$p]} | ${P99[$p]} | $(ratio "$(to_us "${P99[$p]}")" "$(to_us "${P99[haproxy]}")") | ${CPU[$p]} | $(ratio "${CPU[$p]}" "${CPU[haproxy]}") | ${!idle_var} | ${RSS[$p]} |"
   done
 } > bench/RESULTS.md.new
 mv bench/RESULTS.md.new bench/RESULTS.md
