@@ -36,13 +36,16 @@
 
 enum body_kind { BODY_NONE, BODY_LENGTH, BODY_CHUNKED, BODY_UNTIL_CLOSE, BODY_TUNNEL };
 
-/* One direction of body transfer: bytes in `b` from b->head are framed (ready to forward)
- * up to `ready`; framing ends when `done`. */
+/* One direction of body transfer. From b->head the buffer holds `ready` bytes to forward,
+ * then `dead` bytes already framed but not to be forwarded (chunk framing, when dechunking),
+ * then bytes not yet framed. Framing ends when `done`. */
 struct body {
     enum body_kind kind;
     uint64_t remaining;            /* BODY_LENGTH */
     struct h1_chunked chunk;       /* BODY_CHUNKED */
+    bool dechunk;                  /* forward only chunk data (to an HTTP/1.0 client) */
     size_t ready;
+    size_t dead;
     size_t base;                   /* where body bytes start in the buffer (after the head) */
     bool done;                     /* framing has seen the end of the body */
 };
@@ -755,7 +758,7 @@ static int frame_body(struct body *bd, struct buf *b)
 {
     if (bd->done && bd->kind != BODY_UNTIL_CLOSE && bd->kind != BODY_TUNNEL)
         return 0;
-    size_t unframed = buf_len(b) - bd->ready;
+    size_t unframed = buf_len(b) - bd->ready - bd->dead;
     if (unframed == 0)
         return 0;
     switch (bd->kind) {
@@ -773,11 +776,22 @@ static int frame_body(struct body *bd, struct buf *b)
         while (unframed && !bd->done) {
             size_t used = 0, dlen = 0;
             const char *data;
-            int r = h1_chunked_feed(&bd->chunk, buf_rpos(b) + bd->ready, unframed, &used, &data, &dlen);
+            int r = h1_chunked_feed(&bd->chunk, buf_rpos(b) + bd->ready + bd->dead, unframed, &used, &data,
+                                    &dlen);
             if (r == H1_CHUNK_BAD)
                 return -1;
-            bd->ready += used;
             unframed -= used;
+            if (!bd->dechunk) {
+                bd->ready += used; /* passed through as it came, framing and all */
+            } else {
+                /* Keep only the payload: slide it down over the framing already seen. */
+                if (r == H1_CHUNK_DATA) {
+                    memmove(buf_rpos(b) + bd->ready, data, dlen);
+                    bd->ready += dlen;
+                    used -= dlen;
+                }
+                bd->dead += used;
+            }
             if (r == H1_CHUNK_DONE)
                 bd->done = true;
             else if (r == H1_CHUNK_NEED_MORE && used == 0)
@@ -797,6 +811,10 @@ static void body_consumed(struct body *bd, struct buf *b, size_t n)
 {
     b->head += n;
     bd->ready -= n;
+    if (bd->ready == 0) {
+        b->head += bd->dead;
+        bd->dead = 0;
+    }
     if (buf_len(b) == 0)
         b->head = b->tail = bd->base;
 }
@@ -898,6 +916,8 @@ static int build_downstream_head(struct hconn *d)
         const struct h1_header *h = &rs->headers[i];
         if (is_hop_by_hop(h->name) && !(s->tunnel && h1_str_eq_ci(h->name, "upgrade")))
             continue;
+        if (s->rsb.dechunk && h1_str_eq_ci(h->name, "transfer-encoding"))
+            continue;
         if (h1_str_eq_ci(h->name, "server")) {
             if (d->hcm->server_header_transformation == 0)
                 continue;
@@ -991,6 +1011,11 @@ static bool handle_response_head(struct hconn *d)
             case H1_BODY_CHUNKED:
                 s->rsb.kind = BODY_CHUNKED;
                 h1_chunked_init(&s->rsb.chunk, d->lim.max_head_bytes);
+                if (s->rq.minor == 0) {
+                    /* HTTP/1.0 has no chunked coding: send the payload and frame it by closing. */
+                    s->rsb.dechunk = true;
+                    s->close_after = true;
+                }
                 break;
             case H1_BODY_UNTIL_CLOSE: s->rsb.kind = BODY_UNTIL_CLOSE; s->close_after = true; break;
             }

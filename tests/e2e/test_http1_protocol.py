@@ -73,6 +73,12 @@ st, h, body = curl("http://127.0.0.1:%d/chunked-resp" % port, "-H", "x-chunked: 
 check("chunked response forwarded", st == 200 and json.JSONDecoder().raw_decode(body)[0]["path"] == "/chunked-resp"
       and "x-trailer: yes" in body, (st, body[:100]))
 
+# An HTTP/1.0 client gets a chunked upstream response de-chunked, framed by closing.
+r = raw(port, b"GET /old HTTP/1.0\r\nHost: x\r\nx-chunked: 1\r\n\r\n")
+head, _, body = r.partition(b"\r\n\r\n")
+check("HTTP/1.0 client: chunked response de-chunked", status_of(r) == 200 and b"transfer-encoding" not in head.lower()
+      and json.loads(body).get("path") == "/old" and b"connection: close" in head.lower(), r[:400])
+
 # Content-Length body
 st, h, body = curl("http://127.0.0.1:%d/post" % port, "-d", "a=1&b=2")
 check("content-length body forwarded", json.loads(body).get("body") == "a=1&b=2", body[:200])
