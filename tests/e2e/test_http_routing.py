@@ -105,6 +105,8 @@ virtual_hosts:
     route: {cluster: down}
   - match: {prefix: "/dns"}
     route: {cluster: dns}
+  - match: {prefix: "/empty"}
+    route: {cluster: empty}
   - match: {prefix: "/timeout"}
     route: {cluster: a, timeout: 0.3s}
   - match: {prefix: "/"}
@@ -114,7 +116,7 @@ listeners = http_listener("main", port, route_config=routes)
 
 clusters = (static_cluster("a", [a]) + static_cluster("b", [b]) + static_cluster("c", [c]) +
             static_cluster("ring", [a, b, c], lb="RING_HASH") + static_cluster("down", [free_port()]) +
-            static_cluster("dns", [b]).replace("type: STATIC", "type: STRICT_DNS\n    dns_lookup_family: V4_ONLY")
+            static_cluster("empty", []) + static_cluster("dns", [b]).replace("type: STATIC", "type: STRICT_DNS\n    dns_lookup_family: V4_ONLY")
             .replace("address: 127.0.0.1", "address: localhost"))
 proxy = Proxy(bootstrap(admin, listeners, clusters), admin)
 base = "http://127.0.0.1:%d" % port
@@ -194,6 +196,8 @@ check("ring hash sticky per header value", stable)
 check("ring hash spreads users", len(set(users.values())) >= 2, users)
 
 check("STRICT_DNS cluster resolves localhost", get("/dns")[3].get("name") == "b")
+st, h, body, j = get("/empty")
+check("cluster without hosts gives 503 no healthy upstream", st == 503 and body == "no healthy upstream", (st, body))
 st, h, body, j = get("/down")
 check("refused upstream gives 503", st == 503 and "upstream connect error" in body, (st, body))
 st, h, body, j = get("/timeout", "-H", "x-delay-ms: 1500")

@@ -30,6 +30,9 @@ nsx ip addr add 10.99.0.2/32 dev lo
 nsx ip addr add 10.99.0.3/32 dev lo
 nsx ip addr add 10.99.0.4/32 dev lo
 nsx iptables -t nat -A OUTPUT -p tcp -d 10.99.0.0/24 -m owner ! --uid-owner 1337 -j REDIRECT --to-ports 15001
+# A host that never answers: its SYNs are dropped inside the namespace (connect_timeout test).
+nsx ip addr add 10.99.1.1/32 dev lo
+nsx iptables -A OUTPUT -p tcp -d 10.99.1.1 -j DROP
 
 cat > "$cfg" <<'YAML'
 admin: {address: {socket_address: {address: 127.0.0.1, port_value: 15000}}}
@@ -63,7 +66,9 @@ static_resources:
           stat_prefix: outbound_0.0.0.0_80
           http_filters: [{name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]
           route_config:
-            virtual_hosts: [{name: all, domains: ["*"], routes: [{match: {prefix: "/"}, route: {cluster: backend}}]}]
+            virtual_hosts: [{name: all, domains: ["*"], routes: [
+              {match: {prefix: "/silent"}, route: {cluster: silent}},
+              {match: {prefix: "/"}, route: {cluster: backend}}]}]
   clusters:
   - name: backend
     connect_timeout: 1s
@@ -71,6 +76,12 @@ static_resources:
     load_assignment:
       cluster_name: backend
       endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 18500}}}}]}]
+  - name: silent
+    connect_timeout: 0.25s
+    type: STATIC
+    load_assignment:
+      cluster_name: silent
+      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 10.99.1.1, port_value: 80}}}}]}]
   - name: PassthroughCluster
     connect_timeout: 1s
     type: ORIGINAL_DST
@@ -97,11 +108,16 @@ while True:
     d+=c
 print(d.decode(errors="replace"))')
 check "TCP to 10.99.0.3:7000 goes through the destination_port 7000 chain" 'grep -qF "\"path\": \"/tcp\"" <<<"$out"'
+start=$(date +%s%N)
+out=$(nsx curl -s --max-time 5 -w ' %{http_code}' http://10.99.0.2/silent)
+ms=$(( ($(date +%s%N) - start) / 1000000 ))
+check "connect_timeout 0.25s to a silent host: 503 UF after ~250 ms ($ms ms)" 'grep -q "connection timeout 503$" <<<"$out" && [ "$ms" -ge 200 ] && [ "$ms" -lt 2000 ]'
 out=$(nsx curl -s --max-time 5 http://10.99.0.4:7001/passthrough)
 check "unknown destination passes through to the original destination" 'grep -qF "\"name\": \"external\"" <<<"$out"'
 stats=$(nsx curl -s http://127.0.0.1:15000/stats)
-check "http stats under the port-80 listener's prefix" 'grep -q "^http.outbound_0.0.0.0_80.downstream_rq_total: 1" <<<"$stats"'
+check "http stats under the port-80 listener's prefix" 'grep -q "^http.outbound_0.0.0.0_80.downstream_rq_total: 2" <<<"$stats"'
 check "tcp stats under the 7000 chain's prefix" 'grep -q "^tcp.tcp7000.downstream_cx_total: 1" <<<"$stats"'
+check "connect timeout counted" 'grep -q "^cluster.silent.upstream_cx_connect_timeout: 1" <<<"$stats"'
 check "passthrough counted on the ORIGINAL_DST cluster" 'grep -q "^cluster.PassthroughCluster.upstream_cx_total: 1" <<<"$stats"'
 [ "$fail" -eq 0 ] || cat "$log"
 echo "$pass passed, $fail failed"
