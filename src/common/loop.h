@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/epoll.h>
 
 struct loop;
 struct io;
@@ -63,6 +64,14 @@ uint64_t clock_now_us(void);
 int io_start(struct loop *l, struct io *io, int fd, uint32_t events, io_cb cb, void *data);
 /* Changes the watched events; no syscall when unchanged. */
 int io_modify(struct loop *l, struct io *io, uint32_t events);
+/* Connections are watched for EPOLLIN only: an edge-triggered EPOLLOUT would wake the loop
+ * every time the peer reads what was sent (once per request on a busy keep-alive connection).
+ * A writer that could not write everything asks for EPOLLOUT (on = true) and drops it again
+ * (on = false) when the event comes. */
+static inline int io_want_write(struct loop *l, struct io *io, bool on)
+{
+    return io_modify(l, io, on ? io->events | EPOLLOUT : io->events & ~(uint32_t)EPOLLOUT);
+}
 /* Unregisters (does not close the fd). Safe to call twice. */
 void io_stop(struct loop *l, struct io *io);
 

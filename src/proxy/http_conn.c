@@ -189,6 +189,7 @@ static long write_downstream(struct hconn *d, const char *body, size_t body_len)
     if (w < 0) {
         if (errno == EAGAIN || errno == EINTR) {
             d->writable = false;
+            io_want_write(d->w->loop, &d->io, true);
             return 0;
         }
         return -1;
@@ -202,8 +203,10 @@ static long write_downstream(struct hconn *d, const char *body, size_t body_len)
             d->out = NULL;
         }
     }
-    if ((size_t)w < out_len + body_len)
+    if ((size_t)w < out_len + body_len) {
         d->writable = false;
+        io_want_write(d->w->loop, &d->io, true);
+    }
     return (long)((size_t)w - from_out);
 }
 
@@ -849,6 +852,7 @@ static bool pump_request(struct hconn *d)
         if (wr < 0) {
             if (errno == EAGAIN || errno == EINTR) {
                 u->writable = false;
+                io_want_write(d->w->loop, &u->io, true);
             } else {
                 upstream_release(u, false);
                 s->u = NULL;
@@ -877,8 +881,10 @@ static bool pump_request(struct hconn *d)
             size_t total = 0;
             for (int i = 0; i < n; i++)
                 total += iov[i].iov_len;
-            if ((size_t)wr < total)
+            if ((size_t)wr < total) {
                 u->writable = false;
+                io_want_write(d->w->loop, &u->io, true);
+            }
         }
     }
     if (!s->request_complete && !s->uhead && s->rqb.done && s->rqb.ready == 0 && s->rqb.kind != BODY_TUNNEL) {
@@ -1180,12 +1186,13 @@ static void hconn_run(struct hconn *d)
 
 static void on_io(struct loop *l, struct io *io, uint32_t events)
 {
-    (void)l;
     struct hconn *d = io->data;
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         d->readable = true;
-    if (events & EPOLLOUT)
+    if (events & EPOLLOUT) {
         d->writable = true;
+        io_want_write(l, io, false);
+    }
     /* A client that shuts down its sending side is gone for HTTP/1.1 purposes (as in Envoy,
      * which does not support downstream half-close on the HTTP connection manager). */
     if (events & (EPOLLHUP | EPOLLERR | EPOLLRDHUP))
@@ -1245,7 +1252,7 @@ void http_conn_start(struct worker *w, struct listener_config *lc, struct filter
     hstat(d, HS_DOWNSTREAM_CX_HTTP1_TOTAL, 1);
     hstat(d, HS_DOWNSTREAM_CX_HTTP1_ACTIVE, 1);
     timer_start(w->loop, &d->idle_timer, hcm->idle_timeout_ms);
-    if (io_start(w->loop, &d->io, fd, EPOLLIN | EPOLLOUT, on_io, d) < 0) {
+    if (io_start(w->loop, &d->io, fd, EPOLLIN, on_io, d) < 0) {
         close(fd);
         d->closed = true;
         return;

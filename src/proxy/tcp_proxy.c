@@ -166,17 +166,19 @@ static size_t read_into(int fd, struct buf *b, bool *readable, bool *eof)
     return total;
 }
 
-/* Writes b's bytes to fd. Returns bytes written, -1 on error. */
-static long write_from(int fd, struct buf *b, bool *writable)
+/* Writes b's bytes to io's socket; when it blocks, asks for EPOLLOUT. Returns bytes written,
+ * -1 on error. */
+static long write_from(struct loop *l, struct io *io, struct buf *b, bool *writable)
 {
     long total = 0;
     while (*writable && buf_len(b) > 0) {
-        ssize_t n = sock_send(fd, buf_rpos(b), buf_len(b));
+        ssize_t n = sock_send(io->fd, buf_rpos(b), buf_len(b));
         if (n > 0) {
             b->head += (size_t)n;
             total += n;
         } else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
             *writable = false;
+            io_want_write(l, io, true);
         } else {
             return -1;
         }
@@ -204,7 +206,7 @@ static void tsess_run(struct tsess *t)
         struct uconn *u = t->u;
         if (!u || u->state != UC_OPEN)
             break;
-        long n = write_from(u->io.fd, t->in, &u->writable);
+        long n = write_from(w->loop, &u->io, t->in, &u->writable);
         if (n < 0) {
             t->si.flags |= 1u << RF_UPSTREAM_CONNECTION_TERMINATION;
             tsess_close(t);
@@ -219,7 +221,7 @@ static void tsess_run(struct tsess *t)
         if (upstream_read(u) > 0)
             moved = true;
         if (u->in) {
-            n = write_from(t->io.fd, u->in, &t->writable);
+            n = write_from(w->loop, &t->io, u->in, &t->writable);
             if (n < 0) {
                 t->si.flags |= 1u << RF_DOWNSTREAM_CONNECTION_TERMINATION;
                 tsess_close(t);
@@ -253,12 +255,13 @@ static void tsess_run(struct tsess *t)
 
 static void on_io(struct loop *l, struct io *io, uint32_t events)
 {
-    (void)l;
     struct tsess *t = io->data;
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         t->readable = true;
-    if (events & EPOLLOUT)
+    if (events & EPOLLOUT) {
         t->writable = true;
+        io_want_write(l, io, false);
+    }
     tsess_run(t);
 }
 
@@ -304,7 +307,7 @@ void tcp_proxy_start(struct worker *w, struct listener_config *lc, struct filter
     conn_link_add(&w->conns, &t->link);
     w->n_conns++;
     stats_inc(t->cfg->stats, w->id, TS_DOWNSTREAM_CX_TOTAL);
-    if (io_start(w->loop, &t->io, fd, EPOLLIN | EPOLLOUT, on_io, t) < 0) {
+    if (io_start(w->loop, &t->io, fd, EPOLLIN, on_io, t) < 0) {
         tsess_close(t);
         return;
     }

@@ -75,7 +75,6 @@ static void on_timer(struct loop *l, struct timer *t)
 
 static void on_io(struct loop *l, struct io *io, uint32_t events)
 {
-    (void)l;
     struct uconn *u = io->data;
     if (u->state == UC_IDLE) {
         /* An idle connection has nothing to say: data or EOF means the server is done with it.
@@ -101,6 +100,7 @@ static void on_io(struct loop *l, struct io *io, uint32_t events)
         if (!(events & EPOLLOUT))
             return;
         timer_stop(u->w->loop, &u->timer);
+        io_want_write(u->w->loop, &u->io, false); /* connected: EPOLLOUT only when a write blocks */
         u->state = UC_OPEN;
         u->writable = true;
         uconn_stat(u, CS_UPSTREAM_CX_ACTIVE, 1);
@@ -111,8 +111,10 @@ static void on_io(struct loop *l, struct io *io, uint32_t events)
         u->readable = true;
     if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         u->hup = true; /* the EOF is queued behind the data: read until we see it */
-    if (events & EPOLLOUT)
+    if (events & EPOLLOUT) {
         u->writable = true;
+        io_want_write(l, io, false);
+    }
     u->cb(u, UE_IO, u->owner);
 }
 
