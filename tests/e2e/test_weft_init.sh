@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# weft-init in a network namespace of our own ("the pod") with a veth to a second namespace
+# ("the peer"): the rules iptables-save shows after a default run, then real traffic — an app's
+# outbound connection to a 10.x address lands on the stand-in proxy's 15001 with its original
+# destination, the proxy's own (UID 1337) connection goes out untouched, loopback is not
+# captured, inbound connections from the peer land on 15006 except on the excluded ports —
+# then --cleanup leaves iptables-save exactly as before (twice), and --dry-run changes nothing.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+BIN=${WEFT_BIN:-build/bin}
+ns=weft-init-$$
+peer=weft-init-peer-$$
+pass=0; fail=0
+check() { if eval "$2"; then echo "ok   $1"; pass=$((pass+1)); else echo "FAIL $1"; fail=$((fail+1)); fi; }
+tmp=$(mktemp -d /tmp/weft-init.XXXXXX)
+chmod 755 "$tmp"
+cleanup() {
+  exec 2>/dev/null
+  for n in "$ns" "$peer"; do ip netns pids "$n" 2>/dev/null | xargs -r kill 2>/dev/null; done
+  sleep 0.2
+  ip netns del "$ns" 2>/dev/null
+  ip netns del "$peer" 2>/dev/null
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+if [ "$(id -u)" -ne 0 ] || ! command -v iptables >/dev/null; then
+  echo "needs root and iptables"; echo "0 passed, 1 failed"; exit 1
+fi
+nsx() { ip netns exec "$ns" "$@"; }
+peerx() { ip netns exec "$peer" "$@"; }
+# iptables-save without its timestamp comments and with counters zeroed, to compare states.
+state() { nsx iptables-save "$@" | grep -v '^#' | sed -E 's/\[[0-9]+:[0-9]+\]/[0:0]/'; }
+
+ip netns add "$ns"
+ip netns add "$peer"
+ip link add wi0-$$ netns "$ns" type veth peer name wi1-$$ netns "$peer"
+nsx ip link set lo up
+nsx ip addr add 10.77.0.2/24 dev wi0-$$
+nsx ip link set wi0-$$ up
+nsx ip route add default via 10.77.0.1
+peerx ip link set lo up
+peerx ip addr add 10.77.0.1/24 dev wi1-$$
+peerx ip addr add 10.77.1.5/32 dev wi1-$$
+peerx ip link set wi1-$$ up
+
+# A TCP server that answers each connection with one line: its name, the local port it was
+# accepted on, and the connection's original destination (SO_ORIGINAL_DST), then closes.
+cat > "$tmp/srv.py" <<'PY'
+import selectors, socket, struct, sys
+name, ports = sys.argv[1], [int(p) for p in sys.argv[2:]]
+sel = selectors.DefaultSelector()
+for p in ports:
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", p)); s.listen(16); sel.register(s, selectors.EVENT_READ, p)
+while True:
+    for key, _ in sel.select():
+        c, peer = key.fileobj.accept()
+        try:
+            raw = c.getsockopt(socket.SOL_IP, 80, 16)
+            orig = "%s:%d" % (socket.inet_ntoa(raw[4:8]), struct.unpack("!H", raw[2:4])[0])
+        except OSError:
+            orig = "none"
+        c.sendall(("%s port=%d orig=%s from=%s\n" % (name, key.data, orig, peer[0])).encode())
+        c.close()
+PY
+# connect HOST PORT [UID]: one line from whoever answers (empty if nobody does).
+connect() {
+  local run=(nsx); [ "${4:-}" = peer ] && run=(peerx)
+  "${run[@]}" setpriv --reuid="${3:-0}" --regid="${3:-0}" --clear-groups \
+    timeout 5 /usr/bin/python3 -c '
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)
+print(s.makefile().readline().strip())' "$1" "$2" 2>/dev/null
+}
+
+# The stand-in proxy (UID 1337, as Istio's) on 15001/15006; the app's own servers on 9000
+# (loopback) and 15021 (an excluded inbound port); a server in the peer at 10.77.1.5:80.
+nsx setpriv --reuid=1337 --regid=1337 --clear-groups /usr/bin/python3 "$tmp/srv.py" proxy 15001 15006 &
+disown
+nsx /usr/bin/python3 "$tmp/srv.py" app 9000 15021 8080 &
+disown
+peerx /usr/bin/python3 "$tmp/srv.py" peer 80 &
+disown
+for _ in $(seq 100); do
+  [ "$(nsx ss -Hltn | grep -cE ':(15001|15006|9000|15021|8080) ')" -ge 5 ] &&
+    peerx ss -Hltn | grep -q ':80 ' && break
+  sleep 0.05
+done
+
+pristine=$(state)
+dry=$(nsx "$BIN/weft-init" --dry-run 2>/dev/null)
+check "--dry-run prints the default rules (tests/data/init/default.rules)" '[ "$dry" = "$(cat tests/data/init/default.rules)" ]'
+check "--dry-run changes nothing" '[ "$(state)" = "$pristine" ]'
+out=$(connect 10.77.1.5 80)
+check "before weft-init the app reaches the peer directly ($out)" '[[ "$out" == "peer port=80 "* ]]'
+
+# A rule of the user's own: it must survive weft-init and its cleanup.
+nsx iptables -t nat -A POSTROUTING -p udp --dport 9999 -j RETURN
+before=$(state)
+nsx "$BIN/weft-init" >"$tmp/log" 2>&1; rc=$?
+check "weft-init with the default flags exits 0" '[ $rc -eq 0 ]'
+check "iptables-save -t nat shows exactly the expected rules (tests/data/init/e2e-default.save)" \
+  '[ "$(state -t nat)" = "$(cat tests/data/init/e2e-default.save)" ]'
+[ "$fail" -eq 0 ] || { cat "$tmp/log"; state -t nat; }
+
+out=$(connect 10.77.1.5 80)
+check "an app's outbound connection to 10.77.1.5:80 lands on 15001 ($out)" \
+  '[[ "$out" == "proxy port=15001 orig=10.77.1.5:80 "* ]]'
+out=$(connect 10.77.9.9 443)
+check "any 10.x destination is captured, the proxy sees it as the original ($out)" \
+  '[[ "$out" == "proxy port=15001 orig=10.77.9.9:443 "* ]]'
+out=$(connect 10.77.1.5 80 1337)
+check "a connection from UID 1337 is not redirected: it reaches the peer ($out)" '[[ "$out" == "peer port=80 "* ]]'
+out=$(connect 127.0.0.1 9000)
+check "loopback destinations are not captured ($out)" '[[ "$out" == "app port=9000 "* ]]'
+out=$(connect 10.77.0.2 8080 0 peer)
+check "inbound from the peer to the pod IP lands on 15006 ($out)" \
+  '[[ "$out" == "proxy port=15006 orig=10.77.0.2:8080 from=10.77.0.1" ]]'
+out=$(connect 10.77.0.2 15021 0 peer)
+check "inbound to the excluded port 15021 bypasses the proxy ($out)" '[[ "$out" == "app port=15021 "* ]]'
+out=$(connect 10.77.0.2 8080)
+check "the app calling its own pod IP over lo is not captured ($out)" '[[ "$out" == "app port=8080 "* ]]'
+out=$(connect 10.77.0.2 8080 1337)
+check "the proxy calling the pod IP goes inbound to 15006 (app -> VIP -> itself) ($out)" \
+  '[[ "$out" == "proxy port=15006 orig=10.77.0.2:8080 "* ]]'
+out=$(connect 10.77.0.2 15008 1337)
+check "... except the tunnel port 15008 ($out)" '[[ "$out" == "" ]]'
+
+nsx "$BIN/weft-init" >"$tmp/log" 2>&1; rc=$?
+check "a second run replaces the rules instead of adding a copy" \
+  '[ $rc -eq 0 ] && [ "$(state -t nat)" = "$(cat tests/data/init/e2e-default.save)" ]'
+nsx "$BIN/weft-init" -b 8080 -o 443 >"$tmp/log" 2>&1; rc=$?
+check "weft-init -b 8080 -o 443 over the default rules exits 0" '[ $rc -eq 0 ]'
+out=$(connect 10.77.9.9 443)
+check "-o 443: an excluded outbound port bypasses the proxy (nobody answers at 10.77.9.9)" '[ -z "$out" ]'
+out=$(connect 10.77.9.9 444)
+check "-o 443: other ports are still captured ($out)" '[[ "$out" == "proxy port=15001 orig=10.77.9.9:444 "* ]]'
+out=$(connect 10.77.0.2 15021 0 peer)
+check "-b 8080: other inbound ports are not captured ($out)" '[[ "$out" == "app port=15021 "* ]]'
+
+nsx "$BIN/weft-init" --cleanup -b 8080 -o 443 >"$tmp/log" 2>&1; rc=$?
+check "--cleanup exits 0" '[ $rc -eq 0 ]'
+check "--cleanup leaves iptables-save exactly as before" '[ "$(state)" = "$before" ]'
+[ "$(state)" = "$before" ] || diff <(echo "$before") <(state)
+nsx "$BIN/weft-init" --cleanup >"$tmp/log" 2>&1; rc=$?
+check "a second --cleanup exits 0 and changes nothing" '[ $rc -eq 0 ] && [ "$(state)" = "$before" ]'
+out=$(connect 10.77.1.5 80)
+check "after cleanup the app reaches the peer directly again ($out)" '[[ "$out" == "peer port=80 "* ]]'
+nsx "$BIN/weft-init" -p notaport >"$tmp/log" 2>&1; rc=$?
+check "a bad flag exits 2 with one line ($(head -1 "$tmp/log"))" '[ $rc -eq 2 ] && [ "$(wc -l <"$tmp/log")" -eq 1 ]'
+check "and changes nothing" '[ "$(state)" = "$before" ]'
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
