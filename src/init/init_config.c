@@ -424,7 +424,7 @@ int init_config_validate(const struct init_config *c, char err[INIT_ERR_MAX])
                  c->mode);
         return -1;
     }
-    if (!c->proxy_uid[0] || !c->proxy_gid[0]) {
+    if (!init_list_count(c->proxy_uid) || !init_list_count(c->proxy_gid)) {
         snprintf(err, INIT_ERR_MAX, "-u/-g: the proxy uid and gid must not be empty");
         return -1;
     }

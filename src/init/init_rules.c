@@ -129,7 +129,7 @@ static void multiport(struct builder *b, const char *chain, const char *proto, c
                  (int)it.len, it.s, target);
         return;
     }
-    char chunk[15 * 12];
+    char chunk[INIT_VALUE_MAX + 2]; /* a subset of the list's text: it always fits */
     size_t in_chunk = 0, len = 0;
     for (size_t i = 0; init_list_next(&p, &it); i++) {
         len += (size_t)snprintf(chunk + len, sizeof chunk - len, "%s%.*s", in_chunk ? "," : "",
