@@ -15,7 +15,6 @@ check() { if eval "$2"; then echo "ok   $1"; pass=$((pass+1)); else echo "FAIL $
 tmp=$(mktemp -d /tmp/weft-init.XXXXXX)
 chmod 755 "$tmp"
 cleanup() {
-  exec 2>/dev/null
   for n in "$ns" "$peer"; do ip netns pids "$n" 2>/dev/null | xargs -r kill 2>/dev/null; done
   sleep 0.2
   ip netns del "$ns" 2>/dev/null
@@ -75,12 +74,9 @@ print(s.makefile().readline().strip())' "$1" "$2" 2>/dev/null
 
 # The stand-in proxy (UID 1337, as Istio's) on 15001/15006; the app's own servers on 9000
 # (loopback) and 15021 (an excluded inbound port); a server in the peer at 10.77.1.5:80.
-nsx setpriv --reuid=1337 --regid=1337 --clear-groups /usr/bin/python3 "$tmp/srv.py" proxy 15001 15006 &
-disown
-nsx /usr/bin/python3 "$tmp/srv.py" app 9000 15021 8080 &
-disown
-peerx /usr/bin/python3 "$tmp/srv.py" peer 80 &
-disown
+ip netns exec "$ns" setpriv --reuid=1337 --regid=1337 --clear-groups /usr/bin/python3 "$tmp/srv.py" proxy 15001 15006 &
+ip netns exec "$ns" /usr/bin/python3 "$tmp/srv.py" app 9000 15021 8080 &
+ip netns exec "$peer" /usr/bin/python3 "$tmp/srv.py" peer 80 &
 for _ in $(seq 100); do
   [ "$(nsx ss -Hltn | grep -cE ':(15001|15006|9000|15021|8080) ')" -ge 5 ] &&
     peerx ss -Hltn | grep -q ':80 ' && break
