@@ -28,7 +28,7 @@ fi
 nsx() { ip netns exec "$ns" "$@"; }
 peerx() { ip netns exec "$peer" "$@"; }
 # iptables-save without its timestamp comments and with counters zeroed, to compare states.
-state() { nsx iptables-save "$@" | grep -v '^#' | sed -E 's/\[[0-9]+:[0-9]+\]/[0:0]/'; }
+state() { nsx iptables-save "$@" 2>/dev/null | grep -v '^#' | sed -E 's/\[[0-9]+:[0-9]+\]/[0:0]/'; }
 
 ip netns add "$ns"
 ip netns add "$peer"
@@ -145,6 +145,23 @@ check "after cleanup the app reaches the peer directly again ($out)" '[[ "$out" 
 nsx "$BIN/weft-init" -p notaport >"$tmp/log" 2>&1; rc=$?
 check "a bad flag exits 2 with one line ($(head -1 "$tmp/log"))" '[ $rc -eq 2 ] && [ "$(wc -l <"$tmp/log")" -eq 1 ]'
 check "and changes nothing" '[ "$(state)" = "$before" ]'
+
+# The legacy backend: chosen, as istio-iptables does, when iptables-legacy has rules here.
+if command -v iptables-legacy >/dev/null; then
+  lstate() { nsx iptables-legacy-save "$@" 2>/dev/null | grep -v '^#' | sed -E 's/\[[0-9]+:[0-9]+\]/[0:0]/'; }
+  nsx iptables -t nat -D POSTROUTING -p udp --dport 9999 -j RETURN
+  nsx iptables-legacy -t nat -A POSTROUTING -p udp --dport 9999 -j RETURN
+  lbefore=$(lstate); nftbefore=$(state)
+  nsx "$BIN/weft-init" >"$tmp/log" 2>&1; rc=$?
+  check "with legacy rules present weft-init uses iptables-legacy ($(tail -1 "$tmp/log"))" \
+    '[ $rc -eq 0 ] && grep -q "iptables-legacy-restore" "$tmp/log" && [ "$(state)" = "$nftbefore" ]'
+  check "iptables-legacy-save -t nat shows exactly the expected rules" \
+    '[ "$(lstate -t nat)" = "$(cat tests/data/init/e2e-default.save)" ]'
+  out=$(connect 10.77.1.5 80)
+  check "legacy: the app's outbound connection lands on 15001 ($out)" '[[ "$out" == "proxy port=15001 orig=10.77.1.5:80 "* ]]'
+  nsx "$BIN/weft-init" --cleanup >"$tmp/log" 2>&1; rc=$?
+  check "legacy: --cleanup leaves iptables-legacy-save exactly as before" '[ $rc -eq 0 ] && [ "$(lstate)" = "$lbefore" ]'
+fi
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
