@@ -22,7 +22,7 @@ struct init_config {
     char inbound_tunnel_port[16];  /* -e --inbound-tunnel-port (15008, HBONE) */
     char proxy_uid[INIT_VALUE_MAX];  /* -u --proxy-uid (list) */
     char proxy_gid[INIT_VALUE_MAX];  /* -g --proxy-gid (list; default: the uid) */
-    char mode[16];                   /* -m REDIRECT (TPROXY is refused) */
+    char mode[16];                   /* -m REDIRECT or TPROXY */
     char inbound_ports[INIT_VALUE_MAX];          /* -b: "*", a list, or "" (no inbound capture) */
     char inbound_ports_exclude[INIT_VALUE_MAX];  /* -d (only with -b '*') */
     char outbound_ports_include[INIT_VALUE_MAX]; /* -q --istio-outbound-ports */
@@ -72,6 +72,13 @@ int init_rules_build(const struct init_config *c, struct init_text *v4, struct i
  * nothing is installed. Returns 0 or -1 with err. */
 int init_cleanup_build(const struct init_config *c, int family, const char *save,
                        struct init_text *out, char err[INIT_ERR_MAX]);
+
+/* Lists the rules c adds to built-in chains that do not jump to an ISTIO_* chain (interface
+ * RETURNs, TPROXY's MARK/CONNMARK rules), one per line as "TABLE CHAIN PARAMS", for a
+ * cleanup that deletes them with `iptables -t TABLE -D CHAIN PARAMS` (iptables-save may print
+ * them in another form). The caller frees out. Returns 0 or -1 with err. */
+int init_builtin_rules(const struct init_config *c, int family, struct init_text *out,
+                       char err[INIT_ERR_MAX]);
 
 /* Runs the configuration: --dry-run prints the rules, --cleanup removes them, otherwise they
  * are applied with iptables-restore --noflush (existing ISTIO_* chains are removed first).

@@ -414,12 +414,7 @@ int init_config_validate(const struct init_config *c, char err[INIT_ERR_MAX])
             snprintf(err, INIT_ERR_MAX, "%s: invalid port \"%.32s\"", ports[i].flag, ports[i].v);
             return -1;
         }
-    if (strcmp(c->mode, "TPROXY") == 0) {
-        snprintf(err, INIT_ERR_MAX, "-m TPROXY: the TPROXY interception mode is not supported "
-                 "by weft-init; use REDIRECT");
-        return -1;
-    }
-    if (strcmp(c->mode, "REDIRECT") != 0) {
+    if (strcmp(c->mode, "REDIRECT") != 0 && strcmp(c->mode, "TPROXY") != 0) {
         snprintf(err, INIT_ERR_MAX, "-m: invalid interception mode \"%.32s\" (REDIRECT or TPROXY)",
                  c->mode);
         return -1;
@@ -444,9 +439,21 @@ int init_config_validate(const struct init_config *c, char err[INIT_ERR_MAX])
     }
     if (check_list("-x/--istio-service-exclude-cidr", c->service_exclude_cidr, L_CIDRS, err) < 0)
         return -1;
-    if (!name_ok(c->tproxy_mark, strlen(c->tproxy_mark), 10, NULL) ||
-        !name_ok(c->tproxy_route_table, strlen(c->tproxy_route_table), 10, NULL)) {
-        snprintf(err, INIT_ERR_MAX, "-t/-r: invalid TPROXY mark or route table");
+    /* Istio parses both with Atoi. The table gets "local default dev lo": never main/local. */
+    char *end;
+    unsigned long mark = strtoul(c->tproxy_mark, &end, 10);
+    if (!c->tproxy_mark[0] || *end || c->tproxy_mark[0] == '-' || c->tproxy_mark[0] == '+' ||
+        strlen(c->tproxy_mark) > 10 || mark == 0 || mark > 0xffffffffUL) {
+        snprintf(err, INIT_ERR_MAX, "-t/--istio-inbound-tproxy-mark: invalid mark \"%.16s\" "
+                 "(1-4294967295)", c->tproxy_mark);
+        return -1;
+    }
+    unsigned long table = strtoul(c->tproxy_route_table, &end, 10);
+    if (!c->tproxy_route_table[0] || *end || c->tproxy_route_table[0] == '-' ||
+        c->tproxy_route_table[0] == '+' || strlen(c->tproxy_route_table) > 10 || table == 0 ||
+        (table >= 253 && table <= 255) || table > 0xffffffffUL) {
+        snprintf(err, INIT_ERR_MAX, "-r/--istio-inbound-tproxy-route-table: invalid table \"%.16s\" "
+                 "(not 0 or the kernel's 253-255)", c->tproxy_route_table);
         return -1;
     }
     struct init_cidr lo;

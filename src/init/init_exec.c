@@ -3,6 +3,7 @@
  * init_rules_build / init_cleanup_build, and detects IPv6 from the pod's addresses. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ifaddrs.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -14,7 +15,7 @@
 #include "init/init.h"
 
 struct variant {
-    char save[64], restore[64];
+    char cmd[48], save[64], restore[64];
 };
 
 /* True if name is an executable in $PATH or in the sbin directories (root's usual PATH). */
@@ -35,7 +36,7 @@ static bool have_bin(const char *name)
 /* Runs argv (searched in PATH) with input on its stdin (if not NULL) and its stdout captured
  * into out (if not NULL, at most INIT_TEXT_MAX bytes); stderr is ours. Returns the exit
  * status, or -1 if it could not run. */
-static int run_cmd(char *const argv[], const char *input, struct init_text *out)
+static int run_cmd_x(char *const argv[], const char *input, struct init_text *out, bool quiet)
 {
     int in[2] = { -1, -1 }, o[2] = { -1, -1 };
     if ((input && pipe(in) < 0) || (out && pipe(o) < 0))
@@ -51,6 +52,11 @@ static int run_cmd(char *const argv[], const char *input, struct init_text *out)
         if (out) {
             dup2(o[1], 1);
             close(o[0]), close(o[1]);
+        }
+        if (quiet) {
+            int null = open("/dev/null", O_WRONLY);
+            if (null >= 0)
+                dup2(null, 2);
         }
         char path[4096];
         snprintf(path, sizeof path, "%s:/usr/sbin:/sbin:/usr/bin:/bin",
@@ -110,6 +116,39 @@ static int run_cmd(char *const argv[], const char *input, struct init_text *out)
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+static int run_cmd(char *const argv[], const char *input, struct init_text *out)
+{
+    return run_cmd_x(argv, input, out, false);
+}
+
+/* TPROXY's policy routing (Istio's configureTProxyRoutes): packets marked in ISTIO_DIVERT are
+ * looked up in the table, whose one route delivers everything locally on lo. remove: undo it
+ * (quietly: it may not be there). */
+static int tproxy_routes(const struct init_config *c, int fam, bool remove)
+{
+    char *f = fam == INIT_V4 ? "-4" : "-6";
+    char *all = fam == INIT_V4 ? "0.0.0.0/0" : "::/0";
+    char *del[] = { "ip", f, "rule", "del", "fwmark", (char *)c->tproxy_mark, "lookup",
+                    (char *)c->tproxy_route_table, NULL };
+    for (int i = 0; i < 16 && run_cmd_x(del, NULL, NULL, true) == 0; i++)
+        ;
+    if (remove) {
+        char *flush[] = { "ip", f, "route", "flush", "table", (char *)c->tproxy_route_table, NULL };
+        run_cmd_x(flush, NULL, NULL, true);
+        return 0;
+    }
+    char *add[] = { "ip", f, "rule", "add", "fwmark", (char *)c->tproxy_mark, "lookup",
+                    (char *)c->tproxy_route_table, NULL };
+    char *route[] = { "ip", f, "route", "replace", "local", all, "dev", "lo", "table",
+                      (char *)c->tproxy_route_table, NULL };
+    if (run_cmd(add, NULL, NULL) != 0 || run_cmd(route, NULL, NULL) != 0) {
+        fprintf(stderr, "weft-init: could not set up TPROXY routing (ip %s rule/route, table %s)\n",
+                f, c->tproxy_route_table);
+        return -1;
+    }
+    return 0;
+}
+
 static bool has_rules(const char *save)
 {
     return save && (strncmp(save, "-A ", 3) == 0 || strstr(save, "\n-A "));
@@ -140,6 +179,7 @@ static int pick_variant(int fam, struct variant *v)
     if (!use)
         return -1;
     /* iptables-nft's tools are iptables-nft-save / -restore; plain: iptables-save / -restore. */
+    snprintf(v->cmd, sizeof v->cmd, "%s", use);
     snprintf(v->save, sizeof v->save, "%s-save", use);
     snprintf(v->restore, sizeof v->restore, "%s-restore", use);
     return 0;
@@ -192,6 +232,27 @@ static int cleanup_family(const struct init_config *c, int fam, const struct var
             fprintf(stderr, "weft-init: removed the ISTIO_* chains and their jumps (%s)\n", v->restore);
     }
     init_text_free(&plan);
+    /* Built-in-chain rules without an ISTIO_* target: delete each by its own words (the
+     * iptables tool matches them whatever form iptables-save prints them in). */
+    struct init_text rules;
+    if (!dry && rc == 0 && init_builtin_rules(c, fam, &rules, err) == 0) {
+        for (char *line = rules.s; line && *line;) {
+            char *nl = strchr(line, '\n');
+            *nl = 0;
+            char *argv[64] = { (char *)v->cmd, "-w", "5", "-t" };
+            int argc = 4;
+            for (char *sv = NULL, *w = strtok_r(line, " ", &sv); w && argc < 62; w = strtok_r(NULL, " ", &sv)) {
+                argv[argc++] = w;
+                if (argc == 5)
+                    argv[argc++] = "-D";
+            }
+            argv[argc] = NULL;
+            for (int i = 0; i < 16 && run_cmd_x(argv, NULL, NULL, true) == 0; i++)
+                ;
+            line = nl + 1;
+        }
+        init_text_free(&rules);
+    }
     return rc == 0 ? 0 : -1;
 }
 
@@ -280,6 +341,8 @@ int init_run(struct init_config *c)
             }
             if (cleanup_family(c, fam, &v, c->dry_run) < 0)
                 rc = 1;
+            if (!c->dry_run && strcmp(c->mode, "TPROXY") == 0)
+                tproxy_routes(c, fam, true);
         }
         return rc;
     }
@@ -296,14 +359,15 @@ int init_run(struct init_config *c)
             printf("# ip6tables-restore --noflush\n%s", v6.s ? v6.s : "");
         fflush(stdout);
     } else {
-        if (apply_family(c, INIT_V4, v4.s) < 0)
+        bool tproxy = strcmp(c->mode, "TPROXY") == 0 && c->inbound_ports[0];
+        if (apply_family(c, INIT_V4, v4.s) < 0 || (tproxy && tproxy_routes(c, INIT_V4, false) < 0))
             rc = 1;
         if (rc == 0 && c->enable_ipv6) {
             /* ::6 is the source Envoy binds for inbound passthrough (IPv4 uses 127.0.0.6). */
             char *argv[] = { "ip", "-6", "addr", "replace", "::6/128", "dev", "lo", NULL };
             if (run_cmd(argv, NULL, NULL) != 0)
                 fprintf(stderr, "weft-init: warning: could not add ::6/128 to lo\n");
-            if (apply_family(c, INIT_V6, v6.s) < 0)
+            if (apply_family(c, INIT_V6, v6.s) < 0 || (tproxy && tproxy_routes(c, INIT_V6, false) < 0))
                 rc = 1;
         }
     }

@@ -115,8 +115,8 @@ static bool builtin_chain(const char *c)
 
 /* Istio's appendMultiportRules: one "--dport" rule for a single port, otherwise
  * "-m multiport --dports" rules of at most 15 ports (the multiport limit). */
-static void multiport(struct builder *b, const char *chain, const char *proto, const char *list,
-                      const char *target)
+static void multiport(struct builder *b, enum table table, const char *chain, const char *proto,
+                      const char *list, const char *target)
 {
     size_t total = init_list_count(list);
     if (total == 0)
@@ -125,7 +125,7 @@ static void multiport(struct builder *b, const char *chain, const char *proto, c
     const char *p = list;
     if (total == 1) {
         init_list_next(&p, &it);
-        add_rule(b, INIT_V4 | INIT_V6, T_NAT, chain, 0, "-p %s --dport %.*s -j %s", proto,
+        add_rule(b, INIT_V4 | INIT_V6, table, chain, 0, "-p %s --dport %.*s -j %s", proto,
                  (int)it.len, it.s, target);
         return;
     }
@@ -137,10 +137,10 @@ static void multiport(struct builder *b, const char *chain, const char *proto, c
         in_chunk++;
         if (in_chunk == 15 || i + 1 == total) {
             if (in_chunk == 1)
-                add_rule(b, INIT_V4 | INIT_V6, T_NAT, chain, 0, "-p %s --dport %s -j %s", proto,
+                add_rule(b, INIT_V4 | INIT_V6, table, chain, 0, "-p %s --dport %s -j %s", proto,
                          chunk, target);
             else
-                add_rule(b, INIT_V4 | INIT_V6, T_NAT, chain, 0,
+                add_rule(b, INIT_V4 | INIT_V6, table, chain, 0,
                          "-p %s -m multiport --dports %s -j %s", proto, chunk, target);
             in_chunk = len = 0;
         }
@@ -149,9 +149,14 @@ static void multiport(struct builder *b, const char *chain, const char *proto, c
 
 /* A rule with the family's loopback address in it (Istio's AppendVersionedRule): fmt has one
  * %s for "127.0.0.1/32" (or HOST_IPV4_LOOPBACK_CIDR) / "::1/128". */
-#define VERSIONED(b, v4, v6, chain, fmt, ...) do { \
-        add_rule(b, INIT_V4, T_NAT, chain, 0, fmt, v4, ##__VA_ARGS__); \
-        add_rule(b, INIT_V6, T_NAT, chain, 0, fmt, v6, ##__VA_ARGS__); } while (0)
+#define VERSIONED_IN(b, table, v4, v6, chain, fmt, ...) do { \
+        add_rule(b, INIT_V4, table, chain, 0, fmt, v4, ##__VA_ARGS__); \
+        add_rule(b, INIT_V6, table, chain, 0, fmt, v6, ##__VA_ARGS__); } while (0)
+#define VERSIONED(b, v4, v6, chain, fmt, ...) VERSIONED_IN(b, T_NAT, v4, v6, chain, fmt, ##__VA_ARGS__)
+
+/* In TPROXY mode, Envoy marks its outbound connections to the pod's own address with this so
+ * they are not captured inbound again (Istio's OutboundMark). */
+#define OUTBOUND_MARK "1338"
 
 struct ranges {
     bool wildcard, has_loopback;
@@ -204,7 +209,7 @@ static void outbound_include(struct builder *b, const struct init_config *c,
     }
 }
 
-/* Collects every rule of c, in istio-iptables' order (capture/run.go Run, REDIRECT mode). */
+/* Collects every rule of c, in istio-iptables' order (capture/run.go Run). */
 static int collect(struct builder *b, const struct init_config *c, char err[INIT_ERR_MAX])
 {
     struct ranges exc, inc;
@@ -220,6 +225,11 @@ static int collect(struct builder *b, const struct init_config *c, char err[INIT
         add_rule(b, INIT_V4 | INIT_V6, T_NAT, "PREROUTING", 0, "-i %.*s -j RETURN", (int)it.len, it.s);
         add_rule(b, INIT_V4 | INIT_V6, T_NAT, "OUTPUT", 0, "-o %.*s -j RETURN", (int)it.len, it.s);
     }
+    bool tproxy = strcmp(c->mode, "TPROXY") == 0;
+    for (p = c->exclude_interfaces; tproxy && init_list_next(&p, &it);) {
+        add_rule(b, INIT_V4 | INIT_V6, T_MANGLE, "PREROUTING", 0, "-i %.*s -j RETURN", (int)it.len, it.s);
+        add_rule(b, INIT_V4 | INIT_V6, T_MANGLE, "OUTPUT", 0, "-o %.*s -j RETURN", (int)it.len, it.s);
+    }
     for (p = c->kube_virt_interfaces; init_list_next(&p, &it);)
         add_rule(b, INIT_V4 | INIT_V6, T_NAT, "PREROUTING", 1, "-i %.*s -j RETURN", (int)it.len, it.s);
     if (c->drop_invalid) {
@@ -234,22 +244,47 @@ static int collect(struct builder *b, const struct init_config *c, char err[INIT
     add_rule(b, INIT_V4 | INIT_V6, T_NAT, "ISTIO_IN_REDIRECT", 0, "-p tcp -j REDIRECT --to-ports %s",
              c->inbound_capture_port);
 
-    /* Inbound: everything but the excluded ports, or only the listed ports. */
+    /* Inbound: everything but the excluded ports, or only the listed ports. REDIRECT sends
+     * them to ISTIO_IN_REDIRECT (nat); TPROXY marks them in mangle and hands new connections
+     * to the transparent listener, established ones to ISTIO_DIVERT. */
     if (init_list_count(c->inbound_ports) > 0) {
-        add_rule(b, INIT_V4 | INIT_V6, T_NAT, "PREROUTING", 0, "-p tcp -j ISTIO_INBOUND");
+        enum table t = tproxy ? T_MANGLE : T_NAT;
+        if (tproxy) {
+            add_rule(b, INIT_V4 | INIT_V6, T_MANGLE, "ISTIO_DIVERT", 0, "-j MARK --set-mark %s", c->tproxy_mark);
+            add_rule(b, INIT_V4 | INIT_V6, T_MANGLE, "ISTIO_DIVERT", 0, "-j ACCEPT");
+            VERSIONED_IN(b, T_MANGLE, lo4, lo6, "ISTIO_TPROXY",
+                         "! -d %s -p tcp -j TPROXY --tproxy-mark %s/0xffffffff --on-port %s",
+                         c->tproxy_mark, c->inbound_capture_port);
+        }
+        add_rule(b, INIT_V4 | INIT_V6, t, "PREROUTING", 0, "-p tcp -j ISTIO_INBOUND");
         if (strcmp(c->inbound_ports, "*") == 0) {
-            multiport(b, "ISTIO_INBOUND", "tcp", c->inbound_ports_exclude, "RETURN");
-            add_rule(b, INIT_V4 | INIT_V6, T_NAT, "ISTIO_INBOUND", 0, "-p tcp -j ISTIO_IN_REDIRECT");
+            multiport(b, t, "ISTIO_INBOUND", "tcp", c->inbound_ports_exclude, "RETURN");
+            if (tproxy) {
+                add_rule(b, INIT_V4 | INIT_V6, T_MANGLE, "ISTIO_INBOUND", 0,
+                         "-p tcp -m conntrack --ctstate RELATED,ESTABLISHED -j ISTIO_DIVERT");
+                add_rule(b, INIT_V4 | INIT_V6, T_MANGLE, "ISTIO_INBOUND", 0, "-p tcp -j ISTIO_TPROXY");
+            } else {
+                add_rule(b, INIT_V4 | INIT_V6, T_NAT, "ISTIO_INBOUND", 0, "-p tcp -j ISTIO_IN_REDIRECT");
+            }
         } else {
-            for (p = c->inbound_ports; init_list_next(&p, &it);)
-                add_rule(b, INIT_V4 | INIT_V6, T_NAT, "ISTIO_INBOUND", 0,
-                         "-p tcp --dport %.*s -j ISTIO_IN_REDIRECT", (int)it.len, it.s);
+            for (p = c->inbound_ports; init_list_next(&p, &it);) {
+                if (tproxy) {
+                    add_rule(b, INIT_V4 | INIT_V6, T_MANGLE, "ISTIO_INBOUND", 0,
+                             "-p tcp --dport %.*s -m conntrack --ctstate RELATED,ESTABLISHED -j ISTIO_DIVERT",
+                             (int)it.len, it.s);
+                    add_rule(b, INIT_V4 | INIT_V6, T_MANGLE, "ISTIO_INBOUND", 0,
+                             "-p tcp --dport %.*s -j ISTIO_TPROXY", (int)it.len, it.s);
+                } else {
+                    add_rule(b, INIT_V4 | INIT_V6, T_NAT, "ISTIO_INBOUND", 0,
+                             "-p tcp --dport %.*s -j ISTIO_IN_REDIRECT", (int)it.len, it.s);
+                }
+            }
         }
     }
 
     add_rule(b, INIT_V4 | INIT_V6, T_NAT, "OUTPUT", 0, "-j ISTIO_OUTPUT");
-    multiport(b, "ISTIO_OUTPUT", "tcp", c->outbound_ports_exclude, "RETURN");
-    multiport(b, "ISTIO_OUTPUT", "udp", c->outbound_ports_exclude, "RETURN");
+    multiport(b, T_NAT, "ISTIO_OUTPUT", "tcp", c->outbound_ports_exclude, "RETURN");
+    multiport(b, T_NAT, "ISTIO_OUTPUT", "udp", c->outbound_ports_exclude, "RETURN");
     /* 127.0.0.6 / ::6 is the source of Envoy's inbound passthrough connections. */
     VERSIONED(b, "127.0.0.6/32", "::6/128", "ISTIO_OUTPUT", "-o lo -s %s -j RETURN");
 
@@ -279,6 +314,27 @@ static int collect(struct builder *b, const struct init_config *c, char err[INIT
                  (int)it.len, it.s);
     outbound_include(b, c, &inc, INIT_V4);
     outbound_include(b, c, &inc, INIT_V6);
+    if (tproxy) {
+        /* Keep the mark Envoy's original_src sets as the connection's mark, and restore it on
+         * the workload's replies so policy routing sends them back to Envoy. */
+        add_rule(b, INIT_V4 | INIT_V6, T_MANGLE, "PREROUTING", 0,
+                 "-p tcp -m mark --mark %s -j CONNMARK --save-mark", c->tproxy_mark);
+        add_rule(b, INIT_V4 | INIT_V6, T_MANGLE, "OUTPUT", 0,
+                 "-p tcp -o lo -m mark --mark %s -j RETURN", c->tproxy_mark);
+        for (int k = 0; k < 2; k++)
+            for (p = ids[k]; init_list_next(&p, &it);)
+                VERSIONED_IN(b, T_MANGLE, lo4, lo6, "OUTPUT",
+                             "! -d %s -p tcp -o lo -m owner --%s-owner %.*s -j MARK --set-mark " OUTBOUND_MARK,
+                             kinds[k], (int)it.len, it.s);
+        add_rule(b, INIT_V4 | INIT_V6, T_MANGLE, "OUTPUT", 0,
+                 "-p tcp -m connmark --mark %s -j CONNMARK --restore-mark", c->tproxy_mark);
+        add_rule(b, INIT_V4 | INIT_V6, T_MANGLE, "ISTIO_INBOUND", 1,
+                 "-p tcp -m mark --mark %s -j RETURN", c->tproxy_mark);
+        add_rule(b, INIT_V4, T_MANGLE, "ISTIO_INBOUND", 2, "-p tcp -s 127.0.0.6/32 -i lo -j RETURN");
+        add_rule(b, INIT_V6, T_MANGLE, "ISTIO_INBOUND", 2, "-p tcp -s ::6/128 -i lo -j RETURN");
+        add_rule(b, INIT_V4 | INIT_V6, T_MANGLE, "ISTIO_INBOUND", 3,
+                 "-p tcp -i lo -m mark ! --mark " OUTBOUND_MARK " -j RETURN");
+    }
     free(exc.cidrs);
     free(inc.cidrs);
     if (b->failed) {
@@ -320,7 +376,7 @@ static void write_restore(const struct builder *b, int fam, struct init_text *t)
             snprintf(seen[nseen++], 32, "%s", r->chain);
             text_add(t, "-N %s\n", r->chain);
         }
-        /* Chains only jumped to (none today in REDIRECT mode), as Istio creates them too. */
+        /* Chains only jumped to, as Istio creates them too. */
         for (size_t i = 0; i < b->n; i++) {
             const struct rule *r = &b->r[i];
             const char *j = strstr(r->params, "-j ISTIO_");
@@ -438,6 +494,29 @@ int init_cleanup_build(const struct init_config *c, int family, const char *save
         init_text_free(&p->drop);
         out->overflow |= of;
     }
+    if (out->overflow) {
+        init_text_free(out);
+        snprintf(err, INIT_ERR_MAX, "cleanup rules exceed %u bytes", INIT_TEXT_MAX);
+        return -1;
+    }
+    return 0;
+}
+
+int init_builtin_rules(const struct init_config *c, int family, struct init_text *out,
+                       char err[INIT_ERR_MAX])
+{
+    *out = (struct init_text){ 0 };
+    struct builder b = { .fams = family };
+    if (collect(&b, c, err) < 0) {
+        builder_free(&b);
+        return -1;
+    }
+    for (size_t i = 0; i < b.n; i++) {
+        const struct rule *r = &b.r[i];
+        if (builtin_chain(r->chain) && !strstr(r->params, "-j ISTIO_"))
+            text_add(out, "%s %s %s\n", table_names[r->table], r->chain, r->params);
+    }
+    builder_free(&b);
     if (out->overflow) {
         init_text_free(out);
         snprintf(err, INIT_ERR_MAX, "cleanup rules exceed %u bytes", INIT_TEXT_MAX);

@@ -58,6 +58,8 @@ for p in ports:
         s = socket.socket(fam); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if fam == socket.AF_INET6:
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if name == "proxy":  # IP_TRANSPARENT / IPV6_TRANSPARENT, as Envoy's TPROXY listener
+            s.setsockopt(*((socket.SOL_IP, 19) if fam == socket.AF_INET else (socket.IPPROTO_IPV6, 75)), 1)
         s.bind((host, p)); s.listen(16); sel.register(s, selectors.EVENT_READ, p)
 while True:
     for key, _ in sel.select():
@@ -72,7 +74,9 @@ while True:
                                     struct.unpack("!H", raw[2:4])[0])
         except OSError:
             orig = "none"
-        c.sendall(("%s port=%d orig=%s from=%s\n" % (name, key.data, orig, peer[0])).encode())
+        local = c.getsockname()
+        c.sendall(("%s port=%d orig=%s from=%s local=%s:%d\n" % (name, key.data, orig, peer[0],
+                                                                local[0], local[1])).encode())
         c.close()
 PY
 # connect HOST PORT [UID]: one line from whoever answers (empty if nobody does).
@@ -87,7 +91,8 @@ print(s.makefile().readline().strip())' "$1" "$2" 2>/dev/null
 
 # The stand-in proxy (UID 1337, as Istio's) on 15001/15006; the app's own servers on 9000
 # (loopback) and 15021 (an excluded inbound port); a server in the peer at 10.77.1.5:80.
-ip netns exec "$ns" setpriv --reuid=1337 --regid=1337 --clear-groups /usr/bin/python3 "$tmp/srv.py" proxy 15001 15006 &
+ip netns exec "$ns" setpriv --reuid=1337 --regid=1337 --clear-groups --inh-caps=+net_admin \
+  --ambient-caps=+net_admin /usr/bin/python3 "$tmp/srv.py" proxy 15001 15006 &
 ip netns exec "$ns" /usr/bin/python3 "$tmp/srv.py" app 9000 15021 8080 &
 ip netns exec "$peer" /usr/bin/python3 "$tmp/srv.py" peer 80 &
 for _ in $(seq 100); do
@@ -124,7 +129,7 @@ out=$(connect 127.0.0.1 9000)
 check "loopback destinations are not captured ($out)" '[[ "$out" == "app port=9000 "* ]]'
 out=$(connect 10.77.0.2 8080 0 peer)
 check "inbound from the peer to the pod IP lands on 15006 ($out)" \
-  '[[ "$out" == "proxy port=15006 orig=10.77.0.2:8080 from=10.77.0.1" ]]'
+  '[[ "$out" == "proxy port=15006 orig=10.77.0.2:8080 from=10.77.0.1 "* ]]'
 out=$(connect 10.77.0.2 15021 0 peer)
 check "inbound to the excluded port 15021 bypasses the proxy ($out)" '[[ "$out" == "app port=15021 "* ]]'
 out=$(connect 10.77.0.2 8080)
@@ -182,6 +187,29 @@ check "IPv6: inbound from the peer lands on 15006 ($out)" \
 nsx "$BIN/weft-init" --cleanup >"$tmp/log" 2>&1; rc=$?
 check "IPv6: --cleanup leaves iptables-save and ip6tables-save as before" \
   '[ $rc -eq 0 ] && [ "$(state)" = "$before" ] && [ "$(state6)" = "$before6" ]'
+
+# TPROXY: inbound marked in mangle and handed to the transparent listener on 15006 with its
+# source and destination kept; policy routing (fwmark 1337 -> table 133) set up and removed.
+rules_before=$(nsx ip rule; nsx ip route show table 133)
+nsx iptables -t mangle -A POSTROUTING -p udp --dport 9999 -j RETURN  # (nf_tables: see above)
+before=$(state)
+nsx "$BIN/weft-init" -m TPROXY >"$tmp/log" 2>&1; rc=$?
+check "weft-init -m TPROXY exits 0" '[ $rc -eq 0 ]'
+check "TPROXY: fwmark 1337 looks up table 133, which is local on lo" \
+  'nsx ip rule | grep -q "fwmark 0x539 lookup 133" && nsx ip route show table 133 | grep -q "local default dev lo"'
+check "TPROXY: mangle ISTIO_INBOUND / ISTIO_DIVERT / ISTIO_TPROXY are installed" \
+  'state -t mangle | grep -q -- "-A ISTIO_TPROXY ! -d 127.0.0.1/32 -p tcp -j TPROXY --on-port 15006"'
+out=$(connect 10.77.0.2 8080 0 peer)
+check "TPROXY: inbound from the peer lands on 15006, destination and source kept ($out)" \
+  '[[ "$out" == "proxy port=15006 "*" from=10.77.0.1 local=10.77.0.2:8080" ]]'
+out=$(connect 10.77.0.2 15021 0 peer)
+check "TPROXY: the excluded port 15021 bypasses the proxy ($out)" '[[ "$out" == "app port=15021 "* ]]'
+out=$(connect 10.77.1.5 80)
+check "TPROXY: outbound is still redirected to 15001 ($out)" '[[ "$out" == "proxy port=15001 orig=10.77.1.5:80 "* ]]'
+nsx "$BIN/weft-init" -m TPROXY --cleanup >"$tmp/log" 2>&1; rc=$?
+check "TPROXY: --cleanup leaves iptables-save, ip rule and table 133 as before" \
+  '[ $rc -eq 0 ] && [ "$(state)" = "$before" ] && [ "$(nsx ip rule; nsx ip route show table 133)" = "$rules_before" ]'
+[ "$(state)" = "$before" ] || diff <(echo "$before") <(state)
 
 # The legacy backend: chosen, as istio-iptables does, when iptables-legacy has rules here.
 if command -v iptables-legacy >/dev/null; then

@@ -30,6 +30,8 @@ static void forms(void)
     CHECK_EQ_STR(c.proxy_uid, "1337");
     CHECK_EQ_INT(PARSE(&c, err, "--cleanup"), 0);
     CHECK(c.cleanup);
+    CHECK_EQ_INT(PARSE(&c, err, "-m", "TPROXY", "-t", "1337", "-r", "133"), 0);
+    CHECK_EQ_STR(c.mode, "TPROXY");
     CHECK_EQ_INT(PARSE(&c, err, "-h"), 0);
     CHECK(c.help);
 }
@@ -44,7 +46,8 @@ static void errors(void)
         { "-p", NULL, "flag needs an argument: -p" },
         { "-p", "65536", "-p/--envoy-port: invalid port \"65536\"" },
         { "-z", "", "-z/--inbound-capture-port: invalid port \"\"" },
-        { "-m", "TPROXY", "-m TPROXY: the TPROXY interception mode is not supported by weft-init; use REDIRECT" },
+        { "-t", "0x10", "-t/--istio-inbound-tproxy-mark: invalid mark \"0x10\" (1-4294967295)" },
+        { "-r", "254", "-r/--istio-inbound-tproxy-route-table: invalid table \"254\" (not 0 or the kernel's 253-255)" },
         { "-m", "NAT", "-m: invalid interception mode \"NAT\" (REDIRECT or TPROXY)" },
         { "-b", "80,*", "-b/--istio-inbound-ports: '*' must be the whole value" },
         { "-b", "80,x", "-b/--istio-inbound-ports: invalid port \"x\"" },
