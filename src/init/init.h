@@ -34,6 +34,9 @@ struct init_config {
     char tproxy_mark[16];        /* -t (only meaningful with TPROXY) */
     char tproxy_route_table[16]; /* -r */
     char host_ipv4_loopback_cidr[64]; /* HOST_IPV4_LOOPBACK_CIDR, default 127.0.0.1/32 */
+    char dns_servers[INIT_VALUE_MAX]; /* with --redirect-dns: resolv.conf's nameservers (list) */
+    bool redirect_dns;    /* --redirect-dns (default: $ISTIO_META_DNS_CAPTURE) */
+    bool capture_all_dns; /* --capture-all-dns: every port-53 packet, not just to dns_servers */
     bool dry_run, cleanup, drop_invalid, dual_stack, help;
     bool enable_ipv6;   /* set by detection (or tests): also build and apply ip6tables rules */
 };
@@ -41,6 +44,10 @@ struct init_config {
 /* Fills c with istio-iptables' own defaults (the rule generator's view: no inbound or outbound
  * capture unless -b / -i say so), as Istio's golden tests use. */
 void init_config_istio_defaults(struct init_config *c);
+
+/* Reads the "nameserver" addresses of a resolv.conf file into list (comma-separated, at most
+ * INIT_LIST_MAX). Returns 0, or -1 with err if the file cannot be read. */
+int init_read_resolv_conf(const char *path, char *list, size_t cap, char err[INIT_ERR_MAX]);
 
 /* Parses weft-init's command line into c. Defaults are those of the istio-init container
  * Istio's injector writes (-p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x '' -b '*'

@@ -24,8 +24,8 @@ struct flag {
 #define BOOL(n, s, field) { n, s, FLAG_BOOL, offsetof(struct init_config, field), 0 }
 
 /* Flags that change behaviour weft-init does not implement: accepted only when false.
- * Indexed by the negated pseudo-offset of the flag (-2 .. -5). */
-enum { UNSUP_DNS = 2, UNSUP_TRACE, UNSUP_SKIP, UNSUP_CNI, UNSUP_N };
+ * Indexed by the negated pseudo-offset of the flag (-3 .. -5). */
+enum { UNSUP_TRACE = 3, UNSUP_SKIP, UNSUP_CNI, UNSUP_N };
 
 static const struct flag flags[] = {
     STR("envoy-port", 'p', proxy_port),
@@ -53,8 +53,8 @@ static const struct flag flags[] = {
     BOOL("help", 'h', help),
     /* Accepted for compatibility; weft-init always writes iptables-restore format. */
     { "restore-format", 'f', FLAG_BOOL, (size_t)-1, 0 },
-    { "redirect-dns", 0, FLAG_BOOL, (size_t)-2, 0 },
-    { "capture-all-dns", 0, FLAG_BOOL, (size_t)-1, 0 },
+    BOOL("redirect-dns", 0, redirect_dns),
+    BOOL("capture-all-dns", 0, capture_all_dns),
     { "iptables-trace-logging", 0, FLAG_BOOL, (size_t)-3, 0 },
     { "skip-rule-apply", 0, FLAG_BOOL, (size_t)-4, 0 },
     { "cni-mode", 0, FLAG_BOOL, (size_t)-5, 0 },
@@ -172,6 +172,9 @@ int init_parse_args(int argc, char *const argv[], struct init_config *c, char er
     c->proxy_gid[0] = 0;
     c->mode[0] = 0;
     bool unsup[UNSUP_N] = { false };
+    /* As istio-iptables: DNS capture defaults to the agent's ISTIO_META_DNS_CAPTURE. */
+    const char *dns_env = getenv("ISTIO_META_DNS_CAPTURE");
+    c->redirect_dns = dns_env && parse_bool(dns_env) == 1;
     err[0] = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -214,10 +217,6 @@ int init_parse_args(int argc, char *const argv[], struct init_config *c, char er
     }
     if (c->help)
         return 0;
-    if (unsup[UNSUP_DNS]) {
-        snprintf(err, INIT_ERR_MAX, "--redirect-dns: DNS capture is not supported by weft-init");
-        return -1;
-    }
     if (unsup[UNSUP_TRACE] || unsup[UNSUP_SKIP] || unsup[UNSUP_CNI]) {
         snprintf(err, INIT_ERR_MAX, "%s is not supported by weft-init",
                  unsup[UNSUP_TRACE] ? "--iptables-trace-logging"
@@ -232,6 +231,10 @@ int init_parse_args(int argc, char *const argv[], struct init_config *c, char er
         set_str(c->mode, sizeof c->mode, "REDIRECT");
     if (add_always_excluded(c, err) < 0)
         return -1;
+    /* Istio reads the nameservers only when it needs them (not with --capture-all-dns). */
+    if (c->redirect_dns && !c->capture_all_dns &&
+        init_read_resolv_conf("/etc/resolv.conf", c->dns_servers, sizeof c->dns_servers, err) < 0)
+        return -1;
     const char *env = getenv("HOST_IPV4_LOOPBACK_CIDR");
     if (env && *env) {
         if (strlen(env) >= sizeof c->host_ipv4_loopback_cidr) {
@@ -241,6 +244,33 @@ int init_parse_args(int argc, char *const argv[], struct init_config *c, char er
         set_str(c->host_ipv4_loopback_cidr, sizeof c->host_ipv4_loopback_cidr, env);
     }
     return init_config_validate(c, err);
+}
+
+int init_read_resolv_conf(const char *path, char *list, size_t cap, char err[INIT_ERR_MAX])
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, INIT_ERR_MAX, "--redirect-dns: cannot read %s", path);
+        return -1;
+    }
+    char line[512];
+    size_t n = 0, count = 0;
+    list[0] = 0;
+    while (fgets(line, sizeof line, f) && count < INIT_LIST_MAX) {
+        char word[16], addr[128];
+        if (sscanf(line, "%15s %127s", word, addr) != 2 || strcmp(word, "nameserver") != 0)
+            continue;
+        unsigned char bin[16];
+        if (inet_pton(AF_INET, addr, bin) != 1 && inet_pton(AF_INET6, addr, bin) != 1)
+            continue; /* e.g. a scoped fe80::1%eth0: not usable in a rule */
+        size_t len = strlen(addr);
+        if (n + len + 2 > cap)
+            break;
+        n += (size_t)snprintf(list + n, cap - n, "%s%s", n ? "," : "", addr);
+        count++;
+    }
+    fclose(f);
+    return 0;
 }
 
 /* ---- list items ---- */
@@ -433,6 +463,20 @@ int init_config_validate(const struct init_config *c, char err[INIT_ERR_MAX])
         check_list("-k/--kube-virt-interfaces", c->kube_virt_interfaces, L_IFACES, err) < 0 ||
         check_list("-c/--istio-exclude-interfaces", c->exclude_interfaces, L_IFACES, err) < 0)
         return -1;
+    if (init_list_count(c->dns_servers) > INIT_LIST_MAX) {
+        snprintf(err, INIT_ERR_MAX, "DNS servers: more than %d", INIT_LIST_MAX);
+        return -1;
+    }
+    struct init_item dns;
+    for (const char *p = c->dns_servers; init_list_next(&p, &dns);) {
+        char a[64];
+        unsigned char bin[16];
+        snprintf(a, sizeof a, "%.*s", (int)(dns.len < 63 ? dns.len : 63), dns.s);
+        if (dns.len > 63 || (inet_pton(AF_INET, a, bin) != 1 && inet_pton(AF_INET6, a, bin) != 1)) {
+            snprintf(err, INIT_ERR_MAX, "DNS server: invalid address \"%.64s\"", a);
+            return -1;
+        }
+    }
     if (strcmp(c->service_exclude_cidr, "*") == 0) {
         snprintf(err, INIT_ERR_MAX, "-x/--istio-service-exclude-cidr: '*' is not allowed");
         return -1;

@@ -209,6 +209,67 @@ static void outbound_include(struct builder *b, const struct init_config *c,
     }
 }
 
+/* Istio's SetupDNSRedir: port-53 traffic (TCP and UDP) of the app goes to the agent's DNS
+ * proxy on 15053, and UDP DNS is split into two conntrack zones (agent <-> upstream resolvers:
+ * zone 1, app <-> agent: zone 2) so the two legs' entries never collide. */
+static void dns_rules(struct builder *b, const struct init_config *c, const char *const ids[2],
+                      const char *const kinds[2])
+{
+    struct init_item it;
+    const char *p;
+    bool all = c->capture_all_dns;
+    bool v4 = false, v6 = false;
+    for (p = c->dns_servers; init_list_next(&p, &it);)
+        memchr(it.s, ':', it.len) ? (v6 = true) : (v4 = true);
+    add_rule(b, INIT_V4 | INIT_V6, T_RAW, "OUTPUT", 0, "-j ISTIO_OUTPUT_DNS");
+    if (all || v4)
+        add_rule(b, INIT_V4, T_NAT, "ISTIO_OUTPUT", 0, "-j ISTIO_OUTPUT_DNS");
+    if (all || v6)
+        add_rule(b, INIT_V6, T_NAT, "ISTIO_OUTPUT", 0, "-j ISTIO_OUTPUT_DNS");
+    static const char *const protos[2] = { "tcp", "udp" };
+    static const char *const to[2] = { "--to-ports", "--to-port" }; /* sic, as Istio writes them */
+    for (int k = 0; k < 2; k++) {
+        if (all) {
+            add_rule(b, INIT_V4 | INIT_V6, T_NAT, "ISTIO_OUTPUT_DNS", 0,
+                     "-p %s --dport 53 -j REDIRECT %s 15053", protos[k], to[k]);
+            continue;
+        }
+        for (int fam = INIT_V4; fam <= INIT_V6; fam++)
+            for (p = c->dns_servers; init_list_next(&p, &it);)
+                if ((memchr(it.s, ':', it.len) != NULL) == (fam == INIT_V6))
+                    add_rule(b, fam, T_NAT, "ISTIO_OUTPUT_DNS", 0,
+                             "-p %s --dport 53 -d %.*s/%d -j REDIRECT %s 15053", protos[k],
+                             (int)it.len, it.s, fam == INIT_V4 ? 32 : 128, to[k]);
+    }
+    for (int k = 0; k < 2; k++)
+        for (p = ids[k]; init_list_next(&p, &it);) {
+            add_rule(b, INIT_V4 | INIT_V6, T_RAW, "ISTIO_OUTPUT_DNS", 0,
+                     "-p udp --dport 53 -m owner --%s-owner %.*s -j CT --zone 1", kinds[k], (int)it.len, it.s);
+            add_rule(b, INIT_V4 | INIT_V6, T_RAW, "ISTIO_OUTPUT_DNS", 0,
+                     "-p udp --sport 15053 -m owner --%s-owner %.*s -j CT --zone 2", kinds[k], (int)it.len, it.s);
+        }
+    if (all) {
+        add_rule(b, INIT_V4 | INIT_V6, T_RAW, "PREROUTING", 0, "-j ISTIO_INBOUND");
+        add_rule(b, INIT_V4 | INIT_V6, T_RAW, "ISTIO_OUTPUT_DNS", 0, "-p udp --dport 53 -j CT --zone 2");
+        add_rule(b, INIT_V4 | INIT_V6, T_RAW, "ISTIO_INBOUND", 0, "-p udp --sport 53 -j CT --zone 1");
+        return;
+    }
+    for (int fam = INIT_V4; fam <= INIT_V6; fam++) {
+        if (!(fam == INIT_V4 ? v4 : v6))
+            continue;
+        add_rule(b, fam, T_RAW, "PREROUTING", 0, "-j ISTIO_INBOUND");
+        for (p = c->dns_servers; init_list_next(&p, &it);) {
+            if ((memchr(it.s, ':', it.len) != NULL) != (fam == INIT_V6))
+                continue;
+            int bits = fam == INIT_V4 ? 32 : 128;
+            add_rule(b, fam, T_RAW, "ISTIO_OUTPUT_DNS", 0, "-p udp --dport 53 -d %.*s/%d -j CT --zone 2",
+                     (int)it.len, it.s, bits);
+            add_rule(b, fam, T_RAW, "ISTIO_INBOUND", 0, "-p udp --sport 53 -s %.*s/%d -j CT --zone 1",
+                     (int)it.len, it.s, bits);
+        }
+    }
+}
+
 /* Collects every rule of c, in istio-iptables' order (capture/run.go Run). */
 static int collect(struct builder *b, const struct init_config *c, char err[INIT_ERR_MAX])
 {
@@ -289,23 +350,35 @@ static int collect(struct builder *b, const struct init_config *c, char err[INIT
     VERSIONED(b, "127.0.0.6/32", "::6/128", "ISTIO_OUTPUT", "-o lo -s %s -j RETURN");
 
     bool loopback_included = inc.has_loopback;
+    /* DNS capture needs somewhere to send it: all of port 53, or the resolv.conf servers. */
+    bool dns = c->redirect_dns && (c->capture_all_dns || init_list_count(c->dns_servers) > 0);
     static const char *const kinds[2] = { "uid", "gid" };
     const char *const ids[2] = { c->proxy_uid, c->proxy_gid };
     for (int k = 0; k < 2; k++) {
         for (p = ids[k]; init_list_next(&p, &it);) {
-            /* The app calling itself through a VIP: Envoy's outbound leg goes back inbound. */
-            VERSIONED(b, lo4, lo6, "ISTIO_OUTPUT",
-                      "-o lo ! -d %s -p tcp ! --dport %s -m owner --%s-owner %.*s -j ISTIO_IN_REDIRECT",
-                      c->inbound_tunnel_port, kinds[k], (int)it.len, it.s);
-            /* The app calling itself by its own address over lo is not captured. */
+            /* The app calling itself through a VIP: Envoy's outbound leg goes back inbound
+             * (with DNS capture, the uid rule leaves the agent's port 53 alone, as Istio). */
+            if (dns && k == 0)
+                VERSIONED(b, lo4, lo6, "ISTIO_OUTPUT",
+                          "-o lo ! -d %s -p tcp -m multiport ! --dports 53,%s -m owner --uid-owner %.*s "
+                          "-j ISTIO_IN_REDIRECT", c->inbound_tunnel_port, (int)it.len, it.s);
+            else
+                VERSIONED(b, lo4, lo6, "ISTIO_OUTPUT",
+                          "-o lo ! -d %s -p tcp ! --dport %s -m owner --%s-owner %.*s -j ISTIO_IN_REDIRECT",
+                          c->inbound_tunnel_port, kinds[k], (int)it.len, it.s);
+            /* The app calling itself by its own address over lo is not captured (but TCP DNS to
+             * a resolver on lo is, with DNS capture). */
             if (!loopback_included)
                 add_rule(b, INIT_V4 | INIT_V6, T_NAT, "ISTIO_OUTPUT", 0,
-                         "-o lo -m owner ! --%s-owner %.*s -j RETURN", kinds[k], (int)it.len, it.s);
+                         "-o lo%s -m owner ! --%s-owner %.*s -j RETURN",
+                         dns ? " -p tcp ! --dport 53" : "", kinds[k], (int)it.len, it.s);
             /* The proxy's own traffic is never captured. */
             add_rule(b, INIT_V4 | INIT_V6, T_NAT, "ISTIO_OUTPUT", 0,
                      "-m owner --%s-owner %.*s -j RETURN", kinds[k], (int)it.len, it.s);
         }
     }
+    if (dns)
+        dns_rules(b, c, ids, kinds);
     VERSIONED(b, lo4, lo6, "ISTIO_OUTPUT", "-d %s -j RETURN");
     for (size_t i = 0; i < exc.n; i++)
         add_rule(b, exc.cidrs[i].family, T_NAT, "ISTIO_OUTPUT", 0, "-d %s -j RETURN", exc.cidrs[i].text);

@@ -22,6 +22,7 @@ static void usage(void)
          "  -o, --istio-local-outbound-ports-exclude PORTS outbound ports never captured\n"
          "  -k, --kube-virt-interfaces IFACES              inbound on these is treated as outbound\n"
          "  -c, --istio-exclude-interfaces IFACES          traffic on these is never captured\n"
+         "      --redirect-dns / --capture-all-dns         DNS to resolv.conf's servers / all port 53 -> 15053\n"
          "      --drop-invalid                             drop conntrack-INVALID packets (mangle)\n"
          "      --dual-stack                               IPv6 rules too when an IPv6 address exists\n"
          "  -n, --dry-run                                  print the iptables-restore input, change nothing\n"

@@ -5,7 +5,7 @@
 # destination, the proxy's own (UID 1337) connection goes out untouched, loopback is not
 # captured, inbound connections from the peer land on 15006 except on the excluded ports —
 # then --cleanup leaves iptables-save exactly as before (twice), and --dry-run changes nothing.
-# The same for IPv6 (--dual-stack) and for the legacy backend.
+# The same for DNS capture (--redirect-dns), TPROXY, IPv6 (--dual-stack) and the legacy backend.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${WEFT_BIN:-build/bin}
@@ -20,7 +20,8 @@ cleanup() {
   sleep 0.2
   ip netns del "$ns" 2>/dev/null
   ip netns del "$peer" 2>/dev/null
-  rm -rf "$tmp"
+  rm -rf "$tmp" "/etc/netns/$ns"
+  rmdir /etc/netns 2>/dev/null
 }
 trap cleanup EXIT
 if [ "$(id -u)" -ne 0 ] || ! command -v iptables >/dev/null; then
@@ -46,6 +47,9 @@ nsx ip -6 addr add fd00:77::2/64 dev wi0-$$ nodad
 nsx ip -6 route add default via fd00:77::1
 peerx ip -6 addr add fd00:77::1/64 dev wi1-$$ nodad
 peerx ip -6 addr add fd00:77:1::5/128 dev wi1-$$ nodad
+peerx ip addr add 10.77.1.53/32 dev wi1-$$
+# The pod's resolv.conf (ip netns exec mounts /etc/netns/NAME/resolv.conf over /etc/resolv.conf).
+mkdir -p "/etc/netns/$ns" && echo "nameserver 10.77.1.53" > "/etc/netns/$ns/resolv.conf"
 
 # A TCP server that answers each connection with one line: its name, the local port it was
 # accepted on, and the connection's original destination (SO_ORIGINAL_DST), then closes.
@@ -79,6 +83,22 @@ while True:
                                                                 local[0], local[1])).encode())
         c.close()
 PY
+# A UDP responder: answers each datagram with its name.
+cat > "$tmp/udp.py" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", int(sys.argv[2])))
+while True:
+    _, peer = s.recvfrom(512); s.sendto(sys.argv[1].encode(), peer)
+PY
+# query HOST [UID]: one UDP datagram to HOST:53, the answer (empty if none within 1 s).
+query() {
+  nsx setpriv --reuid="${2:-0}" --regid="${2:-0}" --clear-groups timeout 5 /usr/bin/python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1)
+s.sendto(b"q", (sys.argv[1], 53))
+try: print(s.recv(512).decode())
+except OSError: pass' "$1" 2>/dev/null
+}
 # connect HOST PORT [UID]: one line from whoever answers (empty if nobody does).
 connect() {
   local run=(nsx); [ "${4:-}" = peer ] && run=(peerx)
@@ -92,11 +112,14 @@ print(s.makefile().readline().strip())' "$1" "$2" 2>/dev/null
 # The stand-in proxy (UID 1337, as Istio's) on 15001/15006; the app's own servers on 9000
 # (loopback) and 15021 (an excluded inbound port); a server in the peer at 10.77.1.5:80.
 ip netns exec "$ns" setpriv --reuid=1337 --regid=1337 --clear-groups --inh-caps=+net_admin \
-  --ambient-caps=+net_admin /usr/bin/python3 "$tmp/srv.py" proxy 15001 15006 &
+  --ambient-caps=+net_admin /usr/bin/python3 "$tmp/srv.py" proxy 15001 15006 15053 &
+ip netns exec "$ns" setpriv --reuid=1337 --regid=1337 --clear-groups /usr/bin/python3 "$tmp/udp.py" agent 15053 &
+ip netns exec "$peer" /usr/bin/python3 "$tmp/udp.py" peer-dns 53 &
 ip netns exec "$ns" /usr/bin/python3 "$tmp/srv.py" app 9000 15021 8080 &
 ip netns exec "$peer" /usr/bin/python3 "$tmp/srv.py" peer 80 &
 for _ in $(seq 100); do
-  [ "$(nsx ss -Hltn | grep -cE ':(15001|15006|9000|15021|8080) ')" -ge 5 ] &&
+  [ "$(nsx ss -Hltn | grep -cE ':(15001|15006|15053|9000|15021|8080) ')" -ge 12 ] &&
+    nsx ss -Hlun | grep -q ':15053 ' && peerx ss -Hlun | grep -q ':53 ' &&
     peerx ss -Hltn | grep -q ':80 ' && break
   sleep 0.05
 done
@@ -163,6 +186,29 @@ check "after cleanup the app reaches the peer directly again ($out)" '[[ "$out" 
 nsx "$BIN/weft-init" -p notaport >"$tmp/log" 2>&1; rc=$?
 check "a bad flag exits 2 with one line ($(head -1 "$tmp/log"))" '[ $rc -eq 2 ] && [ "$(wc -l <"$tmp/log")" -eq 1 ]'
 check "and changes nothing" '[ "$(state)" = "$before" ]'
+
+# DNS capture (--redirect-dns): the app's DNS to its resolv.conf server goes to the agent's
+# 15053 (UDP and TCP), the agent's own queries go out, UDP DNS is split in conntrack zones.
+nsx iptables -t raw -A PREROUTING -p udp --dport 9999 -j RETURN  # (nf_tables: see above)
+before=$(state)
+out=$(query 10.77.1.53)
+check "before: the app's DNS query reaches the resolver in the peer ($out)" '[ "$out" = peer-dns ]'
+nsx "$BIN/weft-init" --redirect-dns >"$tmp/log" 2>&1; rc=$?
+check "weft-init --redirect-dns (nameserver 10.77.1.53 from resolv.conf) exits 0" \
+  '[ $rc -eq 0 ] && state -t nat | grep -q -- "-A ISTIO_OUTPUT_DNS -d 10.77.1.53/32 -p udp -m udp --dport 53 -j REDIRECT --to-ports 15053"'
+check "the conntrack zones are in raw" \
+  'state -t raw | grep -q -- "-A ISTIO_INBOUND -s 10.77.1.53/32 -p udp -m udp --sport 53 -j CT --zone 1"'
+out=$(query 10.77.1.53)
+check "the app's UDP DNS query is answered by the agent on 15053 ($out)" '[ "$out" = agent ]'
+out=$(query 10.77.1.53 1337)
+check "the agent's (UID 1337) own query reaches the resolver ($out)" '[ "$out" = peer-dns ]'
+out=$(query 10.77.1.99)
+check "DNS to a server not in resolv.conf is not captured (nobody answers)" '[ -z "$out" ]'
+out=$(connect 10.77.1.53 53)
+check "the app's TCP DNS goes to the agent's 15053 ($out)" '[[ "$out" == "proxy port=15053 orig=10.77.1.53:53 "* ]]'
+nsx "$BIN/weft-init" --cleanup >"$tmp/log" 2>&1; rc=$?
+check "DNS: --cleanup leaves iptables-save as before" '[ $rc -eq 0 ] && [ "$(state)" = "$before" ]'
+[ "$(state)" = "$before" ] || diff <(echo "$before") <(state)
 
 # IPv6: with --dual-stack and an IPv6 address, ip6tables gets the same rules (Istio's
 # ENABLE_INBOUND_IPV6), and ::6 is added to lo for Envoy's inbound passthrough source.

@@ -32,6 +32,8 @@ static void forms(void)
     CHECK(c.cleanup);
     CHECK_EQ_INT(PARSE(&c, err, "-m", "TPROXY", "-t", "1337", "-r", "133"), 0);
     CHECK_EQ_STR(c.mode, "TPROXY");
+    CHECK_EQ_INT(PARSE(&c, err, "--redirect-dns", "--capture-all-dns"), 0);
+    CHECK(c.redirect_dns && c.capture_all_dns);
     CHECK_EQ_INT(PARSE(&c, err, "-h"), 0);
     CHECK(c.help);
 }
@@ -61,7 +63,7 @@ static void errors(void)
         { "-c", "eth0 -j ACCEPT", "-c/--istio-exclude-interfaces: invalid interface name \"eth0 -j ACCEPT\"" },
         { "-k", "averyveryverylongname", "-k/--kube-virt-interfaces: invalid interface name \"averyveryverylongname\"" },
         { "--dry-run=maybe", NULL, "--dry-run: invalid boolean \"maybe\"" },
-        { "--redirect-dns", NULL, "--redirect-dns: DNS capture is not supported by weft-init" },
+        { "--iptables-trace-logging", NULL, "--iptables-trace-logging is not supported by weft-init" },
         { "extra", NULL, "unexpected argument \"extra\"" },
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {

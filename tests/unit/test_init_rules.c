@@ -79,6 +79,48 @@ static void istio_goldens_ipv6(void)
     SET(kube_virt_interfaces, "eth0,eth1");
     SET(service_exclude_cidr, "2001:db8::/32"), SET(service_cidr, "2001:db8::/32");
     expect_rules(&c, "ipv6-ipnets");
+    init_config_istio_defaults(&c);
+    c.enable_ipv6 = c.redirect_dns = true;
+    SET(dns_servers, "127.0.0.53,::127.0.0.53"), SET(proxy_gid, "1,2"), SET(proxy_uid, "3,4");
+    expect_rules(&c, "dns-uid-gid");
+}
+
+static void dns_capture_all(void)
+{
+    struct init_config c;
+    char err[INIT_ERR_MAX];
+    struct init_text v4, v6;
+    init_config_istio_defaults(&c);
+    c.redirect_dns = c.capture_all_dns = true;
+    CHECK_EQ_INT(init_rules_build(&c, &v4, &v6, err), 0);
+    CHECK(strstr(v4.s, "-A ISTIO_OUTPUT -j ISTIO_OUTPUT_DNS\n"
+                       "-A ISTIO_OUTPUT_DNS -p tcp --dport 53 -j REDIRECT --to-ports 15053\n"
+                       "-A ISTIO_OUTPUT_DNS -p udp --dport 53 -j REDIRECT --to-port 15053\n"
+                       "-A ISTIO_OUTPUT -d 127.0.0.1/32 -j RETURN\n") != NULL);
+    CHECK(strstr(v4.s, "-A PREROUTING -j ISTIO_INBOUND\n-A ISTIO_OUTPUT_DNS -p udp --dport 53 -j CT --zone 2\n"
+                       "-A ISTIO_INBOUND -p udp --sport 53 -j CT --zone 1\nCOMMIT\n") != NULL);
+    init_text_free(&v4);
+    init_text_free(&v6);
+    /* --redirect-dns with no servers and no --capture-all-dns: capture stays off, as Istio. */
+    init_config_istio_defaults(&c);
+    c.redirect_dns = true;
+    CHECK_EQ_INT(init_rules_build(&c, &v4, &v6, err), 0);
+    CHECK(strstr(v4.s, "DNS") == NULL);
+    init_text_free(&v4);
+    init_text_free(&v6);
+    /* resolv.conf: nameservers only, unusable scoped addresses skipped. */
+    FILE *f = fopen("build/test_init_resolv.conf", "w");
+    CHECK(f != NULL);
+    if (!f)
+        return;
+    fputs("# comment\nsearch example.com\nnameserver 10.96.0.10\nnameserver fe80::1%eth0\n"
+          "nameserver  fd00::53 \noptions ndots:5\n", f);
+    fclose(f);
+    char list[256];
+    CHECK_EQ_INT(init_read_resolv_conf("build/test_init_resolv.conf", list, sizeof list, err), 0);
+    CHECK_EQ_STR(list, "10.96.0.10,fd00::53");
+    CHECK_EQ_INT(init_read_resolv_conf("build/nonexistent/resolv.conf", list, sizeof list, err), -1);
+    remove("build/test_init_resolv.conf");
 }
 
 static void weft_defaults(void)
@@ -171,5 +213,5 @@ static void cleanup_plan(void)
     init_text_free(&out);
 }
 
-TEST_MAIN(TEST(istio_goldens), TEST(istio_goldens_ipv6), TEST(weft_defaults), TEST(multiport_chunks),
+TEST_MAIN(TEST(istio_goldens), TEST(istio_goldens_ipv6), TEST(dns_capture_all), TEST(weft_defaults), TEST(multiport_chunks),
           TEST(cleanup_plan))
