@@ -210,6 +210,16 @@ nsx "$BIN/weft-init" --cleanup >"$tmp/log" 2>&1; rc=$?
 check "DNS: --cleanup leaves iptables-save as before" '[ $rc -eq 0 ] && [ "$(state)" = "$before" ]'
 [ "$(state)" = "$before" ] || diff <(echo "$before") <(state)
 
+# ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE: a group whose outbound traffic is not captured.
+nsx env ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE=4242 "$BIN/weft-init" >"$tmp/log" 2>&1; rc=$?
+out=$(connect 10.77.1.5 80 4242)
+check "ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE=4242: group 4242 goes out directly ($out)" \
+  '[ $rc -eq 0 ] && [[ "$out" == "peer port=80 "* ]]'
+out=$(connect 10.77.1.5 80 4243)
+check "... other groups are still captured ($out)" '[[ "$out" == "proxy port=15001 orig=10.77.1.5:80 "* ]]'
+nsx "$BIN/weft-init" --cleanup >"$tmp/log" 2>&1; rc=$?
+check "owner groups: --cleanup leaves iptables-save as before" '[ $rc -eq 0 ] && [ "$(state)" = "$before" ]'
+
 # IPv6: with --dual-stack and an IPv6 address, ip6tables gets the same rules (Istio's
 # ENABLE_INBOUND_IPV6), and ::6 is added to lo for Envoy's inbound passthrough source.
 state6() { nsx ip6tables-save "$@" 2>/dev/null | grep -v '^#' | sed -E 's/\[[0-9]+:[0-9]+\]/[0:0]/'; }
