@@ -51,6 +51,8 @@ static int finish(struct tcall *t, int status, const char *msg)
 
 static int append(struct tcall *t, const uint8_t *p, size_t n)
 {
+    if (n == 0)
+        return 0;
     if (t->len + n > max_message)
         return -1;
     if (t->len + n > t->cap) {
@@ -165,7 +167,8 @@ static void on_half_close(struct grpc_call *c)
     }
     char req[64];
     size_t rl = t->len < sizeof req - 1 ? t->len : sizeof req - 1;
-    memcpy(req, t->buf, rl);
+    if (rl)
+        memcpy(req, t->buf, rl);
     req[rl] = '\0';
     switch (t->kind) {
     case K_UNARY: {
