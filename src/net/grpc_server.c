@@ -15,6 +15,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <nghttp2/nghttp2.h>
@@ -900,13 +901,13 @@ static void on_read_timer(struct loop *l, struct timer *t)
     conn_read(t->data);
 }
 
-static void conn_new(struct grpc_server *s, int fd)
+static int conn_new(struct grpc_server *s, int fd)
 {
     struct gconn *c = calloc(1, sizeof *c);
     if (!c || nghttp2_session_server_new2(&c->h2, s->cbs, c, s->opt) != 0) {
         free(c);
         close(fd);
-        return;
+        return -ENOMEM;
     }
     c->s = s;
     timer_init(&c->flush_timer, on_flush_timer, c);
@@ -918,11 +919,12 @@ static void conn_new(struct grpc_server *s, int fd)
     };
     nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]);
     nghttp2_session_set_local_window_size(c->h2, NGHTTP2_FLAG_NONE, 0, GS_CONN_WINDOW);
-    if (io_start(s->loop, &c->io, fd, EPOLLIN, on_conn_io, c) < 0) {
+    int rc = io_start(s->loop, &c->io, fd, EPOLLIN, on_conn_io, c);
+    if (rc < 0) {
         nghttp2_session_del(c->h2);
         free(c);
         close(fd);
-        return;
+        return rc;
     }
     c->next = s->conns;
     if (s->conns)
@@ -931,6 +933,23 @@ static void conn_new(struct grpc_server *s, int fd)
     s->st.connections++;
     s->st.live_connections++;
     conn_flush(c);
+    return 0;
+}
+
+int grpc_server_adopt(struct grpc_server *s, int fd)
+{
+    if (s->shutting_down || s->st.live_connections >= s->cfg.max_connections) {
+        s->st.connections_refused++;
+        close(fd);
+        return -ECONNREFUSED;
+    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+        int e = -errno;
+        close(fd);
+        return e;
+    }
+    return conn_new(s, fd);
 }
 
 static void on_accept(struct loop *l, struct io *io, uint32_t events)
@@ -953,7 +972,7 @@ static void on_accept(struct loop *l, struct io *io, uint32_t events)
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        conn_new(s, fd);
+        (void)conn_new(s, fd);
     }
 }
 

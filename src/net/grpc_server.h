@@ -98,6 +98,11 @@ int grpc_server_add_method(struct grpc_server *s, const char *path, const struct
 /* Listens on addr:port (numeric IPv4 or IPv6; port 0 picks one) and starts accepting.
  * May be called more than once. Returns the bound port (> 0) or -errno. */
 int grpc_server_listen(struct grpc_server *s, const char *addr, uint16_t port);
+/* Takes an already connected stream socket (made non-blocking here) as a new HTTP/2
+ * connection, as if accepted: for socket hand-off and tests. The server owns fd from now on
+ * and closes it on failure. Returns 0, -ECONNREFUSED when shutting down or at
+ * max_connections, -ENOMEM. */
+int grpc_server_adopt(struct grpc_server *s, int fd);
 /* Graceful shutdown: stops accepting, sends GOAWAY (NO_ERROR) on every connection and lets
  * in-flight calls finish. After grace_ms the calls still running are ended with UNAVAILABLE
  * and their connections closed (their handlers see GRPC_END_CLOSED). done (may be NULL) runs
