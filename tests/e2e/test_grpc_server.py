@@ -239,8 +239,9 @@ def test_sizes(srv):
           [len(m) for m in msgs])
     e = rpc_error(lambda: list(ch.unary_stream(SVC + "ServerStream")(b"1,%d" % (4 * MIB + 1),
                                                                      timeout=10)))
-    check("the server refuses to send above its max message",
-          e is not None and e.code() != grpc.StatusCode.OK, e and e.code())
+    check("the server refuses to send above its max message (grpc_call_send -EMSGSIZE)",
+          e is not None and e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and
+          e.details() == "response larger than max message", e and (e.code(), e.details()))
     check("connection still usable after size errors", u(b"ok", timeout=5) == b"ok")
     ch.close()
 

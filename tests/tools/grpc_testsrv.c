@@ -81,7 +81,11 @@ static void pump(struct tcall *t)
         int rc = grpc_call_send(t->c, t->out, len);
         if (rc == -ENOBUFS)
             return;   /* on_writable calls us again */
-        if (rc < 0) {
+        if (rc == -EMSGSIZE) {
+            finish(t, GRPC_STATUS_RESOURCE_EXHAUSTED, "response larger than max message");
+            return;
+        }
+        if (rc < 0) {   /* -EPIPE: the call is over (cancelled, deadline) */
             t->finished = true;
             return;
         }
@@ -189,7 +193,8 @@ static void on_half_close(struct grpc_call *c)
     }
     case K_SSTREAM: {
         unsigned long long count = 0, size = 0;
-        if (sscanf(req, "%llu,%llu", &count, &size) != 2 || size > max_message) {
+        /* sizes above the max message are allowed here: grpc_call_send refuses them */
+        if (sscanf(req, "%llu,%llu", &count, &size) != 2 || size > 64ull * 1024 * 1024) {
             finish(t, GRPC_STATUS_INVALID_ARGUMENT, "want COUNT,SIZE");
             return;
         }
