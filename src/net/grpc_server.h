@@ -47,7 +47,8 @@ struct grpc_call;
 #define GRPC_SERVER_MAX_MD 64
 
 /* One metadata entry (an HTTP/2 header). Names are lowercase; "-bin" values are raw base64 text
- * as on the wire (not decoded). Strings are not NUL-terminated; use the lengths. */
+ * as on the wire (not decoded). Strings handed in need no NUL; the request metadata the server
+ * hands out is also NUL-terminated. */
 struct grpc_md {
     const char *name;
     size_t name_len;
@@ -109,10 +110,11 @@ int grpc_server_adopt(struct grpc_server *s, int fd);
  * once, from a loop callback, when no connection is left. Calling it again does nothing. */
 void grpc_server_shutdown(struct grpc_server *s, uint64_t grace_ms,
                           void (*done)(struct grpc_server *s, void *arg), void *arg);
-/* Closes everything now (each live call gets on_done(GRPC_END_CLOSED)) and frees the server.
- * Not from inside one of the server's callbacks. */
+/* Closes everything now (each live call gets on_done(GRPC_END_CLOSED), synchronously: the one
+ * exception to "callbacks only from the loop") and frees the server. Not from inside one of the
+ * server's callbacks. Run the loop or loop_free() afterwards to release deferred memory. */
 void grpc_server_free(struct grpc_server *s);
-/* Counters, for tests and debug pages. */
+/* Counters since grpc_server_new, for tests and debug pages. */
 struct grpc_server_stats {
     uint64_t connections, connections_refused, calls, calls_unimplemented, calls_cancelled,
              calls_deadline, send_blocked;
@@ -130,8 +132,7 @@ struct loop *grpc_server_loop(const struct grpc_server *s);
 /* The :path, NUL-terminated; valid while the call lives. */
 const char *grpc_call_path(const struct grpc_call *c);
 /* Request metadata: every header except pseudo-headers, content-type, te, grpc-timeout,
- * grpc-encoding and grpc-accept-encoding (user-agent and :authority-less custom entries stay),
- * in arrival order, at most GRPC_SERVER_MAX_MD entries (more end the call with
+ * grpc-encoding and grpc-accept-encoding (user-agent stays), in arrival order, at most GRPC_SERVER_MAX_MD entries (more end the call with
  * RESOURCE_EXHAUSTED). Names and values are also NUL-terminated. Valid while the call lives.
  * Returns the count; *md points at the array. */
 size_t grpc_call_metadata(const struct grpc_call *c, const struct grpc_md **md);
@@ -152,8 +153,10 @@ int grpc_call_send_headers(struct grpc_call *c, const struct grpc_md *md, size_t
 int grpc_call_send(struct grpc_call *c, const void *msg, size_t len);
 /* Ends the call with status (0..16), an optional message (UTF-8, may be NULL; percent-encoded
  * here) and trailing metadata. Queued messages go out first, then the trailers; if nothing was
- * sent yet the response is trailers-only. on_done follows once it is all sent (or the stream
- * died). Returns 0, -EPIPE when already finished/cancelled, -EINVAL as for send_headers. */
+ * sent yet the response is trailers-only. If the client has not half-closed, RST_STREAM
+ * (NO_ERROR) follows the trailers. on_done follows once it is all sent (or the stream died).
+ * Returns 0, -EPIPE when already finished/cancelled, -EINVAL for a status outside 0..16 or
+ * metadata as for send_headers. */
 int grpc_call_finish(struct grpc_call *c, int status, const char *message,
                      const struct grpc_md *trailers, size_t n);
 
