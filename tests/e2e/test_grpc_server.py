@@ -243,6 +243,12 @@ def test_sizes(srv):
           e is not None and e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and
           e.details() == "response larger than max message", e and (e.code(), e.details()))
     check("connection still usable after size errors", u(b"ok", timeout=5) == b"ok")
+    st = stats(ch)
+    check("too-large requests end with on_done(GRPC_END_ERROR)", st["done_error"] >= 2, st)
+    check("every started call got exactly one on_done (calls = on_done reasons + unimplemented + "
+          "the running Stats call)",
+          st["calls"] == st["done_finished"] + st["done_cancelled"] + st["done_deadline"] +
+          st["done_error"] + st["done_closed"] + st["unimplemented"] + st["live_calls"], st)
     ch.close()
 
 
@@ -300,6 +306,10 @@ def test_deadline_cancel(srv):
     raw.close()
     after = stats(ch)
     check("server counted its deadline", after["deadline"] >= before["deadline"] + 1, after)
+    check("the handler saw on_done(GRPC_END_DEADLINE)",
+          after["done_deadline"] >= before["done_deadline"] + 1, after)
+    check("the handler saw on_done(GRPC_END_CANCELLED) for the two cancelled calls",
+          after["done_cancelled"] >= before["done_cancelled"] + 2, after)
     ch.close()
 
 

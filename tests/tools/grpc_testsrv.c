@@ -9,7 +9,7 @@
  *   Fail          request "CODE MESSAGE": finishes with that status, message and a trailer
  *                 x-fail-trailer: yes
  *   Delay         request "MS": waits MS milliseconds, then echoes the request
- *   Stats         text counters of the server (grpc_server_get_stats)
+ *   Stats         text counters of the server (grpc_server_get_stats) and of on_done reasons
  * Usage: weft-grpc-testsrv [--addr A] [--port P] [--max-message N] [--max-streams N]
  *        [--max-conns N] [--send-queue N] [--grace-ms N]
  * Prints "listening on PORT" when ready. SIGTERM/SIGINT: graceful shutdown (GOAWAY, in-flight
@@ -41,6 +41,7 @@ struct tcall {
 };
 
 static struct grpc_server *srv;
+static unsigned long long done_count[GRPC_END_CLOSED + 1];   /* on_done reasons seen */
 static uint32_t max_message = GRPC_DEFAULT_MAX_MESSAGE;
 
 static int finish(struct tcall *t, int status, const char *msg)
@@ -140,16 +141,19 @@ static void reply_stats(struct tcall *t)
 {
     struct grpc_server_stats st;
     grpc_server_get_stats(srv, &st);
-    char b[512];
+    char b[768];
     int n = snprintf(b, sizeof b,
                      "connections=%llu refused=%llu calls=%llu unimplemented=%llu cancelled=%llu "
                      "deadline=%llu send_blocked=%llu live_connections=%u live_calls=%u "
-                     "queued_bytes=%zu queued_bytes_max=%zu",
+                     "queued_bytes=%zu queued_bytes_max=%zu done_finished=%llu "
+                     "done_cancelled=%llu done_deadline=%llu done_error=%llu done_closed=%llu",
                      (unsigned long long)st.connections, (unsigned long long)st.connections_refused,
                      (unsigned long long)st.calls, (unsigned long long)st.calls_unimplemented,
                      (unsigned long long)st.calls_cancelled, (unsigned long long)st.calls_deadline,
                      (unsigned long long)st.send_blocked, st.live_connections, st.live_calls,
-                     st.queued_bytes, st.queued_bytes_max);
+                     st.queued_bytes, st.queued_bytes_max, done_count[GRPC_END_FINISHED],
+                     done_count[GRPC_END_CANCELLED], done_count[GRPC_END_DEADLINE],
+                     done_count[GRPC_END_ERROR], done_count[GRPC_END_CLOSED]);
     grpc_call_send(t->c, b, (size_t)n);
     finish(t, GRPC_STATUS_OK, NULL);
 }
@@ -244,7 +248,8 @@ static void on_writable(struct grpc_call *c)
 
 static void on_done(struct grpc_call *c, enum grpc_call_end why)
 {
-    (void)why;
+    if ((unsigned)why <= GRPC_END_CLOSED)
+        done_count[why]++;
     struct tcall *t = grpc_call_data(c);
     if (!t)
         return;
