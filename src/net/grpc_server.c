@@ -70,7 +70,7 @@ struct gconn {
     struct io io;
     nghttp2_session *h2;
     struct grpc_call *calls;
-    struct timer flush_timer, read_timer;
+    struct timer flush_timer, read_timer, idle_timer, stall_timer;
     struct deferred dfr;
     bool closing, write_blocked, notify_pending;
     const uint8_t *pend;          /* rest of the last nghttp2_session_mem_send() chunk */
@@ -122,6 +122,7 @@ struct grpc_call {
 
 static void conn_close(struct gconn *c);
 static void conn_flush(struct gconn *c);
+static void conn_idle_arm(struct gconn *c);
 
 /* --- small helpers --- */
 
@@ -473,6 +474,8 @@ static void call_release(struct grpc_call *call, enum grpc_call_end why)
         c->calls = call->next;
     if (call->next)
         call->next->prev = call->prev;
+    if (!c->calls && !c->closing)
+        conn_idle_arm(c);
     timer_stop(s->loop, &call->deadline);
     queue_drop(call, false);
     free(call->trailers);
@@ -517,6 +520,7 @@ static int on_begin_headers(nghttp2_session *h2, const nghttp2_frame *frame, voi
     call->stream_id = frame->hd.stream_id;
     call->arena_cap = s->cfg.max_metadata_bytes;
     timer_init(&call->deadline, on_deadline, call);
+    timer_stop(s->loop, &c->idle_timer);
     grpc_deframer_init(&call->df, s->cfg.max_message, false);
     call->next = c->calls;
     if (c->calls)
@@ -754,6 +758,8 @@ static void conn_close(struct gconn *c)
     c->closing = true;
     timer_stop(s->loop, &c->flush_timer);
     timer_stop(s->loop, &c->read_timer);
+    timer_stop(s->loop, &c->idle_timer);
+    timer_stop(s->loop, &c->stall_timer);
     io_stop(s->loop, &c->io);
     close(c->io.fd);
     while (c->calls)
@@ -805,6 +811,8 @@ static void conn_flush(struct gconn *c)
                 if (errno == EAGAIN || errno == EWOULDBLOCK) {
                     c->write_blocked = true;
                     io_want_write(c->s->loop, &c->io, true);
+                    if (!timer_active(&c->stall_timer) && c->s->cfg.idle_timeout_ms != UINT32_MAX)
+                        timer_start(c->s->loop, &c->stall_timer, c->s->cfg.idle_timeout_ms);
                     return;
                 }
                 if (errno == EINTR)
@@ -813,6 +821,8 @@ static void conn_flush(struct gconn *c)
                 return;
             }
             c->out_off += (size_t)w;
+            if (w > 0)
+                timer_stop(c->s->loop, &c->stall_timer);   /* the peer reads: not stalled */
             if (c->out_off == c->out_len)
                 c->out_off = c->out_len = 0;
         }
@@ -895,6 +905,34 @@ static void on_flush_timer(struct loop *l, struct timer *t)
     conn_flush(t->data);
 }
 
+/* No call for idle_timeout_ms: say goodbye; conn_flush closes once the GOAWAY is out. */
+static void on_idle_timer(struct loop *l, struct timer *t)
+{
+    (void)l;
+    struct gconn *c = t->data;
+    if (c->calls || c->closing)
+        return;
+    nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->h2),
+                          NGHTTP2_NO_ERROR, NULL, 0);
+    conn_flush(c);
+}
+
+/* The socket took no byte for idle_timeout_ms while we had output: the peer is gone or
+ * hostile; its calls and queues would otherwise live forever. */
+static void on_stall_timer(struct loop *l, struct timer *t)
+{
+    (void)l;
+    struct gconn *c = t->data;
+    log_debug("grpc: closing a connection that read nothing for %u ms", c->s->cfg.idle_timeout_ms);
+    conn_close(c);
+}
+
+static void conn_idle_arm(struct gconn *c)
+{
+    if (c->s->cfg.idle_timeout_ms != UINT32_MAX)
+        timer_start(c->s->loop, &c->idle_timer, c->s->cfg.idle_timeout_ms);
+}
+
 static void on_read_timer(struct loop *l, struct timer *t)
 {
     (void)l;
@@ -912,6 +950,8 @@ static int conn_new(struct grpc_server *s, int fd)
     c->s = s;
     timer_init(&c->flush_timer, on_flush_timer, c);
     timer_init(&c->read_timer, on_read_timer, c);
+    timer_init(&c->idle_timer, on_idle_timer, c);
+    timer_init(&c->stall_timer, on_stall_timer, c);
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, s->cfg.max_streams},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, s->cfg.window_bytes},
@@ -932,6 +972,7 @@ static int conn_new(struct grpc_server *s, int fd)
     s->conns = c;
     s->st.connections++;
     s->st.live_connections++;
+    conn_idle_arm(c);
     conn_flush(c);
     return 0;
 }
@@ -996,6 +1037,8 @@ struct grpc_server *grpc_server_new(struct loop *l, const struct grpc_server_con
         s->cfg.send_queue_bytes = 1024 * 1024;
     if (!s->cfg.max_metadata_bytes)
         s->cfg.max_metadata_bytes = 16 * 1024;
+    if (!s->cfg.idle_timeout_ms)
+        s->cfg.idle_timeout_ms = 300000;
     if (!s->cfg.window_bytes)
         s->cfg.window_bytes = 1024 * 1024;
     if (s->cfg.window_bytes > NGHTTP2_MAX_WINDOW_SIZE)

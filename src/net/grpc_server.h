@@ -88,6 +88,10 @@ struct grpc_server_config {
     uint32_t send_queue_bytes;     /* queued response bytes per call before -ENOBUFS [1 MiB] */
     uint32_t max_metadata_bytes;   /* request header block per call, names + values [16 KiB] */
     uint32_t window_bytes;         /* HTTP/2 receive window per stream [1 MiB] */
+    uint32_t idle_timeout_ms;      /* a connection without calls this long gets GOAWAY and is
+                                    * closed (also a client that never sends the preface), and
+                                    * one whose socket takes no byte this long while output is
+                                    * pending is closed [300000 = 5 min; UINT32_MAX: never] */
 };
 
 /* Creates a server on loop l (cfg may be NULL for defaults). Returns NULL when out of memory. */

@@ -21,6 +21,7 @@ import grpc  # noqa: E402
 import h2.config  # noqa: E402
 import h2.connection  # noqa: E402
 import h2.events  # noqa: E402
+import h2.settings  # noqa: E402
 
 SVC = "/weft.test.Echo/"
 MIB = 1 << 20
@@ -495,6 +496,69 @@ def test_max_conns():
     check("max-conns server exits 0 on SIGTERM", srv.stop() == 0)
 
 
+def test_idle():
+    srv = Server("--idle-ms", "300")
+    # a client that connects and never sends the preface
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=3)
+    t0 = time.time()
+    got = b""
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+    except OSError:
+        pass
+    el = time.time() - t0
+    s.close()
+    check("idle: a silent connection is closed after ~300 ms", 0.2 < el < 2.0, el)
+    check("idle: ...with a GOAWAY NO_ERROR first", b"\x07\x00\x00\x00\x00\x00" in got and
+          got.endswith(b"\x00\x00\x00\x00"), got)
+    # a connection with a call in flight is not idle
+    raw = Raw(srv.port)
+    sid = raw.request(SVC + "Delay", body=frame(b"900"))
+    heads, data, _ = raw.stream(sid, timeout=5)
+    check("idle: a 900 ms call on a 300 ms idle timeout completes", data == frame(b"900"), heads)
+    t0 = time.time()
+    raw.pump(lambda evs: any(isinstance(e, h2.events.ConnectionTerminated) for e in evs), timeout=3)
+    el = time.time() - t0
+    check("idle: GOAWAY ~300 ms after the last call ended",
+          any(isinstance(e, h2.events.ConnectionTerminated) and e.error_code == 0 for e in raw.events)
+          and el < 2.0, el)
+    raw.close()
+    ch = srv.channel()
+    u = ch.unary_unary(SVC + "Unary")
+    check("idle: grpcio call", u(b"1", timeout=5) == b"1")
+    time.sleep(0.8)
+    check("idle: grpcio reconnects after the idle GOAWAY", u(b"2", timeout=5) == b"2")
+    before = stats(ch)
+    # a peer that stops reading the socket: closed after 300 ms without progress
+    st = socket.create_connection(("127.0.0.1", srv.port))
+    st.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    c.initiate_connection()
+    c.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2 ** 31 - 1})
+    c.increment_flow_control_window(2 ** 30)
+    sid = c.get_next_available_stream_id()
+    c.send_headers(sid, [(":method", "POST"), (":scheme", "http"), (":path", SVC + "ServerStream"),
+                         (":authority", "x"), ("content-type", "application/grpc"), ("te", "trailers")])
+    c.send_data(sid, frame(b"1000000000,65536"), end_stream=True)
+    st.sendall(c.data_to_send())
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        now = stats(ch)
+        if now["done_closed"] > before["done_closed"]:
+            break
+        time.sleep(0.1)
+    check("stalled reader: the connection is closed and its call ends (on_done CLOSED)",
+          now["done_closed"] == before["done_closed"] + 1 and now["queued_bytes"] == 0 and
+          now["live_calls"] == 1, now)
+    st.close()
+    ch.close()
+    check("idle server exits 0", srv.stop() == 0)
+
+
 def test_shutdown():
     srv = Server("--grace-ms", "3000")
     ch = srv.channel()
@@ -565,6 +629,7 @@ def main():
         check("server still alive after everything", srv.p.poll() is None)
         check("server exits 0 on SIGTERM", srv.stop() == 0, srv.p.returncode)
         test_max_conns()
+        test_idle()
         test_shutdown()
         for i, p in enumerate(_servers):
             p.wait(10)

@@ -11,7 +11,7 @@
  *   Delay         request "MS": waits MS milliseconds, then echoes the request
  *   Stats         text counters of the server (grpc_server_get_stats) and of on_done reasons
  * Usage: weft-grpc-testsrv [--addr A] [--port P] [--max-message N] [--max-streams N]
- *        [--max-conns N] [--send-queue N] [--grace-ms N]
+ *        [--max-conns N] [--send-queue N] [--idle-ms N] [--grace-ms N]
  * Prints "listening on PORT" when ready. SIGTERM/SIGINT: graceful shutdown (GOAWAY, in-flight
  * calls finish, at most --grace-ms), then exit 0. */
 #include <errno.h>
@@ -305,6 +305,8 @@ int main(int argc, char **argv)
             cfg.max_connections = (uint32_t)v;
         else if (!strcmp(argv[i], "--send-queue"))
             cfg.send_queue_bytes = (uint32_t)v;
+        else if (!strcmp(argv[i], "--idle-ms"))
+            cfg.idle_timeout_ms = (uint32_t)v;
         else if (!strcmp(argv[i], "--grace-ms"))
             grace_ms = v;
         else {
