@@ -103,6 +103,8 @@ static void fuzz_headers(const char *s, size_t n)
         check(grpc_timeout_parse(b, fl, &back) == 0);
         check(back >= ns);
     }
+    if (grpc_content_type_ok(s, n))
+        check(n >= 16 && memcmp(s, "application/grpc", 16) == 0);
     int st = grpc_status_parse(s, n);
     check(st >= -1 && st <= 999);
     (void)grpc_status_name(st);

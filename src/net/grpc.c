@@ -43,6 +43,13 @@ enum grpc_status grpc_status_from_http(int http_status)
     }
 }
 
+bool grpc_content_type_ok(const char *v, size_t n)
+{
+    static const char ct[] = "application/grpc";
+    size_t l = sizeof ct - 1;
+    return n >= l && memcmp(v, ct, l) == 0 && (n == l || v[l] == '+' || v[l] == ';');
+}
+
 void grpc_prefix_write(uint8_t out[GRPC_PREFIX_LEN], bool compressed, uint32_t len)
 {
     out[0] = compressed ? 1 : 0;

@@ -52,6 +52,11 @@ int grpc_status_parse(const char *s, size_t n);
  * 429/502/503/504 UNAVAILABLE, anything else UNKNOWN. */
 enum grpc_status grpc_status_from_http(int http_status);
 
+/* True when a content-type header value names gRPC: "application/grpc" alone or followed by
+ * "+" (a message format, e.g. "+proto") or ";" (parameters), case-sensitive as gRPC sends it.
+ * Requests and responses both need it (PROTOCOL-HTTP2: otherwise HTTP 415 / not a gRPC reply). */
+bool grpc_content_type_ok(const char *v, size_t n);
+
 /* Writes the 5-byte prefix of a message of len bytes. */
 void grpc_prefix_write(uint8_t out[GRPC_PREFIX_LEN], bool compressed, uint32_t len);
 

@@ -567,11 +567,8 @@ static int on_header(nghttp2_session *h2, const nghttp2_frame *frame, const uint
     } else if (namelen && name[0] == ':') {
         /* :scheme, :authority: nghttp2 checked them */
     } else if (name_is(name, namelen, "content-type")) {
-        static const char ct[] = "application/grpc";
-        size_t l = sizeof ct - 1;
         call->ct_seen = true;
-        call->ct_ok = valuelen >= l && memcmp(value, ct, l) == 0 &&
-                      (valuelen == l || value[l] == '+' || value[l] == ';');
+        call->ct_ok = grpc_content_type_ok((const char *)value, valuelen);
     } else if (name_is(name, namelen, "grpc-timeout")) {
         call->has_timeout = grpc_timeout_parse((const char *)value, valuelen, &call->timeout_ns) == 0;
         call->bad_timeout = !call->has_timeout;

@@ -360,6 +360,8 @@ def test_raw_protocol(srv):
     check("message split into 1-byte DATA frames", data == frame(b"split!") and
           len(heads) == 2 and heads[0].get(":status") == "200" and heads[1].get("grpc-status") == "0",
           (heads, data))
+    check("response headers carry content-type application/grpc, trailers do not",
+          heads[0].get("content-type") == "application/grpc" and "content-type" not in heads[1], heads)
     # early error while the client is still sending: status, then RST_STREAM(NO_ERROR)
     sid = raw.request("/weft.test.Echo/Missing", end=False)
     heads, _, reset = raw.stream(sid)

@@ -253,6 +253,22 @@ static void test_http_mapping(void)
     CHECK_EQ_INT(grpc_status_from_http(200), GRPC_STATUS_UNKNOWN);
 }
 
+static void test_content_type(void)
+{
+#define CT(s) grpc_content_type_ok(s, strlen(s))
+    CHECK(CT("application/grpc"));
+    CHECK(CT("application/grpc+proto"));
+    CHECK(CT("application/grpc+json"));
+    CHECK(CT("application/grpc;charset=utf-8"));
+    CHECK(!CT("application/grpcx"));
+    CHECK(!CT("application/grp"));
+    CHECK(!CT("application/json"));
+    CHECK(!CT("Application/grpc"));
+    CHECK(!CT(""));
+    CHECK(!CT("application/grpc-web"));
+#undef CT
+}
+
 static void test_message_encoding(void)
 {
     char out[64];
@@ -292,4 +308,4 @@ static void test_message_encoding(void)
 TEST_MAIN(TEST(test_prefix), TEST(test_deframe_splits), TEST(test_deframe_zero_copy),
           TEST(test_deframe_limits), TEST(test_deframe_large_split), TEST(test_timeout_parse),
           TEST(test_timeout_format), TEST(test_status), TEST(test_http_mapping),
-          TEST(test_message_encoding))
+          TEST(test_message_encoding), TEST(test_content_type))
