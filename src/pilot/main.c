@@ -12,8 +12,6 @@
 #include "common/log.h"
 #include "common/loop.h"
 #include "common/pbmap.h"
-#include "envoy/service/discovery/v3/discovery.pb-c.h"
-#include "google/protobuf/any.pb-c.h"
 #include "pilot/store.h"
 #include "pilot/translate.h"
 
@@ -29,38 +27,6 @@ static void usage(FILE *f)
             "               DiscoveryResponses (all four types in ADS order without --type)\n"
             "  --label K=V  the proxy's labels (default: those of the WorkloadEntry at its IP)\n"
             "without --validate or --dump, weftd watches DIR and logs each config version\n");
-}
-
-static json_t *response_json(const struct pilot_model *m, enum pilot_type t,
-                             const struct pilot_resources *r)
-{
-    Envoy__Service__Discovery__V3__DiscoveryResponse resp = ENVOY__SERVICE__DISCOVERY__V3__DISCOVERY_RESPONSE__INIT;
-    char version[32];
-    snprintf(version, sizeof version, "%llu", (unsigned long long)m->version);
-    resp.version_info = version;
-    resp.type_url = (char *)pilot_type_url(t);
-    Google__Protobuf__Any *anys = calloc(r->n ? r->n : 1, sizeof *anys);
-    Google__Protobuf__Any **ptrs = calloc(r->n ? r->n : 1, sizeof *ptrs);
-    json_t *j = NULL;
-    if (!anys || !ptrs)
-        goto out;
-    for (size_t i = 0; i < r->n; i++) {
-        google__protobuf__any__init(&anys[i]);
-        if (pbmap_pack_any(r->msgs[i], &anys[i].base) < 0)
-            goto out;
-        ptrs[i] = &anys[i];
-        resp.n_resources = i + 1;
-    }
-    resp.resources = ptrs;
-    j = pbmap_to_json(&resp.base);
-out:
-    for (size_t i = 0; i < resp.n_resources; i++) {
-        free(anys[i].type_url);
-        free(anys[i].value.data);
-    }
-    free(anys);
-    free(ptrs);
-    return j;
 }
 
 static int do_dump(struct pilot_model *m, const char *id, int type, char **labels, int nlabels)
@@ -85,34 +51,16 @@ static int do_dump(struct pilot_model *m, const char *id, int type, char **label
         *eq = '=';
     }
     pilot_proxy_complete(&p, m);
-    json_t *all = json_array();
     struct istio_errors warn = {0};
-    for (int t = 0; t < PILOT_TYPE_COUNT; t++) {
-        if (type >= 0 && t != type)
-            continue;
-        struct pilot_resources r;
-        if (pilot_translate(m, &p, (enum pilot_type)t, &r, &warn) < 0) {
-            for (size_t i = 0; i < warn.n; i++)
-                fprintf(stderr, "weftd: %s\n", warn.msgs[i]);
-            goto out;
-        }
-        json_t *j = response_json(m, (enum pilot_type)t, &r);
-        pilot_resources_free(&r);
-        if (!j)
-            goto out;
-        json_array_append_new(all, j);
-    }
+    char *text = pilot_dump_json(m, &p, type, &warn);
     for (size_t i = 0; i < warn.n; i++)
-        fprintf(stderr, "weftd: warning: %s\n", warn.msgs[i]);
-    char *text = pbmap_json_dumps(type >= 0 ? json_array_get(all, 0) : all, 2);
+        fprintf(stderr, "weftd: %s%s\n", text ? "warning: " : "", warn.msgs[i]);
     if (text) {
         printf("%s\n", text);
         free(text);
         rc = 0;
     }
-out:
     istio_errors_free(&warn);
-    json_decref(all);
     pilot_proxy_free(&p);
     return rc;
 }

@@ -12,6 +12,8 @@
 #include "envoy/config/endpoint/v3/endpoint.pb-c.h"
 #include "envoy/config/listener/v3/listener.pb-c.h"
 #include "envoy/config/route/v3/route.pb-c.h"
+#include "envoy/service/discovery/v3/discovery.pb-c.h"
+#include "google/protobuf/any.pb-c.h"
 #include "istio/networking/v1alpha3/workload_entry.pb-c.h"
 
 /* ---- proxy identity ---- */
@@ -528,4 +530,61 @@ int pilot_translate(const struct pilot_model *m, const struct pilot_proxy *p, en
     if (rc < 0)
         pilot_resources_free(out);
     return rc;
+}
+
+static json_t *response_json(const struct pilot_model *m, enum pilot_type t,
+                             const struct pilot_resources *r)
+{
+    Envoy__Service__Discovery__V3__DiscoveryResponse resp = ENVOY__SERVICE__DISCOVERY__V3__DISCOVERY_RESPONSE__INIT;
+    char version[32];
+    snprintf(version, sizeof version, "%llu", (unsigned long long)m->version);
+    resp.version_info = version;
+    resp.type_url = (char *)pilot_type_url(t);
+    Google__Protobuf__Any *anys = calloc(r->n ? r->n : 1, sizeof *anys);
+    Google__Protobuf__Any **ptrs = calloc(r->n ? r->n : 1, sizeof *ptrs);
+    json_t *j = NULL;
+    if (!anys || !ptrs)
+        goto out;
+    for (size_t i = 0; i < r->n; i++) {
+        google__protobuf__any__init(&anys[i]);
+        if (pbmap_pack_any(r->msgs[i], &anys[i].base) < 0)
+            goto out;
+        ptrs[i] = &anys[i];
+        resp.n_resources = i + 1;
+    }
+    resp.resources = ptrs;
+    j = pbmap_to_json(&resp.base);
+out:
+    for (size_t i = 0; i < resp.n_resources; i++) {
+        free(anys[i].type_url);
+        free(anys[i].value.data);
+    }
+    free(anys);
+    free(ptrs);
+    return j;
+}
+
+char *pilot_dump_json(const struct pilot_model *m, const struct pilot_proxy *p, int type,
+                      struct istio_errors *warnings)
+{
+    json_t *all = json_array();
+    char *text = NULL;
+    if (!all)
+        return NULL;
+    for (int t = 0; t < PILOT_TYPE_COUNT; t++) {
+        if (type >= 0 && t != type)
+            continue;
+        struct pilot_resources r;
+        if (pilot_translate(m, p, (enum pilot_type)t, &r, warnings) < 0)
+            goto out;
+        json_t *j = response_json(m, (enum pilot_type)t, &r);
+        pilot_resources_free(&r);
+        if (!j)
+            goto out;
+        json_array_append_new(all, j);
+    }
+    text = pbmap_json_dumps(type >= 0 ? json_array_get(all, 0) : all, 2);
+out:
+    json_decref(all);
+    return text;
 }

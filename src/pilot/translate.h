@@ -68,4 +68,11 @@ int pilot_translate(const struct pilot_model *m, const struct pilot_proxy *p, en
                     struct pilot_resources *out, struct istio_errors *warnings);
 void pilot_resources_free(struct pilot_resources *r);
 
+/* What `weftd --dump` prints: for type t (or every type in ADS order, CDS EDS LDS RDS, when
+ * t < 0) a DiscoveryResponse {versionInfo: model version, resources: [Any...], typeUrl} as
+ * pretty-printed proto3 JSON (a JSON array of them when t < 0). Returns a malloc'd string,
+ * or NULL (error in warnings). Golden tests compare this text. */
+char *pilot_dump_json(const struct pilot_model *m, const struct pilot_proxy *p, int t,
+                      struct istio_errors *warnings);
+
 #endif

@@ -466,6 +466,17 @@ static json_t *http_route(struct tctx *c, const struct istio_object *vs, const H
     json_object_set_new(route, "metadata", t_metadata_config(vs));
     char op[300];
     snprintf(op, sizeof op, "%s:%u/*", s ? s->hostname : "unknown", port);
+    if (r->n_route >= 1 && r->route[0]->destination && r->route[0]->destination->host) {
+        /* Istio names the operation after the (first) destination */
+        const Istio__Networking__V1alpha3__Destination *d = r->route[0]->destination;
+        char *host = istio_resolve_host(d->host, vs->ns, c->m->domain_suffix);
+        const struct reg_service *ds = host ? registry_find(c->m->reg, host) : NULL;
+        uint32_t dp = d->port && d->port->number ? d->port->number
+                      : ds && ds->n_ports == 1 ? ds->ports[0].port : port;
+        if (host)
+            snprintf(op, sizeof op, "%s:%u/*", host, dp);
+        free(host);
+    }
     json_object_set_new(route, "decorator", json_pack("{s:s}", "operation", op));
     if (r->fault)
         json_object_set_new(route, "typedPerFilterConfig",
