@@ -105,19 +105,29 @@ static void set_outlier(json_t *cl, const OutlierDetection *od)
 {
     if (!od)
         return;
+    /* Istio's applyOutlierDetection: a threshold that is set is enforced (100%) unless it
+     * is 0; an unset one keeps Envoy's defaults; success-rate ejection is always off. */
     json_t *o = json_object();
-    int have5xx = od->consecutive_5xx_errors != NULL || od->consecutive_errors > 0;
-    uint32_t c5 = od->consecutive_5xx_errors ? od->consecutive_5xx_errors->value
-                                             : (uint32_t)od->consecutive_errors;
-    if (have5xx && c5) {
-        json_object_set_new(o, "consecutive5xx", json_integer(c5));
+    if (od->consecutive_5xx_errors) {
+        uint32_t v = od->consecutive_5xx_errors->value;
+        json_object_set_new(o, "consecutive5xx", json_integer(v));
+        json_object_set_new(o, "enforcingConsecutive5xx", json_integer(v ? 100 : 0));
+    } else if (od->consecutive_errors > 0) {
+        json_object_set_new(o, "consecutive5xx", json_integer(od->consecutive_errors));
         json_object_set_new(o, "enforcingConsecutive5xx", json_integer(100));
-    } else {
-        json_object_set_new(o, "enforcingConsecutive5xx", json_integer(0));
     }
-    if (od->consecutive_gateway_errors && od->consecutive_gateway_errors->value) {
-        json_object_set_new(o, "consecutiveGatewayFailure", json_integer(od->consecutive_gateway_errors->value));
-        json_object_set_new(o, "enforcingConsecutiveGatewayFailure", json_integer(100));
+    if (od->consecutive_gateway_errors) {
+        uint32_t v = od->consecutive_gateway_errors->value;
+        json_object_set_new(o, "consecutiveGatewayFailure", json_integer(v));
+        json_object_set_new(o, "enforcingConsecutiveGatewayFailure", json_integer(v ? 100 : 0));
+    }
+    if (od->split_external_local_origin_errors) {
+        json_object_set_new(o, "splitExternalLocalOriginErrors", json_true());
+        if (od->consecutive_local_origin_failures) {
+            uint32_t v = od->consecutive_local_origin_failures->value;
+            json_object_set_new(o, "consecutiveLocalOriginFailure", json_integer(v));
+            json_object_set_new(o, "enforcingConsecutiveLocalOriginFailure", json_integer(v ? 100 : 0));
+        }
     }
     if (od->interval)
         json_object_set_new(o, "interval", t_duration(od->interval->seconds, od->interval->nanos));

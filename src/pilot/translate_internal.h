@@ -79,7 +79,8 @@ int t_service_routes(struct tctx *c, const struct reg_service *s, const struct r
                      json_t *routes);
 /* The retry policy Istio uses when a route sets none. */
 json_t *t_default_retry(void);
-/* HCM filter for RDS name rds (or an inline route config when inline_rc is set). */
-json_t *t_hcm(const char *stat_prefix, const char *rds, json_t *inline_rc);
+/* HCM filter for RDS name rds (or an inline route config when inline_rc is set, stolen);
+ * outbound (and gateway) connection managers get the cors and fault filters. */
+json_t *t_hcm(const char *stat_prefix, const char *rds, json_t *inline_rc, int outbound);
 
 #endif

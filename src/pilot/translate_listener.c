@@ -121,7 +121,7 @@ static int sidecar_listeners(struct tctx *c, json_t *out)
                                    "timeout", "0s", "maxStreamDuration", "maxStreamDuration", "0s",
                                    "grpcTimeoutHeaderMax", "0s", "decorator", "operation", op,
                                    "validateClusters", 0);
-            filter = t_hcm(stat, NULL, rc);
+            filter = t_hcm(stat, NULL, rc, 0);
         } else {
             filter = tcp_proxy(cl, cl, NULL);
         }
@@ -160,7 +160,7 @@ static int sidecar_listeners(struct tctx *c, json_t *out)
                 snprintf(rds, sizeof rds, "%u", rp->port);
                 json_array_append_new(out, json_pack("{s:s,s:o,s:[{s:[o]}],s:b,s:s}", "name", name,
                                                      "address", address("0.0.0.0", rp->port), "filterChains",
-                                                     "filters", t_hcm(stat, rds, NULL), "bindToPort", 0,
+                                                     "filters", t_hcm(stat, rds, NULL, 1), "bindToPort", 0,
                                                      "trafficDirection", "OUTBOUND"));
                 continue;
             }
@@ -214,7 +214,7 @@ static int router_listeners(struct tctx *c, json_t *out)
             json_array_append_new(out, json_pack("{s:s,s:o,s:[{s:[o]}],s:s}", "name", name, "address",
                                                  address(srv->bind && *srv->bind ? srv->bind : "0.0.0.0",
                                                          srv->port->number),
-                                                 "filterChains", "filters", t_hcm(stat, rds, NULL),
+                                                 "filterChains", "filters", t_hcm(stat, rds, NULL, 1),
                                                  "trafficDirection", "OUTBOUND"));
         }
     }

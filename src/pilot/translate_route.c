@@ -29,7 +29,7 @@ static json_t *max_stream_duration(void)
     return json_pack("{s:s,s:s}", "maxStreamDuration", "0s", "grpcTimeoutHeaderMax", "0s");
 }
 
-json_t *t_hcm(const char *stat_prefix, const char *rds, json_t *inline_rc)
+json_t *t_hcm(const char *stat_prefix, const char *rds, json_t *inline_rc, int outbound)
 {
     json_t *h = json_pack("{s:s}", "statPrefix", stat_prefix);
     if (inline_rc)
@@ -37,11 +37,17 @@ json_t *t_hcm(const char *stat_prefix, const char *rds, json_t *inline_rc)
     else
         json_object_set_new(h, "rds", json_pack("{s:o,s:s}", "configSource", t_ads_source(),
                                                 "routeConfigName", rds));
-    json_object_set_new(h, "httpFilters",
-                        json_pack("[{s:s,s:o},{s:s,s:o}]", "name", "envoy.filters.http.fault",
-                                  "typedConfig", t_any("envoy.extensions.filters.http.fault.v3.HTTPFault", NULL),
-                                  "name", "envoy.filters.http.router", "typedConfig",
-                                  t_any("envoy.extensions.filters.http.router.v3.Router", NULL)));
+    /* Istio's order on outbound and gateway listeners: cors, fault, router; inbound: router */
+    json_t *filters = json_array();
+    if (outbound) {
+        json_array_append_new(filters, json_pack("{s:s,s:o}", "name", "envoy.filters.http.cors", "typedConfig",
+                                                 t_any("envoy.extensions.filters.http.cors.v3.Cors", NULL)));
+        json_array_append_new(filters, json_pack("{s:s,s:o}", "name", "envoy.filters.http.fault", "typedConfig",
+                                                 t_any("envoy.extensions.filters.http.fault.v3.HTTPFault", NULL)));
+    }
+    json_array_append_new(filters, json_pack("{s:s,s:o}", "name", "envoy.filters.http.router", "typedConfig",
+                                             t_any("envoy.extensions.filters.http.router.v3.Router", NULL)));
+    json_object_set_new(h, "httpFilters", filters);
     json_object_set_new(h, "useRemoteAddress", json_false());
     return json_pack("{s:s,s:o}", "name", "envoy.filters.network.http_connection_manager",
                      "typedConfig",
@@ -323,6 +329,63 @@ static json_t *fault(const Istio__Networking__V1alpha3__HTTPFaultInjection *f)
     return t_any("envoy.extensions.filters.http.fault.v3.HTTPFault", cfg);
 }
 
+static char *join(char *const *v, size_t n)
+{
+    size_t len = 1;
+    for (size_t i = 0; i < n; i++)
+        len += strlen(v[i]) + 1;
+    char *s = malloc(len);
+    if (!s)
+        return NULL;
+    s[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            strcat(s, ",");
+        strcat(s, v[i]);
+    }
+    return s;
+}
+
+/* Istio's translateCORSPolicy: a CorsPolicy of the cors filter, per route. */
+static json_t *cors(const Istio__Networking__V1alpha3__CorsPolicy *cp)
+{
+    json_t *p = json_object();
+    json_t *origins = json_array();
+    for (size_t i = 0; i < cp->n_allow_origins; i++) {
+        json_t *m = string_matcher(cp->allow_origins[i]);
+        if (m)
+            json_array_append_new(origins, m);
+    }
+    for (size_t i = 0; i < cp->n_allow_origin; i++) /* deprecated: exact origins */
+        json_array_append_new(origins, json_pack("{s:s}", "exact", cp->allow_origin[i]));
+    if (json_array_size(origins))
+        json_object_set_new(p, "allowOriginStringMatch", origins);
+    else
+        json_decref(origins);
+    struct { const char *name; char *const *v; size_t n; } lists[] = {
+        {"allowMethods", cp->allow_methods, cp->n_allow_methods},
+        {"allowHeaders", cp->allow_headers, cp->n_allow_headers},
+        {"exposeHeaders", cp->expose_headers, cp->n_expose_headers},
+    };
+    for (int i = 0; i < 3; i++)
+        if (lists[i].n) {
+            char *j = join(lists[i].v, lists[i].n);
+            if (j)
+                json_object_set_new(p, lists[i].name, json_string(j));
+            free(j);
+        }
+    if (cp->max_age) {
+        char buf[32];
+        snprintf(buf, sizeof buf, "%lld", (long long)cp->max_age->seconds);
+        json_object_set_new(p, "maxAge", json_string(buf));
+    }
+    if (cp->allow_credentials)
+        json_object_set_new(p, "allowCredentials", json_boolean(cp->allow_credentials->value));
+    json_object_set_new(p, "filterEnabled",
+                        json_pack("{s:{s:i,s:s}}", "defaultValue", "numerator", 100, "denominator", "HUNDRED"));
+    return t_any("envoy.extensions.filters.http.cors.v3.CorsPolicy", p);
+}
+
 static int redirect_code(uint32_t c)
 {
     switch (c) {
@@ -478,9 +541,14 @@ static json_t *http_route(struct tctx *c, const struct istio_object *vs, const H
         free(host);
     }
     json_object_set_new(route, "decorator", json_pack("{s:s}", "operation", op));
-    if (r->fault)
-        json_object_set_new(route, "typedPerFilterConfig",
-                            json_pack("{s:o}", "envoy.filters.http.fault", fault(r->fault)));
+    if (r->fault || r->cors_policy) {
+        json_t *pf = json_object();
+        if (r->cors_policy)
+            json_object_set_new(pf, "envoy.filters.http.cors", cors(r->cors_policy));
+        if (r->fault)
+            json_object_set_new(pf, "envoy.filters.http.fault", fault(r->fault));
+        json_object_set_new(route, "typedPerFilterConfig", pf);
+    }
     headers(route, r->headers);
     return route;
 }
