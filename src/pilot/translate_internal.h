@@ -66,6 +66,10 @@ struct inbound_port {
 };
 int t_inbound_ports(struct tctx *c, struct inbound_port *out, size_t max);
 
+/* "https.PORT.PORTNAME.GATEWAY.NAMESPACE": Istio's RDS name of a terminated HTTPS server. */
+void t_gateway_https_rds(const struct istio_object *gw, const Istio__Networking__V1alpha3__Server *srv,
+                         char *buf, size_t n);
+
 /* ---- generators ---- */
 int t_gen_clusters(struct tctx *c, json_t *out);
 int t_gen_endpoints(struct tctx *c, json_t *out);

@@ -737,10 +737,23 @@ static int gateway_route_configs(struct tctx *c, json_t *out)
         for (size_t si = 0; si < gw->n_servers; si++) {
             const Istio__Networking__V1alpha3__Server *srv = gw->servers[si];
             enum reg_protocol pr = reg_protocol_from(srv->port->protocol, NULL);
-            if (!reg_protocol_is_http(pr))
+            char name[300];
+            if (reg_protocol_is_http(pr)) {
+                snprintf(name, sizeof name, "http.%u", srv->port->number);
+                int dup = 0;
+                for (size_t k = 0; k < json_array_size(out); k++)
+                    dup |= !strcmp(json_string_value(json_object_get(json_array_get(out, k), "name")), name);
+                if (dup)
+                    continue; /* servers of one port share http.PORT (Istio merges them) */
+            } else if ((pr == REG_PROTO_HTTPS || pr == REG_PROTO_TLS) && srv->tls &&
+                       (srv->tls->mode == ISTIO__NETWORKING__V1ALPHA3__SERVER_TLSSETTINGS__TLSMODE__SIMPLE ||
+                        srv->tls->mode == ISTIO__NETWORKING__V1ALPHA3__SERVER_TLSSETTINGS__TLSMODE__MUTUAL ||
+                        srv->tls->mode == ISTIO__NETWORKING__V1ALPHA3__SERVER_TLSSETTINGS__TLSMODE__OPTIONAL_MUTUAL)) {
+                t_gateway_https_rds(go, srv, name, sizeof name);
+                pr = REG_PROTO_HTTP;
+            } else {
                 continue;
-            char name[32];
-            snprintf(name, sizeof name, "http.%u", srv->port->number);
+            }
             json_t *vhosts = json_array();
             size_t vf, vn = pilot_model_kind(c->m, ISTIO_VIRTUAL_SERVICE, &vf);
             for (size_t v = vf; v < vf + vn; v++) {
@@ -770,9 +783,11 @@ static int gateway_route_configs(struct tctx *c, json_t *out)
                     snprintf(d2, sizeof d2, "%s:*", vs->hosts[h]);
                     json_t *domains = !strcmp(vs->hosts[h], "*") ? json_pack("[s]", "*")
                                                                  : json_pack("[s,s]", vs->hosts[h], d2);
-                    json_array_append_new(vhosts, json_pack("{s:s,s:o,s:o,s:b}", "name", vname, "domains",
-                                                            domains, "routes", routes,
-                                                            "includeRequestAttemptCount", 1));
+                    json_t *vh = json_pack("{s:s,s:o,s:o,s:b}", "name", vname, "domains", domains, "routes",
+                                           routes, "includeRequestAttemptCount", 1);
+                    if (srv->tls && srv->tls->https_redirect && reg_protocol_is_http(reg_protocol_from(srv->port->protocol, NULL)))
+                        json_object_set_new(vh, "requireTls", json_string("ALL"));
+                    json_array_append_new(vhosts, vh);
                 }
             }
             if (!json_array_size(vhosts)) {

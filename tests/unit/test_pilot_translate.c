@@ -148,6 +148,14 @@ static void test_bookinfo_tasks(void)
     golden("features-productpage.rds", features, productpage, PILOT_RDS, NULL);
 }
 
+static void test_tls(void)
+{
+    static const char *const tls[] = {"tests/data/istio/translate/tls.yaml", NULL};
+    golden("tls-ingress.lds", tls, ingress, PILOT_LDS, "istio=ingressgateway");
+    golden("tls-ingress.rds", tls, ingress, PILOT_RDS, "istio=ingressgateway");
+    golden("tls-productpage.lds", tls, productpage, PILOT_LDS, NULL);
+}
+
 /* Checks on the messages themselves, independent of the golden text. */
 static void test_messages(void)
 {
@@ -208,4 +216,4 @@ static void test_messages(void)
     pilot_model_unref(m);
 }
 
-TEST_MAIN(TEST(test_bookinfo_defaults), TEST(test_bookinfo_tasks), TEST(test_messages))
+TEST_MAIN(TEST(test_bookinfo_defaults), TEST(test_bookinfo_tasks), TEST(test_tls), TEST(test_messages))
