@@ -12,6 +12,7 @@
 #include "envoy/config/endpoint/v3/endpoint.pb-c.h"
 #include "envoy/config/listener/v3/listener.pb-c.h"
 #include "envoy/config/route/v3/route.pb-c.h"
+#include "envoy/config/core/v3/base.pb-c.h"
 #include "envoy/service/discovery/v3/discovery.pb-c.h"
 #include "google/protobuf/any.pb-c.h"
 #include "istio/networking/v1alpha3/workload_entry.pb-c.h"
@@ -101,6 +102,68 @@ int pilot_proxy_parse(const char *node_id, struct pilot_proxy *p, char *err, siz
         return -1;
     }
     return 0;
+}
+
+static const Google__Protobuf__Value *struct_get(const Google__Protobuf__Struct *st, const char *key)
+{
+    for (size_t i = 0; st && i < st->n_fields; i++)
+        if (!strcmp(st->fields[i]->key, key))
+            return st->fields[i]->value;
+    return NULL;
+}
+
+static const char *value_string(const Google__Protobuf__Value *v)
+{
+    return v && v->kind_case == GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE ? v->string_value : NULL;
+}
+
+static int replace_str(char **dst, const char *v)
+{
+    char *s = strdup(v);
+    if (!s)
+        return -1;
+    free(*dst);
+    *dst = s;
+    return 0;
+}
+
+int pilot_proxy_from_node(const struct Envoy__Config__Core__V3__Node *node, struct pilot_proxy *p,
+                          char *err, size_t errlen)
+{
+    if (!node || !node->id || !*node->id) {
+        snprintf(err, errlen, "node id is required");
+        return -1;
+    }
+    if (pilot_proxy_parse(node->id, p, err, errlen) < 0)
+        return -1;
+    const Google__Protobuf__Struct *md = node->metadata;
+    const Google__Protobuf__Value *labels = struct_get(md, "LABELS");
+    if (labels && labels->kind_case == GOOGLE__PROTOBUF__VALUE__KIND_STRUCT_VALUE) {
+        const Google__Protobuf__Struct *ls = labels->struct_value;
+        for (size_t i = 0; i < ls->n_fields; i++) {
+            const char *v = value_string(ls->fields[i]->value);
+            if (v && pilot_proxy_set_label(p, ls->fields[i]->key, v) < 0)
+                goto oom;
+        }
+    }
+    const char *ns = value_string(struct_get(md, "NAMESPACE"));
+    if (ns && *ns && replace_str(&p->ns, ns) < 0)
+        goto oom;
+    const char *sa = value_string(struct_get(md, "SERVICE_ACCOUNT"));
+    if (sa && *sa && replace_str(&p->service_account, sa) < 0)
+        goto oom;
+    const Google__Protobuf__Value *ips = struct_get(md, "INSTANCE_IPS");
+    const char *ip = value_string(ips);
+    if (ip && *ip) {
+        char first[64];
+        snprintf(first, sizeof first, "%.*s", (int)strcspn(ip, ","), ip);
+        if (replace_str(&p->ip, first) < 0)
+            goto oom;
+    }
+    return 0;
+oom:
+    snprintf(err, errlen, "out of memory");
+    return -1;
 }
 
 void pilot_proxy_complete(struct pilot_proxy *p, const struct pilot_model *m)

@@ -37,6 +37,12 @@ struct pilot_proxy {
 
 /* Parses node_id into p (zeroed by the caller). Returns 0, or -1 with err filled. */
 int pilot_proxy_parse(const char *node_id, struct pilot_proxy *p, char *err, size_t errlen);
+/* From an xDS Node (borrowed): its id as pilot_proxy_parse, then Istio's node metadata:
+ * LABELS (a struct of strings), NAMESPACE, SERVICE_ACCOUNT, and INSTANCE_IPS (the first
+ * address overrides the id's IP). Returns 0, or -1 with err filled. */
+struct Envoy__Config__Core__V3__Node;
+int pilot_proxy_from_node(const struct Envoy__Config__Core__V3__Node *node, struct pilot_proxy *p,
+                          char *err, size_t errlen);
 /* Adds/overrides a label (copied). Returns 0 or -1. */
 int pilot_proxy_set_label(struct pilot_proxy *p, const char *key, const char *value);
 /* When the proxy has no labels, takes labels, namespace and service account from the

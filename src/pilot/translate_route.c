@@ -193,6 +193,17 @@ static char *dest_cluster(struct tctx *c, const struct istio_object *vs,
     if (!s)
         t_warn(c, "%s:%d: VirtualService %s/%s: destination host %s is not in the registry",
                vs->file, vs->line, vs->ns, vs->name, host);
+    if (s && d->subset && *d->subset) {
+        /* istioctl analyze's "referenced subset not found": the route would get 503 NC */
+        const struct istio_object *dro = t_find_dr(c, s->hostname, s->ns);
+        const DestinationRule *dr = dro ? (const void *)dro->spec : NULL;
+        int found = 0;
+        for (size_t i = 0; dr && i < dr->n_subsets; i++)
+            found |= !strcmp(dr->subsets[i]->name, d->subset);
+        if (!found)
+            t_warn(c, "%s:%d: VirtualService %s/%s: subset %s of %s is not defined by any DestinationRule",
+                   vs->file, vs->line, vs->ns, vs->name, d->subset, host);
+    }
     char *name = t_cluster_name("outbound", p, d->subset && *d->subset ? d->subset : NULL, host);
     free(host);
     return name;

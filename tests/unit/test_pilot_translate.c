@@ -7,6 +7,8 @@
 #include <dirent.h>
 #include <stdlib.h>
 
+#include "common/pbmap.h"
+#include "envoy/config/core/v3/base.pb-c.h"
 #include "envoy/config/route/v3/route.pb-c.h"
 #include "pilot/translate.h"
 #include "test.h"
@@ -216,4 +218,72 @@ static void test_messages(void)
     pilot_model_unref(m);
 }
 
-TEST_MAIN(TEST(test_bookinfo_defaults), TEST(test_bookinfo_tasks), TEST(test_tls), TEST(test_messages))
+static void test_node_metadata(void)
+{
+    static const char node_yaml[] =
+        "id: sidecar~10.0.0.1~ratings-v1-abc.prod~prod.svc.cluster.local\n"
+        "metadata:\n  LABELS: {app: ratings, version: v1}\n  NAMESPACE: prod\n"
+        "  SERVICE_ACCOUNT: bookinfo-ratings\n  INSTANCE_IPS: \"10.0.0.9,fe80::1\"\n";
+    struct pbmap_error perr;
+    Envoy__Config__Core__V3__Node *node = (void *)pbmap_from_yaml(
+        &envoy__config__core__v3__node__descriptor, node_yaml, strlen(node_yaml), "node", &perr);
+    CHECK(node != NULL);
+    if (!node)
+        return;
+    struct pilot_proxy p = {0};
+    char err[128];
+    CHECK_EQ_INT(pilot_proxy_from_node(node, &p, err, sizeof err), 0);
+    CHECK_EQ_STR(p.ip, "10.0.0.9");
+    CHECK_EQ_STR(p.ns, "prod");
+    CHECK_EQ_STR(p.service_account, "bookinfo-ratings");
+    CHECK_EQ_INT(p.n_labels, 2);
+    if (p.n_labels == 2) {
+        CHECK_EQ_STR(p.labels[0].key, "app");
+        CHECK_EQ_STR(p.labels[1].value, "v1");
+    }
+    pilot_proxy_free(&p);
+    protobuf_c_message_free_unpacked(&node->base, NULL);
+}
+
+static void test_warnings(void)
+{
+    static const char vs[] =
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\n"
+        "spec:\n  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews, subset: v9}\n"
+        "      weight: 50\n    - destination: {host: nowhere}\n      weight: 50\n";
+    struct istio_object_list l = {0};
+    struct istio_errors e = {0};
+    CHECK_EQ_INT(istio_parse(vs, strlen(vs), "vs.yaml", NULL, &l, &e), 0);
+    struct pilot_model *base = model(NULL);
+    if (!base)
+        return;
+    /* the bookinfo objects plus the VirtualService */
+    struct istio_object **all = calloc(base->n_objs + l.n, sizeof *all);
+    size_t n = 0;
+    for (size_t i = 0; i < base->n_objs; i++)
+        all[n++] = base->objs[i];
+    for (size_t i = 0; i < l.n; i++)
+        all[n++] = l.items[i];
+    struct pilot_model *m = pilot_model_new(all, n, NULL, NULL, 2);
+    free(all);
+    struct pilot_proxy p = {0};
+    char err[128];
+    CHECK_EQ_INT(pilot_proxy_parse(productpage, &p, err, sizeof err), 0);
+    struct pilot_resources r;
+    struct istio_errors warn = {0};
+    CHECK_EQ_INT(pilot_translate(m, &p, PILOT_RDS, &r, &warn), 0);
+    CHECK_EQ_INT(warn.n, 2);
+    if (warn.n == 2) {
+        CHECK_EQ_STR(warn.msgs[0], "vs.yaml:1: VirtualService default/r: subset v9 of reviews.default.svc.cluster.local is not defined by any DestinationRule");
+        CHECK_EQ_STR(warn.msgs[1], "vs.yaml:1: VirtualService default/r: destination host nowhere.default.svc.cluster.local is not in the registry");
+    }
+    pilot_resources_free(&r);
+    istio_errors_free(&warn);
+    pilot_proxy_free(&p);
+    pilot_model_unref(m);
+    pilot_model_unref(base);
+    istio_object_list_free(&l);
+    istio_errors_free(&e);
+}
+
+TEST_MAIN(TEST(test_node_metadata), TEST(test_warnings), TEST(test_bookinfo_defaults), TEST(test_bookinfo_tasks), TEST(test_tls), TEST(test_messages))
