@@ -28,6 +28,7 @@
 
 struct pb_ctx {
     const char *file;
+    unsigned flags; /* PBMAP_F_* */
     struct pbmap_error *err;
     int failed;
     int depth;
@@ -376,6 +377,69 @@ static int pb_parse_duration(const char *s, size_t len, int64_t *sec, int32_t *n
     }
     if (i != len || !digits || secs > PB_DURATION_MAX_SECONDS)
         return -1;
+    *sec = neg ? -secs : secs;
+    *nanos = neg ? -ns : ns;
+    return 0;
+}
+
+/* Go's time.ParseDuration form, as Istio's YAML writes durations: one or more
+ * "<decimal>[.<fraction>]<unit>" with units ns, us (or µs), ms, s, m, h, optionally signed
+ * ("1h30m", "100ms", "2.5s"). Kept to +-PB_DURATION_MAX_SECONDS. */
+static int pb_parse_go_duration(const char *s, size_t len, int64_t *sec, int32_t *nanos)
+{
+    static const struct { const char *u; int64_t ns; } units[] = {
+        {"ns", 1}, {"us", 1000}, {"\xc2\xb5s", 1000}, {"ms", 1000000}, {"s", 1000000000LL},
+        {"m", 60000000000LL}, {"h", 3600000000000LL},
+    };
+    size_t i = 0;
+    int neg = 0;
+    /* Accumulate in (seconds, nanos) to keep the full Duration range without overflow. */
+    __int128 total = 0; /* nanoseconds */
+    const __int128 max = (__int128)PB_DURATION_MAX_SECONDS * 1000000000;
+    if (len == 0)
+        return -1;
+    if (s[0] == '-' || s[0] == '+')
+        neg = s[0] == '-', i++;
+    if (i == len)
+        return -1;
+    if (len - i == 1 && s[i] == '0') {
+        *sec = 0;
+        *nanos = 0;
+        return 0;
+    }
+    while (i < len) {
+        int64_t whole = 0;
+        int digits = 0, fdigits = 0;
+        int64_t frac = 0, fscale = 1;
+        for (; i < len && s[i] >= '0' && s[i] <= '9'; i++, digits++) {
+            if (whole > PB_DURATION_MAX_SECONDS * 1000)
+                return -1;
+            whole = whole * 10 + (s[i] - '0');
+        }
+        if (i < len && s[i] == '.') {
+            for (i++; i < len && s[i] >= '0' && s[i] <= '9'; i++, fdigits++)
+                if (fdigits < 18)
+                    frac = frac * 10 + (s[i] - '0'), fscale *= 10;
+        }
+        if (!digits && !fdigits)
+            return -1;
+        size_t best = 0;
+        int64_t unit = 0;
+        for (size_t k = 0; k < sizeof units / sizeof units[0]; k++) {
+            size_t ul = strlen(units[k].u);
+            if (ul > best && i + ul <= len && !memcmp(s + i, units[k].u, ul) &&
+                !(ul == 1 && units[k].u[0] == 'm' && i + 1 < len && s[i + 1] == 's'))
+                best = ul, unit = units[k].ns;
+        }
+        if (!best)
+            return -1;
+        i += best;
+        total += (__int128)whole * unit + (__int128)frac * unit / fscale;
+        if (total > max)
+            return -1;
+    }
+    int64_t secs = (int64_t)(total / 1000000000);
+    int32_t ns = (int32_t)(total % 1000000000);
     *sec = neg ? -secs : secs;
     *nanos = neg ? -ns : ns;
     return 0;
@@ -911,6 +975,12 @@ static int pb_fill_special(struct pb_ctx *c, ProtobufCMessage *m, const struct y
     switch (kind) {
     case PBMAP_WKT_DURATION: {
         Google__Protobuf__Duration *du = (Google__Protobuf__Duration *)m;
+        if (c->flags & PBMAP_F_GO_DURATION) {
+            if (t->kind != YT_SCALAR ||
+                pb_parse_go_duration(t->str, t->len, &du->seconds, &du->nanos) < 0)
+                return pb_expected(c, t, "a duration such as \"1.5s\", \"100ms\", \"1h30m\"");
+            return 0;
+        }
         if (t->kind != YT_SCALAR || pb_parse_duration(t->str, t->len, &du->seconds, &du->nanos) < 0)
             return pb_expected(c, t, "a duration in seconds with an 's' suffix, such as \"1.5s\"");
         return 0;
@@ -952,6 +1022,13 @@ static int pb_fill(struct pb_ctx *c, ProtobufCMessage *m, const struct ytree *t)
 ProtobufCMessage *pbmap_from_tree(const ProtobufCMessageDescriptor *d, const struct ytree *t,
                                   const char *filename, struct pbmap_error *err)
 {
+    return pbmap_from_tree_flags(d, t, filename, err, 0);
+}
+
+ProtobufCMessage *pbmap_from_tree_flags(const ProtobufCMessageDescriptor *d,
+                                        const struct ytree *t, const char *filename,
+                                        struct pbmap_error *err, unsigned flags)
+{
     struct pbmap_error dummy;
     struct pb_ctx *c = calloc(1, sizeof *c);
     ProtobufCMessage *m = NULL;
@@ -963,6 +1040,7 @@ ProtobufCMessage *pbmap_from_tree(const ProtobufCMessageDescriptor *d, const str
         return NULL;
     }
     c->file = filename ? filename : "<input>";
+    c->flags = flags;
     c->err = err;
     if (!t || (t->kind == YT_NULL && pbmap_wkt_of(d) != PBMAP_WKT_VALUE)) {
         if ((m = malloc(d->sizeof_message)))

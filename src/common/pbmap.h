@@ -52,6 +52,15 @@ ProtobufCMessage *pbmap_from_yaml(const ProtobufCMessageDescriptor *d, const cha
 ProtobufCMessage *pbmap_from_tree(const ProtobufCMessageDescriptor *d, const struct ytree *t,
                                   const char *filename, struct pbmap_error *err);
 
+/* Flags for pbmap_from_tree_flags. */
+#define PBMAP_F_GO_DURATION 1u /* Durations in Go's form as Istio's YAML writes them: "1h30m",
+                                  "100ms", "2.5s", "0" (units ns us µs ms s m h) */
+
+/* As pbmap_from_tree, with PBMAP_F_* flags (0 behaves exactly as pbmap_from_tree). */
+ProtobufCMessage *pbmap_from_tree_flags(const ProtobufCMessageDescriptor *d,
+                                        const struct ytree *t, const char *filename,
+                                        struct pbmap_error *err, unsigned flags);
+
 /* Resolves "type.googleapis.com/envoy.x.v3.Y" (any prefix up to the last '/') or a bare
  * "envoy.x.v3.Y" to a descriptor of the api registry (static storage), or NULL. */
 const ProtobufCMessageDescriptor *pbmap_find_type(const char *type_url);
