@@ -34,6 +34,8 @@ struct init_config {
     char tproxy_mark[16];        /* -t (only meaningful with TPROXY) */
     char tproxy_route_table[16]; /* -r */
     char host_ipv4_loopback_cidr[64]; /* HOST_IPV4_LOOPBACK_CIDR, default 127.0.0.1/32 */
+    char owner_groups_include[INIT_VALUE_MAX]; /* $ISTIO_OUTBOUND_OWNER_GROUPS ("*") */
+    char owner_groups_exclude[INIT_VALUE_MAX]; /* $ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE */
     char dns_servers[INIT_VALUE_MAX]; /* with --redirect-dns: resolv.conf's nameservers (list) */
     bool redirect_dns;    /* --redirect-dns (default: $ISTIO_META_DNS_CAPTURE) */
     bool capture_all_dns; /* --capture-all-dns: every port-53 packet, not just to dns_servers */

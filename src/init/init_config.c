@@ -80,6 +80,7 @@ void init_config_istio_defaults(struct init_config *c)
     set_str(c->tproxy_mark, sizeof c->tproxy_mark, "1337");
     set_str(c->tproxy_route_table, sizeof c->tproxy_route_table, "133");
     set_str(c->host_ipv4_loopback_cidr, sizeof c->host_ipv4_loopback_cidr, "127.0.0.1/32");
+    set_str(c->owner_groups_include, sizeof c->owner_groups_include, "*");
 }
 
 static const struct flag *find_long(const char *name, size_t len)
@@ -235,6 +236,18 @@ int init_parse_args(int argc, char *const argv[], struct init_config *c, char er
     if (c->redirect_dns && !c->capture_all_dns &&
         init_read_resolv_conf("/etc/resolv.conf", c->dns_servers, sizeof c->dns_servers, err) < 0)
         return -1;
+    /* Istio's env-only settings: which groups' outbound traffic is captured. */
+    const char *groups = getenv("ISTIO_OUTBOUND_OWNER_GROUPS");
+    const char *groups_ex = getenv("ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE");
+    if ((groups && strlen(groups) >= sizeof c->owner_groups_include) ||
+        (groups_ex && strlen(groups_ex) >= sizeof c->owner_groups_exclude)) {
+        snprintf(err, INIT_ERR_MAX, "ISTIO_OUTBOUND_OWNER_GROUPS(_EXCLUDE): value too long");
+        return -1;
+    }
+    if (groups)
+        set_str(c->owner_groups_include, sizeof c->owner_groups_include, groups);
+    if (groups_ex)
+        set_str(c->owner_groups_exclude, sizeof c->owner_groups_exclude, groups_ex);
     const char *env = getenv("HOST_IPV4_LOOPBACK_CIDR");
     if (env && *env) {
         if (strlen(env) >= sizeof c->host_ipv4_loopback_cidr) {
@@ -462,6 +475,15 @@ int init_config_validate(const struct init_config *c, char err[INIT_ERR_MAX])
         check_list("-i/--istio-service-cidr", c->service_cidr, L_CIDRS_OR_STAR, err) < 0 ||
         check_list("-k/--kube-virt-interfaces", c->kube_virt_interfaces, L_IFACES, err) < 0 ||
         check_list("-c/--istio-exclude-interfaces", c->exclude_interfaces, L_IFACES, err) < 0)
+        return -1;
+    bool all_groups = strcmp(c->owner_groups_include, "*") == 0;
+    if (!all_groups && init_list_count(c->owner_groups_exclude) > 0) {
+        snprintf(err, INIT_ERR_MAX, "ISTIO_OUTBOUND_OWNER_GROUPS and ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE "
+                 "cannot both be set");
+        return -1;
+    }
+    if ((!all_groups && check_list("ISTIO_OUTBOUND_OWNER_GROUPS", c->owner_groups_include, L_IDS, err) < 0) ||
+        check_list("ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE", c->owner_groups_exclude, L_IDS, err) < 0)
         return -1;
     if (init_list_count(c->dns_servers) > INIT_LIST_MAX) {
         snprintf(err, INIT_ERR_MAX, "DNS servers: more than %d", INIT_LIST_MAX);

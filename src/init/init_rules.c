@@ -377,6 +377,19 @@ static int collect(struct builder *b, const struct init_config *c, char err[INIT
                      "-m owner --%s-owner %.*s -j RETURN", kinds[k], (int)it.len, it.s);
         }
     }
+    /* Capture by owner group: "*" minus the excluded groups, or only the listed groups. */
+    if (strcmp(c->owner_groups_include, "*") == 0) {
+        for (p = c->owner_groups_exclude; init_list_next(&p, &it);)
+            add_rule(b, INIT_V4 | INIT_V6, T_NAT, "ISTIO_OUTPUT", 0, "-m owner --gid-owner %.*s -j RETURN",
+                     (int)it.len, it.s);
+    } else {
+        char none_of[INIT_VALUE_MAX * 2] = "";
+        size_t n = 0;
+        for (p = c->owner_groups_include; init_list_next(&p, &it) && n + it.len + 24 < sizeof none_of;)
+            n += (size_t)snprintf(none_of + n, sizeof none_of - n, "-m owner ! --gid-owner %.*s ",
+                                  (int)it.len, it.s);
+        add_rule(b, INIT_V4 | INIT_V6, T_NAT, "ISTIO_OUTPUT", 0, "%s-j RETURN", none_of);
+    }
     if (dns)
         dns_rules(b, c, ids, kinds);
     VERSIONED(b, lo4, lo6, "ISTIO_OUTPUT", "-d %s -j RETURN");

@@ -29,6 +29,9 @@ if [ "$(id -u)" -ne 0 ] || ! command -v iptables >/dev/null; then
 fi
 nsx() { ip netns exec "$ns" "$@"; }
 peerx() { ip netns exec "$peer" "$@"; }
+# has TEXT CMD...: CMD's output contains TEXT (no "| grep -q": with pipefail, grep's early exit
+# can fail the pipeline with SIGPIPE).
+has() { local t=$1; shift; local o; o=$("$@"); [[ "$o" == *"$t"* ]]; }
 # iptables-save without its timestamp comments and with counters zeroed, to compare states.
 state() { nsx iptables-save "$@" 2>/dev/null | grep -v '^#' | sed -E 's/\[[0-9]+:[0-9]+\]/[0:0]/'; }
 
@@ -119,8 +122,7 @@ ip netns exec "$ns" /usr/bin/python3 "$tmp/srv.py" app 9000 15021 8080 &
 ip netns exec "$peer" /usr/bin/python3 "$tmp/srv.py" peer 80 &
 for _ in $(seq 100); do
   [ "$(nsx ss -Hltn | grep -cE ':(15001|15006|15053|9000|15021|8080) ')" -ge 12 ] &&
-    nsx ss -Hlun | grep -q ':15053 ' && peerx ss -Hlun | grep -q ':53 ' &&
-    peerx ss -Hltn | grep -q ':80 ' && break
+    has ':15053 ' nsx ss -Hlun && has ':53 ' peerx ss -Hlun && has ':80 ' peerx ss -Hltn && break
   sleep 0.05
 done
 
@@ -195,9 +197,9 @@ out=$(query 10.77.1.53)
 check "before: the app's DNS query reaches the resolver in the peer ($out)" '[ "$out" = peer-dns ]'
 nsx "$BIN/weft-init" --redirect-dns >"$tmp/log" 2>&1; rc=$?
 check "weft-init --redirect-dns (nameserver 10.77.1.53 from resolv.conf) exits 0" \
-  '[ $rc -eq 0 ] && state -t nat | grep -q -- "-A ISTIO_OUTPUT_DNS -d 10.77.1.53/32 -p udp -m udp --dport 53 -j REDIRECT --to-ports 15053"'
+  '[ $rc -eq 0 ] && has "-A ISTIO_OUTPUT_DNS -d 10.77.1.53/32 -p udp -m udp --dport 53 -j REDIRECT --to-ports 15053" state -t nat'
 check "the conntrack zones are in raw" \
-  'state -t raw | grep -q -- "-A ISTIO_INBOUND -s 10.77.1.53/32 -p udp -m udp --sport 53 -j CT --zone 1"'
+  'has "-A ISTIO_INBOUND -s 10.77.1.53/32 -p udp -m udp --sport 53 -j CT --zone 1" state -t raw'
 out=$(query 10.77.1.53)
 check "the app's UDP DNS query is answered by the agent on 15053 ($out)" '[ "$out" = agent ]'
 out=$(query 10.77.1.53 1337)
@@ -210,6 +212,16 @@ nsx "$BIN/weft-init" --cleanup >"$tmp/log" 2>&1; rc=$?
 check "DNS: --cleanup leaves iptables-save as before" '[ $rc -eq 0 ] && [ "$(state)" = "$before" ]'
 [ "$(state)" = "$before" ] || diff <(echo "$before") <(state)
 
+# ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE: a group whose outbound traffic is not captured.
+nsx env ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE=4242 "$BIN/weft-init" >"$tmp/log" 2>&1; rc=$?
+out=$(connect 10.77.1.5 80 4242)
+check "ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE=4242: group 4242 goes out directly ($out)" \
+  '[ $rc -eq 0 ] && [[ "$out" == "peer port=80 "* ]]'
+out=$(connect 10.77.1.5 80 4243)
+check "... other groups are still captured ($out)" '[[ "$out" == "proxy port=15001 orig=10.77.1.5:80 "* ]]'
+nsx "$BIN/weft-init" --cleanup >"$tmp/log" 2>&1; rc=$?
+check "owner groups: --cleanup leaves iptables-save as before" '[ $rc -eq 0 ] && [ "$(state)" = "$before" ]'
+
 # IPv6: with --dual-stack and an IPv6 address, ip6tables gets the same rules (Istio's
 # ENABLE_INBOUND_IPV6), and ::6 is added to lo for Envoy's inbound passthrough source.
 state6() { nsx ip6tables-save "$@" 2>/dev/null | grep -v '^#' | sed -E 's/\[[0-9]+:[0-9]+\]/[0:0]/'; }
@@ -221,7 +233,7 @@ check "weft-init --dual-stack applies IPv4 and IPv6 rules" \
   '[ $rc -eq 0 ] && grep -q "IPv6 rules applied" "$tmp/log" && [ "$(state -t nat)" = "$(cat tests/data/init/e2e-default.save)" ]'
 check "ip6tables-save -t nat shows exactly the expected rules (tests/data/init/e2e-default6.save)" \
   '[ "$(state6 -t nat)" = "$(cat tests/data/init/e2e-default6.save)" ]'
-check "::6/128 is on lo" 'nsx ip -6 addr show dev lo | grep -q "inet6 ::6/128"'
+check "::6/128 is on lo" 'has "inet6 ::6/128" nsx ip -6 addr show dev lo'
 out=$(connect fd00:77:1::5 80)
 check "IPv6: the app's outbound connection lands on 15001 ($out)" \
   '[[ "$out" == "proxy port=15001 orig=[fd00:77:1::5]:80 "* ]]'
@@ -242,9 +254,9 @@ before=$(state)
 nsx "$BIN/weft-init" -m TPROXY >"$tmp/log" 2>&1; rc=$?
 check "weft-init -m TPROXY exits 0" '[ $rc -eq 0 ]'
 check "TPROXY: fwmark 1337 looks up table 133, which is local on lo" \
-  'nsx ip rule | grep -q "fwmark 0x539 lookup 133" && nsx ip route show table 133 | grep -q "local default dev lo"'
+  'has "fwmark 0x539 lookup 133" nsx ip rule && has "local default dev lo" nsx ip route show table 133'
 check "TPROXY: mangle ISTIO_INBOUND / ISTIO_DIVERT / ISTIO_TPROXY are installed" \
-  'state -t mangle | grep -q -- "-A ISTIO_TPROXY ! -d 127.0.0.1/32 -p tcp -j TPROXY --on-port 15006"'
+  'has "-A ISTIO_TPROXY ! -d 127.0.0.1/32 -p tcp -j TPROXY --on-port 15006" state -t mangle'
 out=$(connect 10.77.0.2 8080 0 peer)
 check "TPROXY: inbound from the peer lands on 15006, destination and source kept ($out)" \
   '[[ "$out" == "proxy port=15006 "*" from=10.77.0.1 local=10.77.0.2:8080" ]]'

@@ -1,4 +1,5 @@
 /* weft-init's command line: istio-iptables' names and forms, and a clear error for bad input. */
+#include <stdlib.h>
 #include "init/init.h"
 #include "test.h"
 
@@ -38,6 +39,22 @@ static void forms(void)
     CHECK(c.help);
 }
 
+static void owner_groups_env(void)
+{
+    struct init_config c;
+    char err[INIT_ERR_MAX];
+    setenv("ISTIO_OUTBOUND_OWNER_GROUPS", "java,202", 1);
+    CHECK_EQ_INT(PARSE(&c, err, "-n"), 0);
+    CHECK_EQ_STR(c.owner_groups_include, "java,202");
+    setenv("ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE", "888", 1);
+    CHECK_EQ_INT(PARSE(&c, err, "-n"), -1);
+    CHECK_EQ_STR(err, "ISTIO_OUTBOUND_OWNER_GROUPS and ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE cannot both be set");
+    unsetenv("ISTIO_OUTBOUND_OWNER_GROUPS");
+    CHECK_EQ_INT(PARSE(&c, err, "-n"), 0);
+    CHECK_EQ_STR(c.owner_groups_include, "*");
+    unsetenv("ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE");
+}
+
 static void errors(void)
 {
     struct init_config c;
@@ -74,4 +91,4 @@ static void errors(void)
     }
 }
 
-TEST_MAIN(TEST(forms), TEST(errors))
+TEST_MAIN(TEST(forms), TEST(owner_groups_env), TEST(errors))

@@ -61,6 +61,10 @@ static void istio_goldens(void)
     expect_rules(&c, "kube-virt-interfaces");
     init_config_istio_defaults(&c), SET(exclude_interfaces, "not-istio-nic");
     expect_rules(&c, "basic-exclude-nic");
+    init_config_istio_defaults(&c), SET(owner_groups_include, "java,202");
+    expect_rules(&c, "outbound-owner-groups");
+    init_config_istio_defaults(&c), SET(owner_groups_exclude, "888,ftp");
+    expect_rules(&c, "outbound-owner-groups-exclude");
     init_config_istio_defaults(&c), SET(inbound_ports, "32000,31000"), SET(mode, "TPROXY");
     expect_rules(&c, "inbound-ports-tproxy");
     init_config_istio_defaults(&c), SET(inbound_ports, "*"), SET(mode, "TPROXY");
