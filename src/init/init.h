@@ -36,6 +36,7 @@ struct init_config {
     char host_ipv4_loopback_cidr[64]; /* HOST_IPV4_LOOPBACK_CIDR, default 127.0.0.1/32 */
     char owner_groups_include[INIT_VALUE_MAX]; /* $ISTIO_OUTBOUND_OWNER_GROUPS ("*") */
     char owner_groups_exclude[INIT_VALUE_MAX]; /* $ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE */
+    char network_namespace[256]; /* --network-namespace: a name under /var/run/netns or a path */
     char dns_servers[INIT_VALUE_MAX]; /* with --redirect-dns: resolv.conf's nameservers (list) */
     bool redirect_dns;    /* --redirect-dns (default: $ISTIO_META_DNS_CAPTURE) */
     bool capture_all_dns; /* --capture-all-dns: every port-53 packet, not just to dns_servers */

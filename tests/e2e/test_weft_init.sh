@@ -189,6 +189,17 @@ nsx "$BIN/weft-init" -p notaport >"$tmp/log" 2>&1; rc=$?
 check "a bad flag exits 2 with one line ($(head -1 "$tmp/log"))" '[ $rc -eq 2 ] && [ "$(wc -l <"$tmp/log")" -eq 1 ]'
 check "and changes nothing" '[ "$(state)" = "$before" ]'
 
+# --network-namespace: weft-init run from outside the pod's namespace.
+host_istio=$(iptables-save 2>/dev/null | grep -c ISTIO_)
+"$BIN/weft-init" --network-namespace "$ns" >"$tmp/log" 2>&1; rc=$?
+check "--network-namespace NAME applies the rules inside that namespace only" \
+  '[ $rc -eq 0 ] && [ "$(state -t nat)" = "$(cat tests/data/init/e2e-default.save)" ] &&
+   [ "$(iptables-save 2>/dev/null | grep -c ISTIO_)" = "$host_istio" ]'
+"$BIN/weft-init" --network-namespace "/var/run/netns/$ns" --cleanup >"$tmp/log" 2>&1; rc=$?
+check "--network-namespace PATH --cleanup removes them" '[ $rc -eq 0 ] && [ "$(state)" = "$before" ]'
+"$BIN/weft-init" --network-namespace weft-init-none-$$ >"$tmp/log" 2>&1; rc=$?
+check "an unknown namespace fails with exit 1 ($(head -1 "$tmp/log"))" '[ $rc -eq 1 ]'
+
 # DNS capture (--redirect-dns): the app's DNS to its resolv.conf server goes to the agent's
 # 15053 (UDP and TCP), the agent's own queries go out, UDP DNS is split in conntrack zones.
 nsx iptables -t raw -A PREROUTING -p udp --dport 9999 -j RETURN  # (nf_tables: see above)
