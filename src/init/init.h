@@ -1,7 +1,7 @@
 /* weft-init: the traffic interception rules Istio's istio-iptables (istio-init) installs for a
  * sidecar, with its flags and defaults. The rules are generated once as iptables-restore text
  * (init_rules_build) and that same text is printed by --dry-run or fed to
- * `iptables-restore --noflush` (init_apply). Nothing here allocates except the text buffers. */
+ * `iptables-restore --noflush` (init_run). Only rule generation allocates (rules, texts). */
 #ifndef WEFT_INIT_H
 #define WEFT_INIT_H
 #include <stdbool.h>
