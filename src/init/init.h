@@ -1,7 +1,7 @@
 /* weft-init: the traffic interception rules Istio's istio-iptables (istio-init) installs for a
  * sidecar, with its flags and defaults. The rules are generated once as iptables-restore text
  * (init_rules_build) and that same text is printed by --dry-run or fed to
- * `iptables-restore --noflush` (init_apply). Nothing here allocates except the text buffers. */
+ * `iptables-restore --noflush` (init_run). Only rule generation allocates (rules, texts). */
 #ifndef WEFT_INIT_H
 #define WEFT_INIT_H
 #include <stdbool.h>
@@ -36,6 +36,7 @@ struct init_config {
     char host_ipv4_loopback_cidr[64]; /* HOST_IPV4_LOOPBACK_CIDR, default 127.0.0.1/32 */
     char owner_groups_include[INIT_VALUE_MAX]; /* $ISTIO_OUTBOUND_OWNER_GROUPS ("*") */
     char owner_groups_exclude[INIT_VALUE_MAX]; /* $ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE */
+    char network_namespace[256]; /* --network-namespace: a name under /var/run/netns or a path */
     char dns_servers[INIT_VALUE_MAX]; /* with --redirect-dns: resolv.conf's nameservers (list) */
     bool redirect_dns;    /* --redirect-dns (default: $ISTIO_META_DNS_CAPTURE) */
     bool capture_all_dns; /* --capture-all-dns: every port-53 packet, not just to dns_servers */

@@ -44,6 +44,7 @@ static const struct flag flags[] = {
     STR("kube-virt-interfaces", 'k', kube_virt_interfaces),
     STR("istio-inbound-tproxy-mark", 't', tproxy_mark),
     STR("istio-inbound-tproxy-route-table", 'r', tproxy_route_table),
+    STR("network-namespace", 0, network_namespace),
     BOOL("dry-run", 'n', dry_run),
     BOOL("cleanup", 0, cleanup),
     BOOL("cleanup-only", 0, cleanup),
@@ -476,6 +477,12 @@ int init_config_validate(const struct init_config *c, char err[INIT_ERR_MAX])
         check_list("-k/--kube-virt-interfaces", c->kube_virt_interfaces, L_IFACES, err) < 0 ||
         check_list("-c/--istio-exclude-interfaces", c->exclude_interfaces, L_IFACES, err) < 0)
         return -1;
+    if (strstr(c->network_namespace, "..") ||
+        (c->network_namespace[0] && c->network_namespace[0] != '/' && strchr(c->network_namespace, '/'))) {
+        snprintf(err, INIT_ERR_MAX, "--network-namespace: \"%.64s\" is neither a name nor an absolute path",
+                 c->network_namespace);
+        return -1;
+    }
     bool all_groups = strcmp(c->owner_groups_include, "*") == 0;
     if (!all_groups && init_list_count(c->owner_groups_exclude) > 0) {
         snprintf(err, INIT_ERR_MAX, "ISTIO_OUTBOUND_OWNER_GROUPS and ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE "

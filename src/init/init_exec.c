@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <ifaddrs.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -324,10 +325,32 @@ static int apply_family(const struct init_config *c, int fam, const char *text)
     return 0;
 }
 
+/* --network-namespace (istio-iptables' flag, as the CNI plugin uses it): enter the namespace
+ * before anything else, so detection and every iptables/ip command run inside it. */
+static int enter_netns(const char *ns)
+{
+    char path[300];
+    if (ns[0] == '/')
+        snprintf(path, sizeof path, "%s", ns);
+    else
+        snprintf(path, sizeof path, "/var/run/netns/%s", ns);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || setns(fd, CLONE_NEWNET) < 0) {
+        fprintf(stderr, "weft-init: cannot enter network namespace %s: %s\n", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    close(fd);
+    return 0;
+}
+
 int init_run(struct init_config *c)
 {
     char err[INIT_ERR_MAX];
     signal(SIGPIPE, SIG_IGN);
+    if (c->network_namespace[0] && enter_netns(c->network_namespace) < 0)
+        return 1;
     if (c->cleanup) {
         int rc = 0;
         for (int fam = INIT_V4; fam <= INIT_V6; fam++) {

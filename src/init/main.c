@@ -25,6 +25,7 @@ static void usage(void)
          "      --redirect-dns / --capture-all-dns         DNS to resolv.conf's servers / all port 53 -> 15053\n"
          "      --drop-invalid                             drop conntrack-INVALID packets (mangle)\n"
          "      --dual-stack                               IPv6 rules too when an IPv6 address exists\n"
+         "      --network-namespace NAME|PATH              work in this network namespace\n"
          "  -n, --dry-run                                  print the iptables-restore input, change nothing\n"
          "      --cleanup                                  remove the ISTIO_* chains and jumps (idempotent)");
 }

@@ -189,6 +189,55 @@ nsx "$BIN/weft-init" -p notaport >"$tmp/log" 2>&1; rc=$?
 check "a bad flag exits 2 with one line ($(head -1 "$tmp/log"))" '[ $rc -eq 2 ] && [ "$(wc -l <"$tmp/log")" -eq 1 ]'
 check "and changes nothing" '[ "$(state)" = "$before" ]'
 
+# weft-proxy as the sidecar (UID 1337) behind weft-init's rules: the app's connection to the
+# peer goes through its 15001-style listener (-p 15101 here) and out by ORIGINAL_DST.
+if [ -x "$BIN/weft-proxy" ]; then
+  cat > "$tmp/proxy.yaml" <<'YAML'
+admin: {address: {socket_address: {address: 127.0.0.1, port_value: 15000}}}
+static_resources:
+  listeners:
+  - name: virtualOutbound
+    address: {socket_address: {address: 0.0.0.0, port_value: 15101}}
+    use_original_dst: true
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: PassthroughCluster
+          cluster: PassthroughCluster
+  clusters:
+  - name: PassthroughCluster
+    connect_timeout: 1s
+    type: ORIGINAL_DST
+    lb_policy: CLUSTER_PROVIDED
+YAML
+  chmod 644 "$tmp/proxy.yaml"
+  ip netns exec "$ns" setpriv --reuid=1337 --regid=1337 --clear-groups \
+    "$BIN/weft-proxy" -c "$tmp/proxy.yaml" --concurrency 1 >"$tmp/proxy.log" 2>&1 &
+  for _ in $(seq 100); do has ':15101 ' nsx ss -Hltn && break; sleep 0.05; done
+  nsx "$BIN/weft-init" -p 15101 >"$tmp/log" 2>&1; rc=$?
+  out=$(connect 10.77.1.5 80)
+  check "weft-init -p 15101 + weft-proxy: the app reaches the peer through the sidecar ($out)" \
+    '[ $rc -eq 0 ] && [[ "$out" == "peer port=80 orig=none from=10.77.0.2 "* ]]'
+  stats=$(nsx curl -s --max-time 5 http://127.0.0.1:15000/stats)
+  check "the sidecar counted it on PassthroughCluster" \
+    'grep -q "^cluster.PassthroughCluster.upstream_cx_total: 1" <<<"$stats"'
+  nsx "$BIN/weft-init" --cleanup >"$tmp/log" 2>&1; rc=$?
+  check "sidecar: --cleanup leaves iptables-save as before" '[ $rc -eq 0 ] && [ "$(state)" = "$before" ]'
+fi
+
+# --network-namespace: weft-init run from outside the pod's namespace.
+host_istio=$(iptables-save 2>/dev/null | grep -c ISTIO_)
+"$BIN/weft-init" --network-namespace "$ns" >"$tmp/log" 2>&1; rc=$?
+check "--network-namespace NAME applies the rules inside that namespace only" \
+  '[ $rc -eq 0 ] && [ "$(state -t nat)" = "$(cat tests/data/init/e2e-default.save)" ] &&
+   [ "$(iptables-save 2>/dev/null | grep -c ISTIO_)" = "$host_istio" ]'
+"$BIN/weft-init" --network-namespace "/var/run/netns/$ns" --cleanup >"$tmp/log" 2>&1; rc=$?
+check "--network-namespace PATH --cleanup removes them" '[ $rc -eq 0 ] && [ "$(state)" = "$before" ]'
+"$BIN/weft-init" --network-namespace weft-init-none-$$ >"$tmp/log" 2>&1; rc=$?
+check "an unknown namespace fails with exit 1 ($(head -1 "$tmp/log"))" '[ $rc -eq 1 ]'
+
 # DNS capture (--redirect-dns): the app's DNS to its resolv.conf server goes to the agent's
 # 15053 (UDP and TCP), the agent's own queries go out, UDP DNS is split in conntrack zones.
 nsx iptables -t raw -A PREROUTING -p udp --dport 9999 -j RETURN  # (nf_tables: see above)

@@ -82,6 +82,7 @@ static void errors(void)
         { "--dry-run=maybe", NULL, "--dry-run: invalid boolean \"maybe\"" },
         { "--iptables-trace-logging", NULL, "--iptables-trace-logging is not supported by weft-init" },
         { "extra", NULL, "unexpected argument \"extra\"" },
+        { "--network-namespace", "a/../b", "--network-namespace: \"a/../b\" is neither a name nor an absolute path" },
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char *argv[] = { "weft-init", bad[i].a, bad[i].b, NULL };
