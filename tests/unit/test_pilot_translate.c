@@ -186,9 +186,13 @@ static void test_messages(void)
                 vh = rc->virtual_hosts[i];
         CHECK(vh != NULL);
         if (vh) {
-            CHECK_EQ_INT(vh->n_domains, 10);
+            CHECK_EQ_INT(vh->n_domains, 12);
+            CHECK_EQ_STR(vh->domains[0], "reviews.default.svc.cluster.local");
             CHECK_EQ_STR(vh->domains[2], "reviews");
-            CHECK_EQ_STR(vh->domains[9], "10.96.0.12:9080");
+            CHECK_EQ_STR(vh->domains[4], "reviews.default.svc.cluster");
+            CHECK_EQ_STR(vh->domains[7], "reviews.default.svc:9080");
+            CHECK_EQ_STR(vh->domains[8], "reviews.default");
+            CHECK_EQ_STR(vh->domains[11], "10.96.0.12:9080");
             const Envoy__Config__Route__V3__RouteAction *a = vh->routes[0]->route;
             CHECK(a && a->weighted_clusters && a->weighted_clusters->n_clusters == 2);
             if (a && a->weighted_clusters && a->weighted_clusters->n_clusters == 2) {
@@ -199,13 +203,16 @@ static void test_messages(void)
         }
     }
     pilot_resources_free(&r);
-    /* a proxy in another namespace sees no short name */
+    /* a proxy in another namespace sees no short name: reviews.default, .svc.cluster, .svc */
     struct pilot_proxy q = {0};
     CHECK_EQ_INT(pilot_proxy_parse("sidecar~10.9.0.1~x.other~other.svc.cluster.local", &q, err, sizeof err), 0);
     CHECK_EQ_INT(pilot_translate(m, &q, PILOT_RDS, &r, NULL), 0);
     if (r.n == 2) {
         const Envoy__Config__Route__V3__RouteConfiguration *rc = (const void *)r.msgs[1];
-        CHECK_EQ_INT(rc->virtual_hosts[0]->n_domains, 8);
+        CHECK_EQ_INT(rc->virtual_hosts[0]->n_domains, 10);
+        CHECK_EQ_STR(rc->virtual_hosts[0]->domains[2], "details.default");
+        CHECK_EQ_STR(rc->virtual_hosts[0]->domains[5], "details.default.svc.cluster:9080");
+        CHECK_EQ_STR(rc->virtual_hosts[0]->domains[6], "details.default.svc");
     }
     pilot_resources_free(&r);
     pilot_proxy_free(&q);
