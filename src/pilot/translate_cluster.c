@@ -242,7 +242,8 @@ static json_t *outbound_cluster(struct tctx *c, const struct reg_service *s, siz
                             json_pack("{s:o,s:s}", "edsConfig", t_ads_source(), "serviceName", name));
         break;
     case REG_RES_DNS:
-        json_object_set_new(cl, "type", json_string("STRICT_DNS"));
+    case REG_RES_DNS_RR:
+        json_object_set_new(cl, "type", json_string(s->resolution == REG_RES_DNS ? "STRICT_DNS" : "LOGICAL_DNS"));
         json_object_set_new(cl, "dnsLookupFamily", json_string("V4_ONLY"));
         json_object_set_new(cl, "loadAssignment",
                             json_pack("{s:s,s:o}", "clusterName", name, "endpoints",
