@@ -156,6 +156,7 @@ static void test_tls(void)
     golden("tls-ingress.lds", tls, ingress, PILOT_LDS, "istio=ingressgateway");
     golden("tls-ingress.rds", tls, ingress, PILOT_RDS, "istio=ingressgateway");
     golden("tls-productpage.lds", tls, productpage, PILOT_LDS, NULL);
+    golden("tls-productpage.cds", tls, productpage, PILOT_CDS, NULL);
 }
 
 /* Checks on the messages themselves, independent of the golden text. */
