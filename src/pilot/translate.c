@@ -413,6 +413,13 @@ const struct istio_object *t_find_dr(struct tctx *c, const char *host, const cha
         free(h);
         if (!match)
             continue;
+        int exported = !dr->n_export_to;
+        for (size_t e = 0; e < dr->n_export_to; e++)
+            exported |= !strcmp(dr->export_to[e], "*") ||
+                        (!strcmp(dr->export_to[e], ".") && !strcmp(o->ns, c->p->ns)) ||
+                        !strcmp(dr->export_to[e], c->p->ns);
+        if (!exported)
+            continue;
         if (dr->workload_selector && dr->workload_selector->n_match_labels &&
             (strcmp(o->ns, c->p->ns) ||
              !selector_matches(c, (ProtobufCMessage *const *)dr->workload_selector->match_labels,

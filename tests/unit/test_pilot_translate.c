@@ -290,6 +290,27 @@ static void test_warnings(void)
     pilot_proxy_free(&p);
     pilot_model_unref(m);
     pilot_model_unref(base);
+    /* a DestinationRule exported only to its own namespace is invisible elsewhere */
+    static const char dr[] =
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d, namespace: shop}\n"
+        "spec: {host: reviews.default.svc.cluster.local, exportTo: [.], subsets: [{name: only-shop}]}\n"
+        "---\napiVersion: v1\nkind: Service\nmetadata: {name: reviews}\nspec: {ports: [{name: http, port: 9080}]}\n";
+    struct istio_object_list l2 = {0};
+    CHECK_EQ_INT(istio_parse(dr, strlen(dr), "dr.yaml", NULL, &l2, &e), 0);
+    m = pilot_model_new(l2.items, l2.n, NULL, NULL, 1);
+    struct pilot_proxy in_shop = {0}, in_default = {0};
+    CHECK_EQ_INT(pilot_proxy_parse("sidecar~10.5.0.1~a.shop~shop.svc.cluster.local", &in_shop, err, sizeof err), 0);
+    CHECK_EQ_INT(pilot_proxy_parse("sidecar~10.5.0.2~b.default~default.svc.cluster.local", &in_default, err, sizeof err), 0);
+    CHECK_EQ_INT(pilot_translate(m, &in_shop, PILOT_CDS, &r, NULL), 0);
+    size_t n_shop = r.n;
+    pilot_resources_free(&r);
+    CHECK_EQ_INT(pilot_translate(m, &in_default, PILOT_CDS, &r, NULL), 0);
+    CHECK_EQ_INT(n_shop, r.n + 1); /* the only-shop subset cluster */
+    pilot_resources_free(&r);
+    pilot_proxy_free(&in_shop);
+    pilot_proxy_free(&in_default);
+    pilot_model_unref(m);
+    istio_object_list_free(&l2);
     istio_object_list_free(&l);
     istio_errors_free(&e);
 }
