@@ -437,7 +437,7 @@ int t_gen_clusters(struct tctx *c, json_t *out)
         const struct istio_object *dro = t_find_dr(c, s->hostname, s->ns);
         const DestinationRule *dr = dro ? (const void *)dro->spec : NULL;
         for (size_t p = 0; p < s->n_ports; p++) {
-            if (s->ports[p].protocol == REG_PROTO_UDP)
+            if (s->ports[p].protocol == REG_PROTO_UDP || !t_port_visible(c, s, s->ports[p].port))
                 continue;
             json_t *cl = outbound_cluster(c, s, p, NULL, dro);
             if (!cl)
@@ -482,7 +482,7 @@ int t_gen_endpoints(struct tctx *c, json_t *out)
         const struct istio_object *dro = t_find_dr(c, s->hostname, s->ns);
         const DestinationRule *dr = dro ? (const void *)dro->spec : NULL;
         for (size_t p = 0; p < s->n_ports; p++) {
-            if (s->ports[p].protocol == REG_PROTO_UDP)
+            if (s->ports[p].protocol == REG_PROTO_UDP || !t_port_visible(c, s, s->ports[p].port))
                 continue;
             for (size_t k = 0; k <= (dr ? dr->n_subsets : 0); k++) {
                 const Subset *sub = k ? dr->subsets[k - 1] : NULL;

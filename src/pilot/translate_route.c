@@ -708,7 +708,8 @@ static int sidecar_route_config(struct tctx *c, uint32_t port, json_t *out)
     for (size_t i = 0; i < c->n_visible; i++) {
         const struct reg_service *s = c->visible[i];
         for (size_t p = 0; p < s->n_ports; p++) {
-            if (s->ports[p].port != port || !reg_protocol_is_http(s->ports[p].protocol))
+            if (s->ports[p].port != port || !reg_protocol_is_http(s->ports[p].protocol) ||
+                !t_port_visible(c, s, port))
                 continue;
             const struct istio_object *vs[T_MAX_VS];
             size_t nvs = t_find_vs(c, s->hostname, NULL, NULL, vs, T_MAX_VS);
@@ -840,7 +841,7 @@ int t_gen_routes(struct tctx *c, json_t *out)
     for (size_t i = 0; i < c->n_visible; i++)
         for (size_t p = 0; p < c->visible[i]->n_ports; p++) {
             const struct reg_port *rp = &c->visible[i]->ports[p];
-            if (!reg_protocol_is_http(rp->protocol))
+            if (!reg_protocol_is_http(rp->protocol) || !t_port_visible(c, c->visible[i], rp->port))
                 continue;
             int dup = 0;
             for (size_t k = 0; k < np; k++)

@@ -315,4 +315,36 @@ static void test_warnings(void)
     istio_errors_free(&e);
 }
 
-TEST_MAIN(TEST(test_node_metadata), TEST(test_warnings), TEST(test_bookinfo_defaults), TEST(test_bookinfo_tasks), TEST(test_tls), TEST(test_messages))
+/* An egress listener with a port scopes the service ports a proxy sees. */
+static void test_sidecar_ports(void)
+{
+    static const char *const extra[] = {"tests/data/istio/translate/sidecar-ports.yaml", NULL};
+    struct pilot_model *m = model(extra);
+    if (!m)
+        return;
+    struct pilot_proxy p = {0};
+    char err[128];
+    CHECK_EQ_INT(pilot_proxy_parse(productpage, &p, err, sizeof err), 0);
+    pilot_proxy_complete(&p, m);
+    struct pilot_resources r;
+    CHECK_EQ_INT(pilot_translate(m, &p, PILOT_LDS, &r, NULL), 0);
+    CHECK_EQ_INT(r.n, 4);
+    if (r.n == 4) {
+        CHECK_EQ_STR(r.names[0], "0.0.0.0_9080");
+        CHECK_EQ_STR(r.names[1], "10.96.0.20_27017");
+    }
+    pilot_resources_free(&r);
+    CHECK_EQ_INT(pilot_translate(m, &p, PILOT_CDS, &r, NULL), 0);
+    int httpbin = 0, mongo = 0, details = 0;
+    for (size_t i = 0; i < r.n; i++) {
+        httpbin |= strstr(r.names[i], "httpbin") != NULL;
+        mongo |= strstr(r.names[i], "mongodb") != NULL;
+        details |= strstr(r.names[i], "details") != NULL;
+    }
+    CHECK(!httpbin && mongo && details);
+    pilot_resources_free(&r);
+    pilot_proxy_free(&p);
+    pilot_model_unref(m);
+}
+
+TEST_MAIN(TEST(test_node_metadata), TEST(test_sidecar_ports), TEST(test_warnings), TEST(test_bookinfo_defaults), TEST(test_bookinfo_tasks), TEST(test_tls), TEST(test_messages))
