@@ -1535,6 +1535,8 @@ static void validate_k8s_service(struct vctx *v, const Weft__K8s__V1__ServiceSpe
         VERR_AT(v, ".clusterIP", "must be a valid IP address, \"None\" or empty");
     if (!s->n_ports && !(s->type && !strcmp(s->type, "ExternalName")))
         VERR_AT(v, ".ports", "required value");
+    if (s->type && !strcmp(s->type, "ExternalName") && (!s->external_name || !is_dns1123_subdomain(s->external_name)))
+        VERR_AT(v, ".externalName", "an ExternalName Service needs a valid DNS name");
     for (size_t i = 0; i < s->n_ports; i++) {
         const Weft__K8s__V1__ServicePort *p = s->ports[i];
         size_t o = vpush(v, ".ports[%zu]", i);

@@ -162,10 +162,9 @@ static int select_workloads(struct builder *b, struct reg_service *s, const char
                 .locality = we->locality ? we->locality : "", .network = we->network ? we->network : "",
                 .weight = we->weight, .workload = o,
             };
-            /* labels are borrowed from the object: spec labels when present */
-            if (we->n_labels) {
-                ep.labels = NULL; /* filled lazily below */
-            } else {
+            /* metadata labels are borrowed from the object; spec labels are converted once
+             * the registry is complete (fill_labels) */
+            if (!we->n_labels) {
                 ep.labels = o->labels;
                 ep.n_labels = o->n_labels;
             }
@@ -179,8 +178,9 @@ static int select_workloads(struct builder *b, struct reg_service *s, const char
 static int service_from_k8s(struct builder *b, const struct istio_object *o)
 {
     const Weft__K8s__V1__ServiceSpec *spec = (const Weft__K8s__V1__ServiceSpec *)o->spec;
-    if (spec->type && !strcmp(spec->type, "ExternalName"))
-        return 0; /* not modelled (limits.md) */
+    int external = spec->type && !strcmp(spec->type, "ExternalName");
+    if (external && (!spec->external_name || !*spec->external_name))
+        return 0;
     struct reg_service *s = new_service(b);
     if (!s)
         return -1;
@@ -218,6 +218,19 @@ static int service_from_k8s(struct builder *b, const struct istio_object *o)
                 rp->target_name = p->target_port;
         }
     }
+    if (external) {
+        /* Istio models an ExternalName Service as a DNS service whose endpoint is the name */
+        s->resolution = REG_RES_DNS;
+        s->vip_auto = 0;
+        for (size_t p = 0; p < s->n_ports; p++) {
+            struct reg_endpoint ep = {.address = spec->external_name,
+                                      .port = s->ports[p].target_port ? s->ports[p].target_port : s->ports[p].port,
+                                      .service_account = "", .locality = "", .network = ""};
+            if (push_ep(s, p, &ep) < 0)
+                return -1;
+        }
+        return 0;
+    }
     if (spec->n_selector) {
         struct istio_kv *sel;
         int ns = istio_map_to_kv((ProtobufCMessage *const *)spec->selector, spec->n_selector, &sel);
@@ -249,6 +262,7 @@ static int service_from_se(struct builder *b, const struct istio_object *o)
         switch (se->resolution) {
         case ISTIO__NETWORKING__V1ALPHA3__SERVICE_ENTRY__RESOLUTION__STATIC: s->resolution = REG_RES_STATIC; break;
         case ISTIO__NETWORKING__V1ALPHA3__SERVICE_ENTRY__RESOLUTION__NONE: s->resolution = REG_RES_NONE; break;
+        case ISTIO__NETWORKING__V1ALPHA3__SERVICE_ENTRY__RESOLUTION__DNS_ROUND_ROBIN: s->resolution = REG_RES_DNS_RR; break;
         default: s->resolution = REG_RES_DNS; break;
         }
         if (se->n_addresses)
@@ -297,7 +311,7 @@ static int service_from_se(struct builder *b, const struct istio_object *o)
             if (rc < 0)
                 return -1;
         }
-        if (s->resolution == REG_RES_DNS && se->n_endpoints == 0) {
+        if ((s->resolution == REG_RES_DNS || s->resolution == REG_RES_DNS_RR) && se->n_endpoints == 0) {
             /* DNS without endpoints: the host itself is the endpoint */
             for (size_t i = 0; i < s->n_ports; i++) {
                 struct reg_endpoint ep = {.address = s->hostname,
@@ -370,7 +384,6 @@ static int fill_labels(struct registry *r)
                 /* kept alive in the service (freed with the registry) */
                 ep->labels = kv;
                 ep->n_labels = (size_t)n;
-                ep->network = ep->network; /* no-op: keeps the struct layout obvious */
             }
     return 0;
 }

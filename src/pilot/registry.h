@@ -35,6 +35,7 @@ enum reg_protocol {
 enum reg_resolution {
     REG_RES_STATIC, /* endpoints known: EDS */
     REG_RES_DNS,    /* endpoints are host names: STRICT_DNS */
+    REG_RES_DNS_RR, /* DNS_ROUND_ROBIN: LOGICAL_DNS (one connection target at a time) */
     REG_RES_NONE,   /* passthrough to the original destination */
 };
 

@@ -367,6 +367,22 @@ static int exported_to(const struct reg_service *s, const char *ns)
     return 0;
 }
 
+int t_port_visible(const struct tctx *c, const struct reg_service *s, uint32_t port)
+{
+    const Istio__Networking__V1alpha3__Sidecar *sc = c->sidecar ? (const void *)c->sidecar->spec : NULL;
+    if (!sc || !sc->n_egress)
+        return 1;
+    for (size_t e = 0; e < sc->n_egress; e++) {
+        const Istio__Networking__V1alpha3__IstioEgressListener *l = sc->egress[e];
+        if (l->port && l->port->number && l->port->number != port)
+            continue;
+        for (size_t h = 0; h < l->n_hosts; h++)
+            if (egress_host_match(l->hosts[h], c->p->ns, s))
+                return 1;
+    }
+    return 0;
+}
+
 static int compute_scope(struct tctx *c)
 {
     const struct registry *r = c->m->reg;
@@ -383,14 +399,11 @@ static int compute_scope(struct tctx *c)
         const struct reg_service *s = &r->svcs[i];
         if (!exported_to(s, c->p->ns))
             continue;
-        if (sc && sc->n_egress) {
-            int ok = 0;
-            for (size_t e = 0; e < sc->n_egress && !ok; e++)
-                for (size_t h = 0; h < sc->egress[e]->n_hosts && !ok; h++)
-                    ok = egress_host_match(sc->egress[e]->hosts[h], c->p->ns, s);
-            if (!ok)
-                continue;
-        }
+        int ok = !s->n_ports && !(sc && sc->n_egress);
+        for (size_t p = 0; p < s->n_ports && !ok; p++)
+            ok = t_port_visible(c, s, s->ports[p].port);
+        if (!ok)
+            continue;
         /* one service per hostname: the first namespace wins (registry order) */
         if (c->n_visible && !strcmp(c->visible[c->n_visible - 1]->hostname, s->hostname))
             continue;
@@ -412,6 +425,13 @@ const struct istio_object *t_find_dr(struct tctx *c, const char *host, const cha
         int match = h && t_host_match(h, host);
         free(h);
         if (!match)
+            continue;
+        int exported = !dr->n_export_to;
+        for (size_t e = 0; e < dr->n_export_to; e++)
+            exported |= !strcmp(dr->export_to[e], "*") ||
+                        (!strcmp(dr->export_to[e], ".") && !strcmp(o->ns, c->p->ns)) ||
+                        !strcmp(dr->export_to[e], c->p->ns);
+        if (!exported)
             continue;
         if (dr->workload_selector && dr->workload_selector->n_match_labels &&
             (strcmp(o->ns, c->p->ns) ||

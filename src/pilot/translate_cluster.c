@@ -19,6 +19,7 @@ struct policy {
     const LoadBalancerSettings *lb;
     const ConnectionPoolSettings *pool;
     const OutlierDetection *od;
+    const Istio__Networking__V1alpha3__ClientTLSSettings *tls;
 };
 
 static void apply_policy(struct policy *p, const TrafficPolicy *tp, uint32_t port)
@@ -31,6 +32,8 @@ static void apply_policy(struct policy *p, const TrafficPolicy *tp, uint32_t por
         p->pool = tp->connection_pool;
     if (tp->outlier_detection)
         p->od = tp->outlier_detection;
+    if (tp->tls)
+        p->tls = tp->tls;
     for (size_t i = 0; i < tp->n_port_level_settings; i++) {
         const Istio__Networking__V1alpha3__TrafficPolicy__PortTrafficPolicy *pl = tp->port_level_settings[i];
         if (!pl->port || pl->port->number != port)
@@ -41,6 +44,8 @@ static void apply_policy(struct policy *p, const TrafficPolicy *tp, uint32_t por
             p->pool = pl->connection_pool;
         if (pl->outlier_detection)
             p->od = pl->outlier_detection;
+        if (pl->tls)
+            p->tls = pl->tls;
     }
 }
 
@@ -169,6 +174,94 @@ static void set_protocol_options(json_t *cl, const struct reg_port *port, const 
                                   t_any("envoy.extensions.upstreams.http.v3.HttpProtocolOptions", opts)));
 }
 
+static json_t *file_source(const char *path)
+{
+    return json_pack("{s:s}", "filename", path);
+}
+
+/* DestinationRule tls -> an UpstreamTlsContext transport socket, as Istio builds it: files
+ * for SIMPLE/MUTUAL (SDS "kubernetes://NAME" with credentialName), SDS "default"/"ROOTCA"
+ * from weftd plus the service accounts' SPIFFE names for ISTIO_MUTUAL. */
+static json_t *upstream_tls(struct tctx *c, const Istio__Networking__V1alpha3__ClientTLSSettings *t,
+                            const struct reg_service *s, size_t pi, const char *subset)
+{
+    if (t->mode == ISTIO__NETWORKING__V1ALPHA3__CLIENT_TLSSETTINGS__TLSMODE__DISABLE)
+        return NULL;
+    json_t *common = json_object(), *ctx = json_object();
+    int skip_verify = t->insecure_skip_verify && t->insecure_skip_verify->value;
+    json_t *vc = json_object();
+    json_t *sans = json_array();
+    for (size_t i = 0; i < t->n_subject_alt_names; i++)
+        json_array_append_new(sans, json_pack("{s:s,s:{s:s}}", "sanType",
+                                              !strncmp(t->subject_alt_names[i], "spiffe://", 9) ? "URI" : "DNS",
+                                              "matcher", "exact", t->subject_alt_names[i]));
+    if (t->mode == ISTIO__NETWORKING__V1ALPHA3__CLIENT_TLSSETTINGS__TLSMODE__ISTIO_MUTUAL) {
+        json_object_set_new(common, "tlsCertificateSdsSecretConfigs",
+                            json_pack("[{s:s,s:o}]", "name", "default", "sdsConfig", t_ads_source()));
+        if (!json_array_size(sans)) {
+            for (size_t e = 0; e < s->n_eps[pi]; e++) {
+                const char *sa = s->eps[pi][e].service_account;
+                char id[512];
+                snprintf(id, sizeof id, "spiffe://%s/ns/%s/sa/%s", c->m->domain_suffix, s->ns, *sa ? sa : "default");
+                int dup = 0;
+                for (size_t k = 0; k < json_array_size(sans); k++)
+                    dup |= !strcmp(json_string_value(json_object_get(json_object_get(json_array_get(sans, k), "matcher"), "exact")), id);
+                if (!dup)
+                    json_array_append_new(sans, json_pack("{s:s,s:{s:s}}", "sanType", "URI", "matcher", "exact", id));
+            }
+        }
+        if (json_array_size(sans))
+            json_object_set_new(vc, "matchTypedSubjectAltNames", sans);
+        else
+            json_decref(sans);
+        json_object_set_new(common, "combinedValidationContext",
+                            json_pack("{s:o,s:{s:s,s:o}}", "defaultValidationContext", vc,
+                                      "validationContextSdsSecretConfig", "name", "ROOTCA", "sdsConfig",
+                                      t_ads_source()));
+        json_object_set_new(common, "alpnProtocols", json_pack("[s,s]", "istio-peer-exchange", "istio"));
+        char sni[512];
+        snprintf(sni, sizeof sni, "outbound_.%u_.%s_.%s", s->ports[pi].port, subset ? subset : "", s->hostname);
+        json_object_set_new(ctx, "sni", json_string(sni));
+    } else {
+        int cred = t->credential_name && *t->credential_name;
+        char name[300];
+        if (t->mode == ISTIO__NETWORKING__V1ALPHA3__CLIENT_TLSSETTINGS__TLSMODE__MUTUAL) {
+            if (cred) {
+                snprintf(name, sizeof name, "kubernetes://%s", t->credential_name);
+                json_object_set_new(common, "tlsCertificateSdsSecretConfigs",
+                                    json_pack("[{s:s,s:o}]", "name", name, "sdsConfig", t_ads_source()));
+            } else {
+                json_object_set_new(common, "tlsCertificates",
+                                    json_pack("[{s:o,s:o}]", "certificateChain", file_source(t->client_certificate),
+                                              "privateKey", file_source(t->private_key)));
+            }
+        }
+        if (!skip_verify) {
+            if (cred) {
+                snprintf(name, sizeof name, "kubernetes://%s-cacert", t->credential_name);
+                if (json_array_size(sans))
+                    json_object_set_new(vc, "matchTypedSubjectAltNames", json_incref(sans));
+                json_object_set_new(common, "combinedValidationContext",
+                                    json_pack("{s:O,s:{s:s,s:o}}", "defaultValidationContext", vc,
+                                              "validationContextSdsSecretConfig", "name", name, "sdsConfig",
+                                              t_ads_source()));
+            } else if (t->ca_certificates && *t->ca_certificates) {
+                json_object_set_new(vc, "trustedCa", file_source(t->ca_certificates));
+                if (json_array_size(sans))
+                    json_object_set_new(vc, "matchTypedSubjectAltNames", json_incref(sans));
+                json_object_set_new(common, "validationContext", json_incref(vc));
+            }
+        }
+        json_decref(vc);
+        json_decref(sans);
+        if (t->sni && *t->sni)
+            json_object_set_new(ctx, "sni", json_string(t->sni));
+    }
+    json_object_set_new(ctx, "commonTlsContext", common);
+    return json_pack("{s:s,s:o}", "name", "envoy.transport_sockets.tls", "typedConfig",
+                     t_any("envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext", ctx));
+}
+
 static json_t *socket_address(const char *addr, uint32_t port)
 {
     return json_pack("{s:{s:s,s:I}}", "socketAddress", "address", addr, "portValue", (json_int_t)port);
@@ -242,7 +335,8 @@ static json_t *outbound_cluster(struct tctx *c, const struct reg_service *s, siz
                             json_pack("{s:o,s:s}", "edsConfig", t_ads_source(), "serviceName", name));
         break;
     case REG_RES_DNS:
-        json_object_set_new(cl, "type", json_string("STRICT_DNS"));
+    case REG_RES_DNS_RR:
+        json_object_set_new(cl, "type", json_string(s->resolution == REG_RES_DNS ? "STRICT_DNS" : "LOGICAL_DNS"));
         json_object_set_new(cl, "dnsLookupFamily", json_string("V4_ONLY"));
         json_object_set_new(cl, "loadAssignment",
                             json_pack("{s:s,s:o}", "clusterName", name, "endpoints",
@@ -269,6 +363,11 @@ static json_t *outbound_cluster(struct tctx *c, const struct reg_service *s, siz
                                                              pol.pool->tcp->connect_timeout->nanos));
     json_object_set_new(cl, "circuitBreakers", circuit_breakers(pol.pool));
     set_outlier(cl, pol.od);
+    if (pol.tls) {
+        json_t *ts = upstream_tls(c, pol.tls, s, pi, subset ? subset->name : NULL);
+        if (ts)
+            json_object_set_new(cl, "transportSocket", ts);
+    }
     if (reg_protocol_is_http(port->protocol))
         set_protocol_options(cl, port, pol.pool);
     json_t *svc = json_pack("{s:s,s:s,s:s}", "host", s->hostname, "name", s->name, "namespace", s->ns);
@@ -283,7 +382,6 @@ static json_t *outbound_cluster(struct tctx *c, const struct reg_service *s, siz
     json_object_set_new(md, "default_original_port", json_integer(port->port));
     json_object_set_new(cl, "metadata", json_pack("{s:{s:o}}", "filterMetadata", "istio", md));
     free(name);
-    (void)c;
     return cl;
 }
 
@@ -339,7 +437,7 @@ int t_gen_clusters(struct tctx *c, json_t *out)
         const struct istio_object *dro = t_find_dr(c, s->hostname, s->ns);
         const DestinationRule *dr = dro ? (const void *)dro->spec : NULL;
         for (size_t p = 0; p < s->n_ports; p++) {
-            if (s->ports[p].protocol == REG_PROTO_UDP)
+            if (s->ports[p].protocol == REG_PROTO_UDP || !t_port_visible(c, s, s->ports[p].port))
                 continue;
             json_t *cl = outbound_cluster(c, s, p, NULL, dro);
             if (!cl)
@@ -384,7 +482,7 @@ int t_gen_endpoints(struct tctx *c, json_t *out)
         const struct istio_object *dro = t_find_dr(c, s->hostname, s->ns);
         const DestinationRule *dr = dro ? (const void *)dro->spec : NULL;
         for (size_t p = 0; p < s->n_ports; p++) {
-            if (s->ports[p].protocol == REG_PROTO_UDP)
+            if (s->ports[p].protocol == REG_PROTO_UDP || !t_port_visible(c, s, s->ports[p].port))
                 continue;
             for (size_t k = 0; k <= (dr ? dr->n_subsets : 0); k++) {
                 const Subset *sub = k ? dr->subsets[k - 1] : NULL;

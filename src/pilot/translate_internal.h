@@ -34,6 +34,9 @@ struct tout {
 
 /* ---- translate.c ---- */
 void t_warn(struct tctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* 1 when the proxy's Sidecar lets it reach port of s: an egress listener whose port is
+ * unset or equal, with a host covering s (always 1 without a Sidecar or egress). */
+int t_port_visible(const struct tctx *c, const struct reg_service *s, uint32_t port);
 /* "outbound|PORT|SUBSET|HOST" into a new string. */
 char *t_cluster_name(const char *dir, uint32_t port, const char *subset, const char *host);
 /* The DestinationRule for host as the proxy sees it (proxy namespace, then the service's,

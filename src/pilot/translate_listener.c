@@ -246,7 +246,7 @@ static int sidecar_listeners(struct tctx *c, json_t *out)
         const struct reg_service *s = c->visible[i];
         for (size_t p = 0; p < s->n_ports; p++) {
             const struct reg_port *rp = &s->ports[p];
-            if (rp->protocol == REG_PROTO_UDP)
+            if (rp->protocol == REG_PROTO_UDP || !t_port_visible(c, s, rp->port))
                 continue;
             if (reg_protocol_is_http(rp->protocol)) {
                 if (port_seen(http_ports, nhttp, rp->port) || nhttp == sizeof http_ports / sizeof http_ports[0])

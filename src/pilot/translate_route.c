@@ -655,33 +655,48 @@ int t_service_routes(struct tctx *c, const struct reg_service *s, const struct r
     return 0;
 }
 
-/* Istio's names for a service as seen from the proxy's namespace, with and without port. */
+static void add_domain(json_t *d, const char *name, uint32_t port)
+{
+    char buf[600];
+    json_array_append_new(d, json_string(name));
+    snprintf(buf, sizeof buf, "%.500s:%u", name, port);
+    json_array_append_new(d, json_string(buf));
+}
+
+/* Istio's names for a service as a proxy sees it (its generateAltVirtualHosts): the
+ * hostname, then the part not shared with the proxy's DNS domain (NS.svc.SUFFIX), then that
+ * part followed by each shorter prefix of the shared domain; then the VIP. Each with and
+ * without ":port". reviews.default.svc.cluster.local from namespace default gives reviews,
+ * reviews.default.svc.cluster, reviews.default.svc, reviews.default. */
 static json_t *vhost_domains(struct tctx *c, const struct reg_service *s, uint32_t port)
 {
     json_t *d = json_array();
-    char buf[512];
-    const char *names[4];
-    char n1[256], n2[256];
-    size_t k = 0;
-    names[k++] = s->hostname;
-    if (!s->from_service_entry) {
-        if (!strcmp(s->ns, c->p->ns))
-            names[k++] = s->name;
-        snprintf(n1, sizeof n1, "%s.%s.svc", s->name, s->ns);
-        snprintf(n2, sizeof n2, "%s.%s", s->name, s->ns);
-        names[k++] = n1;
-        names[k++] = n2;
+    char proxy_domain[300];
+    snprintf(proxy_domain, sizeof proxy_domain, "%s.svc.%s", c->p->ns, c->m->domain_suffix);
+    add_domain(d, s->hostname, port);
+    /* the longest common suffix of whole labels */
+    const char *h = s->hostname, *pd = proxy_domain;
+    size_t hl = strlen(h), pl = strlen(pd), k = 0;
+    size_t shared = 0; /* bytes of the shared suffix (without its leading dot) */
+    while (k < hl && k < pl && h[hl - 1 - k] == pd[pl - 1 - k]) {
+        k++;
+        if ((k == pl || pd[pl - 1 - k] == '.') && k < hl && h[hl - 1 - k] == '.')
+            shared = k;
     }
-    for (size_t i = 0; i < k; i++) {
-        json_array_append_new(d, json_string(names[i]));
-        snprintf(buf, sizeof buf, "%s:%u", names[i], port);
-        json_array_append_new(d, json_string(buf));
+    if (shared) {
+        size_t uniq_len = hl - shared - 1;
+        char uniq[256], variant[512];
+        snprintf(uniq, sizeof uniq, "%.*s", (int)uniq_len, h);
+        add_domain(d, uniq, port);
+        const char *sh = h + hl - shared; /* e.g. "default.svc.cluster.local" */
+        for (size_t i = shared - 1; i > 0; i--)
+            if (sh[i] == '.') {
+                snprintf(variant, sizeof variant, "%s.%.*s", uniq, (int)i, sh);
+                add_domain(d, variant, port);
+            }
     }
-    if (*s->vip) {
-        json_array_append_new(d, json_string(s->vip));
-        snprintf(buf, sizeof buf, "%s:%u", s->vip, port);
-        json_array_append_new(d, json_string(buf));
-    }
+    if (*s->vip && !strchr(s->vip, '/'))
+        add_domain(d, s->vip, port);
     return d;
 }
 
@@ -693,7 +708,8 @@ static int sidecar_route_config(struct tctx *c, uint32_t port, json_t *out)
     for (size_t i = 0; i < c->n_visible; i++) {
         const struct reg_service *s = c->visible[i];
         for (size_t p = 0; p < s->n_ports; p++) {
-            if (s->ports[p].port != port || !reg_protocol_is_http(s->ports[p].protocol))
+            if (s->ports[p].port != port || !reg_protocol_is_http(s->ports[p].protocol) ||
+                !t_port_visible(c, s, port))
                 continue;
             const struct istio_object *vs[T_MAX_VS];
             size_t nvs = t_find_vs(c, s->hostname, NULL, NULL, vs, T_MAX_VS);
@@ -825,7 +841,7 @@ int t_gen_routes(struct tctx *c, json_t *out)
     for (size_t i = 0; i < c->n_visible; i++)
         for (size_t p = 0; p < c->visible[i]->n_ports; p++) {
             const struct reg_port *rp = &c->visible[i]->ports[p];
-            if (!reg_protocol_is_http(rp->protocol))
+            if (!reg_protocol_is_http(rp->protocol) || !t_port_visible(c, c->visible[i], rp->port))
                 continue;
             int dup = 0;
             for (size_t k = 0; k < np; k++)

@@ -675,7 +675,25 @@ static void ten_thousand_clusters(void)
     free(s);
 }
 
-TEST_MAIN(TEST(front_proxy_bootstrap), TEST(sample_bootstrap_file), TEST(error_messages),
+/* PBMAP_F_GO_DURATION (Istio's YAML): Go durations inside any message; without the flag the
+ * same text is refused, so Envoy configs keep proto3's form. */
+static void go_durations_flag(void)
+{
+    static const char y[] = "name: c\nconnect_timeout: 1m30s\n";
+    struct ytree *t = ytree_parse(y, strlen(y), "c", NULL, 0);
+    struct pbmap_error err;
+    Cluster *c = (Cluster *)pbmap_from_tree_flags(&envoy__config__cluster__v3__cluster__descriptor, t,
+                                                  "c.yaml", &err, PBMAP_F_GO_DURATION);
+    CHECK(c && c->connect_timeout && c->connect_timeout->seconds == 90);
+    if (c)
+        protobuf_c_message_free_unpacked(&c->base, NULL);
+    c = (Cluster *)pbmap_from_tree_flags(&envoy__config__cluster__v3__cluster__descriptor, t, "c.yaml", &err, 0);
+    CHECK(c == NULL);
+    CHECK_EQ_STR(err.msg, "c.yaml:2: connect_timeout: expected a duration in seconds with an 's' suffix, such as \"1.5s\", got '1m30s'");
+    ytree_free(t);
+}
+
+TEST_MAIN(TEST(go_durations_flag), TEST(front_proxy_bootstrap), TEST(sample_bootstrap_file), TEST(error_messages),
           TEST(nulls_and_names), TEST(durations), TEST(timestamps), TEST(wrappers_and_scalars),
           TEST(structs), TEST(any_of_wkt), TEST(output_of_unpacked_bytes), TEST(helpers_and_escapes),
           TEST(ten_thousand_clusters))

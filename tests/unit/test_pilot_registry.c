@@ -102,14 +102,23 @@ static void test_service_entry_static(void)
         "---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: vm1, namespace: data}\n"
         "spec: {address: 10.4.0.1, labels: {app: vm}}\n"
         "---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: vm2, namespace: other}\n"
-        "spec: {address: 10.4.0.2, labels: {app: vm}}\n";
+        "spec: {address: 10.4.0.2, labels: {app: vm}}\n"
+        "---\napiVersion: v1\nkind: Service\nmetadata: {name: ext, namespace: data}\n"
+        "spec: {type: ExternalName, externalName: api.example.net, ports: [{name: https, port: 443}]}\n"
+        "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: rr, namespace: data}\n"
+        "spec: {hosts: [rr.example.net], resolution: DNS_ROUND_ROBIN, ports: [{number: 80, name: http, protocol: HTTP}]}\n";
     struct istio_object_list l = {0};
     struct istio_errors e = {0};
     CHECK_EQ_INT(istio_parse(text, strlen(text), "se.yaml", NULL, &l, &e), 0);
     struct pilot_model *m = pilot_model_new(l.items, l.n, &e, NULL, 1);
     CHECK(m != NULL);
     if (m) {
-        CHECK_EQ_INT(m->reg->n, 3);
+        CHECK_EQ_INT(m->reg->n, 5);
+        const struct reg_service *ext = registry_find(m->reg, "ext.data.svc.cluster.local");
+        CHECK(ext && ext->resolution == REG_RES_DNS && !*ext->vip && ext->n_eps[0] == 1 &&
+              !strcmp(ext->eps[0][0].address, "api.example.net") && ext->eps[0][0].port == 443);
+        const struct reg_service *rr = registry_find(m->reg, "rr.example.net");
+        CHECK(rr && rr->resolution == REG_RES_DNS_RR && rr->n_eps[0] == 1);
         const struct reg_service *db = registry_find(m->reg, "db2.internal");
         CHECK(db && db->n_eps[0] == 2 && db->eps[0][0].port == 15432 && db->eps[0][1].port == 6000);
         CHECK(db && db->ports[0].protocol == REG_PROTO_TCP && !db->mesh_external);

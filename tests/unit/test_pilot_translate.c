@@ -156,6 +156,7 @@ static void test_tls(void)
     golden("tls-ingress.lds", tls, ingress, PILOT_LDS, "istio=ingressgateway");
     golden("tls-ingress.rds", tls, ingress, PILOT_RDS, "istio=ingressgateway");
     golden("tls-productpage.lds", tls, productpage, PILOT_LDS, NULL);
+    golden("tls-productpage.cds", tls, productpage, PILOT_CDS, NULL);
 }
 
 /* Checks on the messages themselves, independent of the golden text. */
@@ -186,9 +187,13 @@ static void test_messages(void)
                 vh = rc->virtual_hosts[i];
         CHECK(vh != NULL);
         if (vh) {
-            CHECK_EQ_INT(vh->n_domains, 10);
+            CHECK_EQ_INT(vh->n_domains, 12);
+            CHECK_EQ_STR(vh->domains[0], "reviews.default.svc.cluster.local");
             CHECK_EQ_STR(vh->domains[2], "reviews");
-            CHECK_EQ_STR(vh->domains[9], "10.96.0.12:9080");
+            CHECK_EQ_STR(vh->domains[4], "reviews.default.svc.cluster");
+            CHECK_EQ_STR(vh->domains[7], "reviews.default.svc:9080");
+            CHECK_EQ_STR(vh->domains[8], "reviews.default");
+            CHECK_EQ_STR(vh->domains[11], "10.96.0.12:9080");
             const Envoy__Config__Route__V3__RouteAction *a = vh->routes[0]->route;
             CHECK(a && a->weighted_clusters && a->weighted_clusters->n_clusters == 2);
             if (a && a->weighted_clusters && a->weighted_clusters->n_clusters == 2) {
@@ -199,13 +204,16 @@ static void test_messages(void)
         }
     }
     pilot_resources_free(&r);
-    /* a proxy in another namespace sees no short name */
+    /* a proxy in another namespace sees no short name: reviews.default, .svc.cluster, .svc */
     struct pilot_proxy q = {0};
     CHECK_EQ_INT(pilot_proxy_parse("sidecar~10.9.0.1~x.other~other.svc.cluster.local", &q, err, sizeof err), 0);
     CHECK_EQ_INT(pilot_translate(m, &q, PILOT_RDS, &r, NULL), 0);
     if (r.n == 2) {
         const Envoy__Config__Route__V3__RouteConfiguration *rc = (const void *)r.msgs[1];
-        CHECK_EQ_INT(rc->virtual_hosts[0]->n_domains, 8);
+        CHECK_EQ_INT(rc->virtual_hosts[0]->n_domains, 10);
+        CHECK_EQ_STR(rc->virtual_hosts[0]->domains[2], "details.default");
+        CHECK_EQ_STR(rc->virtual_hosts[0]->domains[5], "details.default.svc.cluster:9080");
+        CHECK_EQ_STR(rc->virtual_hosts[0]->domains[6], "details.default.svc");
     }
     pilot_resources_free(&r);
     pilot_proxy_free(&q);
@@ -282,8 +290,61 @@ static void test_warnings(void)
     pilot_proxy_free(&p);
     pilot_model_unref(m);
     pilot_model_unref(base);
+    /* a DestinationRule exported only to its own namespace is invisible elsewhere */
+    static const char dr[] =
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d, namespace: shop}\n"
+        "spec: {host: reviews.default.svc.cluster.local, exportTo: [.], subsets: [{name: only-shop}]}\n"
+        "---\napiVersion: v1\nkind: Service\nmetadata: {name: reviews}\nspec: {ports: [{name: http, port: 9080}]}\n";
+    struct istio_object_list l2 = {0};
+    CHECK_EQ_INT(istio_parse(dr, strlen(dr), "dr.yaml", NULL, &l2, &e), 0);
+    m = pilot_model_new(l2.items, l2.n, NULL, NULL, 1);
+    struct pilot_proxy in_shop = {0}, in_default = {0};
+    CHECK_EQ_INT(pilot_proxy_parse("sidecar~10.5.0.1~a.shop~shop.svc.cluster.local", &in_shop, err, sizeof err), 0);
+    CHECK_EQ_INT(pilot_proxy_parse("sidecar~10.5.0.2~b.default~default.svc.cluster.local", &in_default, err, sizeof err), 0);
+    CHECK_EQ_INT(pilot_translate(m, &in_shop, PILOT_CDS, &r, NULL), 0);
+    size_t n_shop = r.n;
+    pilot_resources_free(&r);
+    CHECK_EQ_INT(pilot_translate(m, &in_default, PILOT_CDS, &r, NULL), 0);
+    CHECK_EQ_INT(n_shop, r.n + 1); /* the only-shop subset cluster */
+    pilot_resources_free(&r);
+    pilot_proxy_free(&in_shop);
+    pilot_proxy_free(&in_default);
+    pilot_model_unref(m);
+    istio_object_list_free(&l2);
     istio_object_list_free(&l);
     istio_errors_free(&e);
 }
 
-TEST_MAIN(TEST(test_node_metadata), TEST(test_warnings), TEST(test_bookinfo_defaults), TEST(test_bookinfo_tasks), TEST(test_tls), TEST(test_messages))
+/* An egress listener with a port scopes the service ports a proxy sees. */
+static void test_sidecar_ports(void)
+{
+    static const char *const extra[] = {"tests/data/istio/translate/sidecar-ports.yaml", NULL};
+    struct pilot_model *m = model(extra);
+    if (!m)
+        return;
+    struct pilot_proxy p = {0};
+    char err[128];
+    CHECK_EQ_INT(pilot_proxy_parse(productpage, &p, err, sizeof err), 0);
+    pilot_proxy_complete(&p, m);
+    struct pilot_resources r;
+    CHECK_EQ_INT(pilot_translate(m, &p, PILOT_LDS, &r, NULL), 0);
+    CHECK_EQ_INT(r.n, 4);
+    if (r.n == 4) {
+        CHECK_EQ_STR(r.names[0], "0.0.0.0_9080");
+        CHECK_EQ_STR(r.names[1], "10.96.0.20_27017");
+    }
+    pilot_resources_free(&r);
+    CHECK_EQ_INT(pilot_translate(m, &p, PILOT_CDS, &r, NULL), 0);
+    int httpbin = 0, mongo = 0, details = 0;
+    for (size_t i = 0; i < r.n; i++) {
+        httpbin |= strstr(r.names[i], "httpbin") != NULL;
+        mongo |= strstr(r.names[i], "mongodb") != NULL;
+        details |= strstr(r.names[i], "details") != NULL;
+    }
+    CHECK(!httpbin && mongo && details);
+    pilot_resources_free(&r);
+    pilot_proxy_free(&p);
+    pilot_model_unref(m);
+}
+
+TEST_MAIN(TEST(test_node_metadata), TEST(test_sidecar_ports), TEST(test_warnings), TEST(test_bookinfo_defaults), TEST(test_bookinfo_tasks), TEST(test_tls), TEST(test_messages))
