@@ -8,7 +8,10 @@
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <openssl/err.h>
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <pcre2.h>
@@ -90,6 +93,11 @@ struct tls_cfg {
     char *sni;
     bool no_tickets, no_cache;
     uint64_t session_timeout_s;
+    /* Session ticket keys, Envoy's 80-byte format: name (16), HMAC secret (32), AES key (32). The
+     * first encrypts new tickets. Without configured keys one random key is made per provider,
+     * so tickets survive a certificate reload (a new SSL_CTX would otherwise get new keys). */
+    unsigned char (*ticket_keys)[80];
+    size_t n_ticket_keys;
     uint32_t max_depth;
 };
 
@@ -380,6 +388,43 @@ static const Secret *find_secret(struct perr *e, tls_secret_fn find, void *arg, 
     return s;
 }
 
+/* Reads session ticket keys now (they are not watched for changes). */
+static int ticket_keys_from(struct perr *e, const Envoy__Extensions__TransportSockets__Tls__V3__TlsSessionTicketKeys *k,
+                            struct tls_cfg *cfg)
+{
+    size_t old = ppush(e, "session_ticket_keys");
+    if (!k || k->n_keys == 0)
+        return perr_fail(e, "keys: at least one key is required");
+    cfg->ticket_keys = calloc(k->n_keys, 80);
+    if (!cfg->ticket_keys)
+        return perr_fail(e, "out of memory");
+    for (size_t i = 0; i < k->n_keys; i++) {
+        size_t o2 = ppush(e, ".keys[%zu]", i);
+        struct tls_src src = {0};
+        const unsigned char *d;
+        size_t n;
+        unsigned char *owned;
+        char why[300];
+        if (src_from(e, k->keys[i], &src) < 0)
+            return -1;
+        int r = src_read(&src, &d, &n, &owned, why, sizeof why);
+        if (r == 0 && n == 80)
+            memcpy(cfg->ticket_keys[i], d, 80);
+        if (owned)
+            OPENSSL_cleanse(owned, n);
+        free(owned);
+        src_free(&src);
+        if (r < 0)
+            return perr_fail(e, "%s", why);
+        if (n != 80)
+            return perr_fail(e, "a session ticket key is exactly 80 bytes, not %zu", n);
+        cfg->n_ticket_keys = i + 1;
+        ppop(e, o2);
+    }
+    ppop(e, old);
+    return 0;
+}
+
 static int cert_from(struct perr *e, const TlsCert *tc, struct tls_cfg *cfg)
 {
     if (cfg->n_certs == TLS_MAX_CERTS)
@@ -505,6 +550,9 @@ static void cfg_free(struct tls_cfg *cfg)
     free(cfg->curves);
     free(cfg->sigalgs);
     free(cfg->sni);
+    if (cfg->ticket_keys)
+        OPENSSL_cleanse(cfg->ticket_keys, cfg->n_ticket_keys * 80);
+    free(cfg->ticket_keys);
 }
 
 /* --- SAN matching --- */
@@ -619,6 +667,36 @@ static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outle
         return SSL_TLSEXT_ERR_NOACK;
     *out = sel;
     return SSL_TLSEXT_ERR_OK;
+}
+
+/* Stateless resumption with the provider's keys (see tls_cfg.ticket_keys). Returns 1 to use
+ * the ticket, 2 to use it and issue a fresh one under the current key, 0 for a full handshake. */
+static int ticket_cb(SSL *ssl, unsigned char name[16], unsigned char *iv, EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx,
+                     int enc)
+{
+    const struct tls_provider *p = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+    const struct tls_cfg *cfg = &p->cfg;
+    OSSL_PARAM params[2] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+                            OSSL_PARAM_construct_end()};
+    size_t k = 0;
+    if (enc) {
+        if (RAND_bytes(iv, 16) != 1)
+            return -1;
+        memcpy(name, cfg->ticket_keys[0], 16);
+    } else {
+        while (k < cfg->n_ticket_keys && memcmp(name, cfg->ticket_keys[k], 16) != 0)
+            k++;
+        if (k == cfg->n_ticket_keys)
+            return 0;
+    }
+    const unsigned char *key = cfg->ticket_keys[k];
+    if (!EVP_MAC_init(hctx, key + 16, 32, params))
+        return -1;
+    if (enc)
+        return EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, key + 48, iv) == 1 ? 1 : -1;
+    if (EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, key + 48, iv) != 1)
+        return -1;
+    return k == 0 ? 1 : 2;
 }
 
 /* Client sessions go to the worker-local slot of the host (upstream session reuse). */
@@ -826,6 +904,8 @@ static SSL_CTX *build_ctx(struct tls_provider *p, char *why, size_t cap)
         SSL_CTX_set_session_cache_mode(ctx, cfg->no_cache ? SSL_SESS_CACHE_OFF : SSL_SESS_CACHE_SERVER);
         if (cfg->no_tickets)
             SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+        else if (cfg->n_ticket_keys)
+            SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb);
         SSL_CTX_set_timeout(ctx, (long)(cfg->session_timeout_s ? cfg->session_timeout_s : 7200));
     } else {
         if (cfg->alpn_len)
@@ -862,11 +942,23 @@ struct tls_provider *tls_provider_new(const struct ProtobufCMessage *msg, bool s
             goto fail;
         }
         if (d->session_ticket_keys_type_case ==
-            ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__DOWNSTREAM_TLS_CONTEXT__SESSION_TICKET_KEYS_TYPE_DISABLE_STATELESS_SESSION_RESUMPTION)
+            ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__DOWNSTREAM_TLS_CONTEXT__SESSION_TICKET_KEYS_TYPE_DISABLE_STATELESS_SESSION_RESUMPTION) {
             cfg->no_tickets = d->disable_stateless_session_resumption;
-        else if (d->session_ticket_keys_type_case != 0) {
-            perr_fail(&e, "session_ticket_keys: not supported yet (tickets use per-process random keys)");
+        } else if (d->session_ticket_keys_type_case ==
+                   ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__DOWNSTREAM_TLS_CONTEXT__SESSION_TICKET_KEYS_TYPE_SESSION_TICKET_KEYS) {
+            if (ticket_keys_from(&e, d->session_ticket_keys, cfg) < 0)
+                goto fail;
+        } else if (d->session_ticket_keys_type_case != 0) {
+            perr_fail(&e, "session_ticket_keys_sds_secret_config: not supported yet; use session_ticket_keys");
             goto fail;
+        }
+        if (!cfg->no_tickets && !cfg->n_ticket_keys) {
+            cfg->ticket_keys = malloc(80);
+            cfg->n_ticket_keys = 1;
+            if (!cfg->ticket_keys || RAND_bytes(cfg->ticket_keys[0], 80) != 1) {
+                perr_fail(&e, "cannot make a session ticket key");
+                goto fail;
+            }
         }
         cfg->no_cache = d->disable_stateful_session_resumption;
         if (d->session_timeout)

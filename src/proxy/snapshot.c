@@ -1047,6 +1047,46 @@ void snapshot_unref(struct snapshot *s)
         snapshot_free(s);
 }
 
+/* Secrets given inline (private keys, key passwords, session ticket keys) never leave the
+ * process: /config_dump shows "[redacted]" in their place, as Envoy does. */
+static void redact_inline(json_t *ds)
+{
+    if (!json_is_object(ds))
+        return;
+    static const char *const inl[] = {"inline_string", "inline_bytes", "inlineString", "inlineBytes"};
+    for (size_t i = 0; i < sizeof inl / sizeof inl[0]; i++)
+        if (json_object_get(ds, inl[i]))
+            json_object_set_new(ds, inl[i], json_string("[redacted]"));
+}
+
+static void redact_secrets(json_t *j)
+{
+    if (json_is_array(j)) {
+        size_t i;
+        json_t *v;
+        json_array_foreach(j, i, v)
+            redact_secrets(v);
+        return;
+    }
+    if (!json_is_object(j))
+        return;
+    const char *k;
+    json_t *v;
+    json_object_foreach(j, k, v) {
+        if (!strcmp(k, "private_key") || !strcmp(k, "privateKey") || !strcmp(k, "password")) {
+            redact_inline(v);
+        } else if (!strcmp(k, "session_ticket_keys") || !strcmp(k, "sessionTicketKeys")) {
+            json_t *keys = json_object_get(v, "keys");
+            size_t i;
+            json_t *e;
+            json_array_foreach(keys, i, e)
+                redact_inline(e);
+        } else {
+            redact_secrets(v);
+        }
+    }
+}
+
 /* The /config_dump body: Envoy's ConfigDump shape with the bootstrap, static clusters and
  * static listeners as given. */
 static char *render_config_dump(const Bootstrap *b)
@@ -1080,6 +1120,7 @@ static char *render_config_dump(const Bootstrap *b)
     json_array_append_new(configs, cd);
     json_array_append_new(configs, ld);
     json_object_set_new(root, "configs", configs);
+    redact_secrets(root);
     char *s = pbmap_json_dumps(root, 1);
     json_decref(root);
     return s;

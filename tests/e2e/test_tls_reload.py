@@ -47,11 +47,13 @@ cfg = bootstrap(admin, listener("tls", port, [hcm_chain("tls", "be", tls=tls)]),
 proxy = Proxy(cfg, admin)
 
 
-def connect():
-    ctx = ssl.create_default_context(cafile=pki.ca)
-    ctx.load_cert_chain(cli_crt, cli_key)
-    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5), server_hostname="localhost")
-    return s
+ctx = ssl.create_default_context(cafile=pki.ca)
+ctx.load_cert_chain(cli_crt, cli_key)
+
+
+def connect(session=None):
+    return ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5), server_hostname="localhost",
+                           session=session)
 
 
 def peer_serial(s):
@@ -94,12 +96,16 @@ def wait_serial(want, timeout=5.0):
 check("static secrets by name serve the certificate", wait_serial(serial(c1), 1) == serial(c1))
 old = connect()
 check("a connection made before the reload works", request(old, "/before"))
+saved = old.session  # the TLS 1.3 ticket arrived with the response
 
 replace(c2, k2)
 check("after the files change, new connections get the new certificate", wait_serial(serial(c2)) == serial(c2))
 check("the connection made before still works", request(old, "/after"))
 check("and still has the old certificate", peer_serial(old) == serial(c1))
 old.close()
+r = connect(session=saved)
+check("a session from before the reload resumes (ticket keys survive it)", r.session_reused and request(r, "/resumed"))
+r.close()
 
 # A broken file: logged, and the last good certificate keeps serving.
 with open(live_crt + ".tmp", "w") as f:

@@ -20,7 +20,15 @@ exp_crt, exp_key = pki.leaf("old", ["URI:" + SPIFFE + "reviews"], days=-1)
 unt_crt, unt_key = other.leaf("stranger", ["URI:" + SPIFFE + "reviews"])
 
 be = backend("be")
-admin, port, mport, tport, aport = free_port(), free_port(), free_port(), free_port(), free_port()
+admin, port, mport, tport, aport, iport = (free_port() for _ in range(6))
+pem = lambda path: json.dumps(open(path).read())
+inline_tls = """      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+            tls_certificates: [{certificate_chain: {inline_string: %s}, private_key: {inline_string: %s}}]
+""" % (pem(srv_crt), pem(srv_key))
 log = pki.path("access.log")
 llog = pki.path("listener.log")
 fmt = "HTTP %RESPONSE_CODE% sni=%REQUESTED_SERVER_NAME% san=%DOWNSTREAM_PEER_URI_SAN% ver=%DOWNSTREAM_TLS_VERSION%"
@@ -33,7 +41,8 @@ listeners = (
         sans=[("URI", "{exact: %s}" % (SPIFFE + "reviews")), ("URI", "{safe_regex: {regex: '.*/sa/ratings'}}")]))],
         access_log=file_log(llog, lfmt)) +
     listener("tcp", tport, [tcp_chain("tcptls", "be", tls=downstream_tls(srv_crt, srv_key))]) +
-    listener("alpn", aport, [tcp_chain("alpn", "be", tls=downstream_tls(srv_crt, srv_key, alpn=["h2", "http/1.1"]))]))
+    listener("alpn", aport, [tcp_chain("alpn", "be", tls=downstream_tls(srv_crt, srv_key, alpn=["h2", "http/1.1"]))]) +
+    listener("inline", iport, [hcm_chain("inline", "be", tls=inline_tls)]))
 proxy = Proxy(bootstrap(admin, listeners, static_cluster("be", [be])), admin)
 lstat = "listener.127.0.0.1_%d.ssl." % port
 mstat = "listener.127.0.0.1_%d.ssl." % mport
@@ -144,6 +153,13 @@ check("TLS 1.3 session resumed", "Reused, TLSv1.3" in out, out[-800:])
 rc, out = s_client(port, "-CAfile", pki.ca, "-tls1_2", "-reconnect")
 check("TLS 1.2 session resumed (-reconnect)", out.count("Reused, TLSv1.2") >= 1, out[-800:])
 check("ssl.session_reused counted", proxy.stats().get(lstat + "session_reused", 0) >= before + 2)
+
+# Inline certificates; the private key never shows in /config_dump.
+st, _, _ = curl("https://localhost:%d/" % iport, "--cacert", pki.ca, "--resolve", "localhost:%d:127.0.0.1" % iport)
+check("inline_string certificate and key", st == 200)
+_, dump = proxy.admin("/config_dump")
+check("config_dump redacts inline private keys", "PRIVATE KEY" not in dump and "[redacted]" in dump and
+      "BEGIN CERTIFICATE" in dump, dump[:300])
 
 check("proxy exits cleanly", proxy.stop() == 0, proxy.output()[-2000:])
 finish()

@@ -292,6 +292,59 @@ static size_t client_hello(const char *sni, const unsigned char *alpn, unsigned 
     return n > 0 ? (size_t)n : 0;
 }
 
+/* Two servers with the same session_ticket_keys resume each other's sessions (as two
+ * processes of one deployment do); a server with other keys falls back to a full handshake. */
+static void ticket_keys(void)
+{
+    setup();
+    unsigned char key[80];
+    for (int i = 0; i < 80; i++)
+        key[i] = (unsigned char)(i * 7 + 1);
+    char *b64 = pbmap_base64(key, sizeof key);
+    char err[512], y[20000];
+    snprintf(y, sizeof y, "session_ticket_keys: {keys: [{inline_bytes: \"%s\"}]}\ncommon_tls_context: {tls_certificates: "
+             "[{certificate_chain: {inline_string: %s}, private_key: {inline_string: %s}}]}", b64, y_srv_cert, y_srv_key);
+    struct tls_provider *a = provider(y, true, err, sizeof err), *b = provider(y, true, err, sizeof err);
+    CHECK(a && b);
+    snprintf(y, sizeof y, "common_tls_context: {tls_certificates: [{certificate_chain: {inline_string: %s}, "
+             "private_key: {inline_string: %s}}]}", y_srv_cert, y_srv_key);
+    struct tls_provider *other = provider(y, true, err, sizeof err);
+    struct tls_provider *cl = provider("common_tls_context: {}", false, err, sizeof err);
+    CHECK(other && cl);
+    CHECK(provider("session_ticket_keys: {keys: [{inline_string: short}]}\ncommon_tls_context: {}", true, err, sizeof err) == NULL);
+    CHECK(strstr(err, "session_ticket_keys.keys[0]: a session ticket key is exactly 80 bytes") != NULL);
+    free(b64);
+    if (!a || !b || !other || !cl)
+        return;
+    SSL_SESSION *slot = NULL;
+    struct tls_provider *servers[3] = {a, b, other};
+    bool reused[3] = {false, false, false};
+    for (int i = 0; i < 3; i++) {
+        int fds[2];
+        socketpair_nb(fds);
+        struct transport s = transport_plain(fds[0]), c = transport_plain(fds[1]);
+        tls_transport_start(&s, servers[i], true, NULL, NULL, NULL);
+        tls_transport_start(&c, cl, false, NULL, i ? slot : NULL, &slot);
+        enum tls_fail sf, cf;
+        CHECK(handshake_pair(&s, &c, &sf, &cf) == 0);
+        /* TLS 1.3 tickets come after the handshake: let the client read them. */
+        char buf[16];
+        transport_send(&s, "x", 1);
+        transport_recv(&c, buf, sizeof buf);
+        reused[i] = transport_session_reused(&c);
+        transport_close(&s);
+        transport_close(&c);
+    }
+    CHECK(!reused[0]);
+    CHECK(reused[1]);   /* a's ticket, accepted by b */
+    CHECK(!reused[2]);  /* other keys: full handshake */
+    tls_session_free(slot);
+    tls_provider_free(a);
+    tls_provider_free(b);
+    tls_provider_free(other);
+    tls_provider_free(cl);
+}
+
 static void tls_inspector(void)
 {
     uint8_t hello[4096];
@@ -415,5 +468,5 @@ static void cleanup(void)
     free(cli_key);
 }
 
-TEST_MAIN(TEST(config_errors), TEST(handshake_and_io), TEST(tls_inspector), TEST(http_inspector),
+TEST_MAIN(TEST(config_errors), TEST(handshake_and_io), TEST(ticket_keys), TEST(tls_inspector), TEST(http_inspector),
           TEST(server_name_matching), TEST(pem_checks), TEST(stat_names), TEST(cleanup))
