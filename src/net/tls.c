@@ -45,6 +45,9 @@ typedef Envoy__Type__Matcher__V3__StringMatcher StringMatcher;
 #define TLS_MAX_FILE (1u << 20)    /* a PEM file larger than 1 MiB is refused */
 #define TLS_GRACE_MS 10000
 #define TLS_MAX_ALPN 255
+#define ENVOY_DEFAULT_CIPHERS                                                                     \
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-AES128-GCM-SHA256:"    \
+    "ECDHE-RSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384"
 
 static const struct stat_def ssl_stat_defs[SSL_ST_COUNT] = {
     [SSL_ST_HANDSHAKE] = {"handshake", STAT_COUNTER},
@@ -794,8 +797,14 @@ static SSL_CTX *build_ctx(struct tls_provider *p, char *why, size_t cap)
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_COMPRESSION |
                                  (cfg->server ? SSL_OP_CIPHER_SERVER_PREFERENCE : 0));
     SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    /* Envoy's defaults: TLS 1.2 at least; at most 1.3 for servers and 1.2 for clients; its
+     * cipher list for TLS <= 1.2 and its curves. */
     SSL_CTX_set_min_proto_version(ctx, cfg->min_ver ? cfg->min_ver : TLS1_2_VERSION);
-    SSL_CTX_set_max_proto_version(ctx, cfg->max_ver ? cfg->max_ver : TLS1_3_VERSION);
+    SSL_CTX_set_max_proto_version(ctx, cfg->max_ver ? cfg->max_ver : cfg->server ? TLS1_3_VERSION : TLS1_2_VERSION);
+    if (!cfg->ciphers)
+        SSL_CTX_set_cipher_list(ctx, ENVOY_DEFAULT_CIPHERS);
+    if (!cfg->curves)
+        SSL_CTX_set1_groups_list(ctx, "X25519:P-256");
     if (cfg->ciphers && !SSL_CTX_set_cipher_list(ctx, cfg->ciphers)) {
         snprintf(why, cap, "tls_params.cipher_suites: no usable cipher in '%s'", cfg->ciphers);
         goto fail;
@@ -968,6 +977,7 @@ struct tls_provider *tls_provider_new(const struct ProtobufCMessage *msg, bool s
         common = u->common_tls_context;
         if (u->sni && *u->sni)
             cfg->sni = strdup(u->sni);
+        cfg->no_cache = u->max_session_keys && u->max_session_keys->value == 0; /* 0: no resumption */
     }
     size_t old = ppush(&e, "common_tls_context");
     if (common_from(&e, common, cfg, find, find_arg) < 0)
@@ -1093,9 +1103,11 @@ int tls_transport_start(struct transport *t, struct tls_provider *p, bool server
         SSL_set_connect_state(ssl);
         if (sni && *sni)
             SSL_set_tlsext_host_name(ssl, sni);
-        if (session)
-            SSL_set_session(ssl, session);
-        SSL_set_ex_data(ssl, ex_slot_idx, session_slot);
+        if (!p->cfg.no_cache) {
+            if (session)
+                SSL_set_session(ssl, session);
+            SSL_set_ex_data(ssl, ex_slot_idx, session_slot);
+        }
     }
     t->ssl = ssl;
     t->failed = false;

@@ -180,7 +180,8 @@ static void handshake_and_io(void)
     struct tls_provider *sp = provider(y, true, err, sizeof err);
     CHECK(sp != NULL);
     snprintf(y, sizeof y,
-             "sni: server.test\ncommon_tls_context:\n  alpn_protocols: [http/1.1, h2]\n  tls_certificates: [{certificate_chain: "
+             "sni: server.test\ncommon_tls_context:\n  tls_params: {tls_maximum_protocol_version: TLSv1_3}\n"
+             "  alpn_protocols: [http/1.1, h2]\n  tls_certificates: [{certificate_chain: "
              "{inline_string: %s}, private_key: {inline_string: %s}}]\n  validation_context:\n    trusted_ca: {inline_string: %s}\n"
              "    match_typed_subject_alt_names: [{san_type: DNS, matcher: {exact: server.test}}]\n",
              y_cli_cert, y_cli_key, y_srv_cert);
@@ -252,6 +253,26 @@ static void handshake_and_io(void)
     transport_close(&s);
     transport_close(&c);
     tls_session_free(slot);
+
+    /* Envoy's client default is TLS 1.2 at most; its sessions resume too, again and again. */
+    struct tls_provider *c12 = provider("common_tls_context: {}", false, err, sizeof err);
+    slot = NULL;
+    int reused12 = 0;
+    for (int i = 0; i < 3 && c12; i++) {
+        socketpair_nb(fds);
+        s = transport_plain(fds[0]);
+        c = transport_plain(fds[1]);
+        tls_transport_start(&s, sp, true, NULL, NULL, NULL);
+        tls_transport_start(&c, c12, false, NULL, slot, &slot);
+        CHECK(handshake_pair(&s, &c, &sf, &cf) == 0);
+        CHECK_EQ_STR(transport_tls_version(&c), "TLSv1.2");
+        reused12 += transport_session_reused(&c);
+        transport_close(&s);
+        transport_close(&c);
+    }
+    CHECK_EQ_INT(reused12, 2);
+    tls_session_free(slot);
+    tls_provider_free(c12);
 
     /* A client whose SNI-verified name does not match the server's SAN fails with TLS_FAIL_SAN. */
     snprintf(y, sizeof y, "common_tls_context:\n  validation_context:\n    trusted_ca: {inline_string: %s}\n"

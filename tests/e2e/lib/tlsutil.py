@@ -107,7 +107,7 @@ def downstream_tls(cert, key, ca=None, require_client=False, sans=(), alpn=(), e
     return y
 
 
-def upstream_tls(ca=None, cert=None, key=None, sni=None, sans=(), alpn=()):
+def upstream_tls(ca=None, cert=None, key=None, sni=None, sans=(), alpn=(), tls_params=None):
     """A cluster's transport_socket YAML (indented for a cluster entry)."""
     y = """    transport_socket:
       name: envoy.transport_sockets.tls
@@ -117,6 +117,8 @@ def upstream_tls(ca=None, cert=None, key=None, sni=None, sans=(), alpn=()):
     if sni:
         y += "        sni: %s\n" % sni
     y += "        common_tls_context:\n"
+    if tls_params:
+        y += "          tls_params: %s\n" % tls_params
     if cert:
         y += "          tls_certificates: [{certificate_chain: {filename: %s}, private_key: {filename: %s}}]\n" % (cert, key)
     if alpn:
