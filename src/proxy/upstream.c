@@ -151,7 +151,8 @@ static void connected(struct uconn *u)
     u->state = UC_OPEN;
     u->handshaking = false;
     u->writable = true;
-    u->readable = true; /* bytes may have come with the end of the handshake */
+    if (transport_is_tls(&u->tp))
+        u->readable = true; /* OpenSSL may hold bytes that came with the end of the handshake */
     uconn_stat(u, CS_UPSTREAM_CX_ACTIVE, 1);
     u->cb(u, UE_CONNECTED, u->owner);
 }
