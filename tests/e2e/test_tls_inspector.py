@@ -23,7 +23,7 @@ d = tls_backend("d", *pki.leaf("d", ["DNS:localhost"]))
 plain = backend("plain")
 h2 = backend("h2target")
 
-admin, pport, sport, hport, nport = (free_port() for _ in range(5))
+admin, pport, sport, hport, nport, tport, cport = (free_port() for _ in range(7))
 llog = pki.path("listener.log")
 mtls = downstream_tls(srv_crt, srv_key, ca=pki.ca, require_client=True,
                       sans=[("URI", "{prefix: '%s'}" % SPIFFE)])
@@ -45,7 +45,13 @@ listeners = (
     ], listener_filters=[HTTP_INSPECTOR]) +
     listener("nomatch", nport, [tcp_chain("only", "a", match='{server_names: ["only.example.com"]}')],
              listener_filters=[TLS_INSPECTOR],
-             access_log=file_log(llog, "CONN %RESPONSE_FLAGS% sni=%REQUESTED_SERVER_NAME%")))
+             access_log=file_log(llog, "CONN %RESPONSE_FLAGS% sni=%REQUESTED_SERVER_NAME%")) +
+    # A client that says nothing: closed after listener_filters_timeout ...
+    listener("timeout", tport, [hcm_chain("t_plain", "plain")], listener_filters=[TLS_INSPECTOR, HTTP_INSPECTOR],
+             extra="    listener_filters_timeout: 0.3s\n") +
+    # ... or, with continue_on_listener_filters_timeout, matched as plaintext (server-first protocols).
+    listener("cont", cport, [tcp_chain("server_first", "plain")], listener_filters=[TLS_INSPECTOR],
+             extra="    listener_filters_timeout: 0.3s\n    continue_on_listener_filters_timeout: true\n"))
 clusters = "".join(static_cluster(n, [p]) for n, p in
                    (("a", a), ("b", b), ("c", c), ("d", d), ("plain", plain), ("h2target", h2)))
 proxy = Proxy(bootstrap(admin, listeners, clusters), admin)
@@ -109,6 +115,75 @@ check("http_inspector: h2c preface to its chain", s.get("tcp.h2c.downstream_cx_t
       {k: v for k, v in s.items() if k.startswith(("tcp.", "http.h1"))})
 check("http_inspector stats", s.get("http_inspector.http11_found") == 1 and s.get("http_inspector.http10_found") == 1 and
       s.get("http_inspector.http2_found") == 1, {k: v for k, v in s.items() if k.startswith("http_inspector")})
+
+# A ClientHello that arrives in two pieces: the inspector waits for the rest, consumes nothing,
+# and the handshake then runs on the whole of it.
+import ssl  # noqa: E402
+cctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+cctx.load_verify_locations(pki.ca)
+cctx.load_cert_chain(cli_crt, cli_key)
+inb, outb = ssl.MemoryBIO(), ssl.MemoryBIO()
+obj = cctx.wrap_bio(inb, outb, server_hostname="localhost")
+try:
+    obj.do_handshake()
+except ssl.SSLWantReadError:
+    pass
+hello = outb.read()
+sock = socket.create_connection(("127.0.0.1", pport), timeout=5)
+sock.sendall(hello[:20])
+time.sleep(0.3)
+sock.sendall(hello[20:])
+reply = sock.recv(65536)
+check("a ClientHello in pieces gets a ServerHello", reply[:1] == b"\x16", reply[:10])
+inb.write(reply)
+for _ in range(20):
+    try:
+        obj.do_handshake()
+        break
+    except ssl.SSLWantReadError:
+        data = outb.read()
+        if data:
+            sock.sendall(data)
+        inb.write(sock.recv(65536))
+data = outb.read()
+if data:
+    sock.sendall(data)
+obj.write(b"GET /pieces HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+sock.sendall(outb.read())
+resp = b""
+deadline = time.time() + 5
+while time.time() < deadline and b'"/pieces"' not in resp:
+    chunk = sock.recv(65536)
+    if not chunk:
+        break
+    inb.write(chunk)
+    try:
+        resp += obj.read(65536)
+    except ssl.SSLWantReadError:
+        pass
+sock.close()
+check("... and the request over it is answered", resp.startswith(b"HTTP/1.1 200") and b'"/pieces"' in resp, resp[:200])
+
+# Listener filter timeout.
+before = proxy.stats().get("listener.127.0.0.1_%d.downstream_pre_cx_timeout" % tport, 0)
+t0 = time.time()
+sock = socket.create_connection(("127.0.0.1", tport), timeout=5)
+closed = sock.recv(10) == b""
+sock.close()
+check("silent client closed after listener_filters_timeout", closed and 0.2 < time.time() - t0 < 3, time.time() - t0)
+check("downstream_pre_cx_timeout counted",
+      proxy.stats().get("listener.127.0.0.1_%d.downstream_pre_cx_timeout" % tport, 0) == before + 1)
+sock = socket.create_connection(("127.0.0.1", cport), timeout=5)
+time.sleep(0.5)
+sock.sendall(b"GET /late HTTP/1.0\r\n\r\n")
+data = b""
+while True:
+    chunk = sock.recv(65536)
+    if not chunk:
+        break
+    data += chunk
+sock.close()
+check("continue_on_listener_filters_timeout: matched as plaintext", b'"/late"' in data, data[:200])
 
 # No chain matches this SNI: closed, counted and logged with the name.
 rc, out = s_client(nport, "-servername", "nope.example.com")

@@ -4,6 +4,7 @@ SPIFFE SAN matching, ALPN, session resumption, and every rejection with its ssl.
 listener access log entry (%DOWNSTREAM_TRANSPORT_FAILURE_REASON%)."""
 import json
 import os
+import socket
 import sys
 import time
 
@@ -20,7 +21,7 @@ exp_crt, exp_key = pki.leaf("old", ["URI:" + SPIFFE + "reviews"], days=-1)
 unt_crt, unt_key = other.leaf("stranger", ["URI:" + SPIFFE + "reviews"])
 
 be = backend("be")
-admin, port, mport, tport, aport, iport = (free_port() for _ in range(6))
+admin, port, mport, tport, aport, iport, hport = (free_port() for _ in range(7))
 pem = lambda path: json.dumps(open(path).read())
 inline_tls = """      transport_socket:
         name: envoy.transport_sockets.tls
@@ -42,7 +43,10 @@ listeners = (
         access_log=file_log(llog, lfmt)) +
     listener("tcp", tport, [tcp_chain("tcptls", "be", tls=downstream_tls(srv_crt, srv_key))]) +
     listener("alpn", aport, [tcp_chain("alpn", "be", tls=downstream_tls(srv_crt, srv_key, alpn=["h2", "http/1.1"]))]) +
-    listener("inline", iport, [hcm_chain("inline", "be", tls=inline_tls)]))
+    listener("inline", iport, [hcm_chain("inline", "be", tls=inline_tls)]) +
+    listener("slow", hport, [hcm_chain("slow", "be", tls=downstream_tls(srv_crt, srv_key) +
+                                       "      transport_socket_connect_timeout: 0.3s\n")],
+             access_log=file_log(llog, lfmt)))
 proxy = Proxy(bootstrap(admin, listeners, static_cluster("be", [be])), admin)
 lstat = "listener.127.0.0.1_%d.ssl." % port
 mstat = "listener.127.0.0.1_%d.ssl." % mport
@@ -153,6 +157,20 @@ check("TLS 1.3 session resumed", "Reused, TLSv1.3" in out, out[-800:])
 rc, out = s_client(port, "-CAfile", pki.ca, "-tls1_2", "-reconnect")
 check("TLS 1.2 session resumed (-reconnect)", out.count("Reused, TLSv1.2") >= 1, out[-800:])
 check("ssl.session_reused counted", proxy.stats().get(lstat + "session_reused", 0) >= before + 2)
+
+# A client that never finishes its handshake is closed after transport_socket_connect_timeout.
+hstat = "listener.127.0.0.1_%d.ssl." % hport
+t0 = time.time()
+sock = socket.create_connection(("127.0.0.1", hport), timeout=5)
+sock.sendall(b"\x16\x03\x01")
+try:
+    closed = sock.recv(10) == b""
+except ConnectionResetError:
+    closed = True
+sock.close()
+check("stalled handshake closed after its timeout", closed and 0.2 < time.time() - t0 < 3, time.time() - t0)
+check("stalled handshake: ssl.connection_error", proxy.stats().get(hstat + "connection_error", 0) == 1)
+check("stalled handshake: listener access log", "handshake timeout" in wait_log(llog, "handshake timeout"))
 
 # Inline certificates; the private key never shows in /config_dump.
 st, _, _ = curl("https://localhost:%d/" % iport, "--cacert", pki.ca, "--resolve", "localhost:%d:127.0.0.1" % iport)

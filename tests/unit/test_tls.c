@@ -19,6 +19,7 @@
 #include "net/inspect.h"
 #include "net/tls.h"
 #include "net/transport.h"
+#include "proxy/access_log.h"
 #include "proxy/config.h"
 #include "proxy/listener.h"
 #include "test.h"
@@ -208,6 +209,21 @@ static void handshake_and_io(void)
     char sans[256];
     CHECK(transport_peer_sans(&c, TRANSPORT_SAN_DNS, sans, sizeof sans) == 1);
     CHECK_EQ_STR(sans, "server.test");
+    /* The access log operators read the connection's transport. */
+    char aerr[128], line[512];
+    struct access_log *al = access_log_new("/dev/null", "%REQUESTED_SERVER_NAME% %DOWNSTREAM_PEER_URI_SAN% "
+                                           "%DOWNSTREAM_TLS_VERSION% %DOWNSTREAM_TRANSPORT_FAILURE_REASON% "
+                                           "%UPSTREAM_TRANSPORT_FAILURE_REASON%", aerr, sizeof aerr);
+    CHECK(al != NULL);
+    struct stream_info si = {.downstream_tp = &s, .upstream_transport_failure_reason = "TLS_error:|x:TLS_error_end"};
+    if (al) {
+        access_log_format(al, &si, line, sizeof line);
+        CHECK_EQ_STR(line, "server.test spiffe://cluster.local/ns/default/sa/reviews TLSv1.3 - TLS_error:|x:TLS_error_end");
+        struct stream_info none = {0};
+        access_log_format(al, &none, line, sizeof line);
+        CHECK_EQ_STR(line, "- - - - -");
+        access_log_free(al);
+    }
     /* Gathered write: three buffers arrive in order. */
     struct iovec iov[3] = {{"head ", 5}, {"body ", 5}, {"tail", 4}};
     CHECK(transport_sendv(&c, iov, 3) == 14);
