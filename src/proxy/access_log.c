@@ -10,12 +10,16 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "net/transport.h"
+
 enum tok_kind {
     T_TEXT, T_START_TIME, T_REQ, T_RESP, T_PROTOCOL, T_RESPONSE_CODE, T_RESPONSE_FLAGS,
     T_BYTES_RECEIVED, T_BYTES_SENT, T_DURATION, T_RESPONSE_DURATION, T_UPSTREAM_HOST,
     T_UPSTREAM_CLUSTER, T_DOWNSTREAM_REMOTE_ADDRESS, T_DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT,
     T_DOWNSTREAM_LOCAL_ADDRESS, T_DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT, T_ROUTE_NAME,
     T_RESPONSE_CODE_DETAILS, T_HOSTNAME, T_REQUEST_DURATION, T_UPSTREAM_SERVICE_TIME,
+    T_DOWNSTREAM_TRANSPORT_FAILURE_REASON, T_UPSTREAM_TRANSPORT_FAILURE_REASON, T_REQUESTED_SERVER_NAME,
+    T_DOWNSTREAM_PEER_URI_SAN, T_DOWNSTREAM_TLS_VERSION,
 };
 
 struct token {
@@ -45,6 +49,10 @@ static const struct { const char *name; enum tok_kind kind; } commands[] = {
     {"DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT", T_DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT},
     {"ROUTE_NAME", T_ROUTE_NAME}, {"RESPONSE_CODE_DETAILS", T_RESPONSE_CODE_DETAILS},
     {"HOSTNAME", T_HOSTNAME}, {"UPSTREAM_SERVICE_TIME", T_UPSTREAM_SERVICE_TIME},
+    {"DOWNSTREAM_TRANSPORT_FAILURE_REASON", T_DOWNSTREAM_TRANSPORT_FAILURE_REASON},
+    {"UPSTREAM_TRANSPORT_FAILURE_REASON", T_UPSTREAM_TRANSPORT_FAILURE_REASON},
+    {"REQUESTED_SERVER_NAME", T_REQUESTED_SERVER_NAME}, {"DOWNSTREAM_PEER_URI_SAN", T_DOWNSTREAM_PEER_URI_SAN},
+    {"DOWNSTREAM_TLS_VERSION", T_DOWNSTREAM_TLS_VERSION},
 };
 
 static char *lower_dup(const char *p, size_t n)
@@ -336,6 +344,14 @@ static void put_ms(struct out *o, uint64_t from, uint64_t to)
         put_u64(o, (to - from) / 1000u);
 }
 
+static void put_opt(struct out *o, const char *s)
+{
+    if (s && *s)
+        put(o, s, strlen(s));
+    else
+        put_dash(o);
+}
+
 size_t access_log_format(const struct access_log *log, const struct stream_info *si, char *buf, size_t cap)
 {
     struct out o = {buf, 0, cap ? cap - 1 : 0};
@@ -389,6 +405,11 @@ size_t access_log_format(const struct access_log *log, const struct stream_info 
         case T_DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT: put_addr(&o, si->downstream_remote, false); break;
         case T_DOWNSTREAM_LOCAL_ADDRESS: put_addr(&o, si->downstream_local, true); break;
         case T_DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT: put_addr(&o, si->downstream_local, false); break;
+        case T_DOWNSTREAM_TRANSPORT_FAILURE_REASON: put_opt(&o, si->downstream_transport_failure_reason); break;
+        case T_UPSTREAM_TRANSPORT_FAILURE_REASON: put_opt(&o, si->upstream_transport_failure_reason); break;
+        case T_REQUESTED_SERVER_NAME: put_opt(&o, si->downstream_tp ? si->downstream_tp->server_name : NULL); break;
+        case T_DOWNSTREAM_PEER_URI_SAN: put_opt(&o, si->downstream_tp ? si->downstream_tp->peer_uri_san : NULL); break;
+        case T_DOWNSTREAM_TLS_VERSION: put_opt(&o, si->downstream_tp ? transport_tls_version(si->downstream_tp) : NULL); break;
         case T_HOSTNAME: {
             char h[256];
             if (gethostname(h, sizeof h) == 0) put(&o, h, strnlen(h, sizeof h)); else put_dash(&o);

@@ -18,6 +18,7 @@ struct lb_table;
 struct lb_config;
 struct access_log;
 struct dns_resolver;
+struct tls_provider;
 
 #define ADDR_STR_MAX 64   /* "[ffff:...]:65535" */
 
@@ -70,6 +71,8 @@ struct cluster {
     uint64_t dns_refresh_ms;       /* dns_refresh_rate, default 5 s */
     int dns_family;                /* AF_UNSPEC, AF_INET, AF_INET6 (dns_lookup_family) */
     struct stat_block *stats;
+    struct tls_provider *tls;      /* transport_socket envoy.transport_sockets.tls, or NULL */
+    struct stat_block *ssl_stats;  /* "cluster.<name>.ssl." when tls */
 };
 
 struct dns_target {
@@ -138,6 +141,8 @@ struct filter_chain_match {
     uint32_t *source_ports; size_t n_source_ports;
     int source_type;               /* ANY(0), SAME_IP_OR_LOOPBACK(1), EXTERNAL(2) */
     char *transport_protocol;      /* NULL = any; "raw_buffer" or "tls" */
+    char **server_names; size_t n_server_names;           /* lower-cased; "*.suffix" wildcards */
+    char **application_protocols; size_t n_application_protocols;
 };
 
 struct filter_chain {
@@ -146,11 +151,14 @@ struct filter_chain {
     enum net_filter_kind kind;
     struct hcm_config *hcm;
     struct tcp_proxy_config *tcp;
+    struct tls_provider *tls;      /* transport_socket envoy.transport_sockets.tls, or NULL */
+    uint64_t handshake_timeout_ms; /* transport_socket_connect_timeout, default 10 s */
 };
 
 /* Listener stats ("listener.<address>."). */
 enum listener_stat { LS_DOWNSTREAM_CX_TOTAL, LS_DOWNSTREAM_CX_ACTIVE, LS_DOWNSTREAM_CX_DESTROY,
-                     LS_NO_FILTER_CHAIN_MATCH, LS_DOWNSTREAM_CX_OVERFLOW, LS_COUNT };
+                     LS_NO_FILTER_CHAIN_MATCH, LS_DOWNSTREAM_CX_OVERFLOW, LS_DOWNSTREAM_PRE_CX_TIMEOUT,
+                     LS_DOWNSTREAM_PRE_CX_ACTIVE, LS_COUNT };
 extern const struct stat_schema listener_stat_schema;
 
 /* HTTP connection manager stats ("http.<stat_prefix>."). */
@@ -185,7 +193,23 @@ struct listener_config {
     struct filter_chain *default_chain;
     uint32_t per_connection_buffer_limit;
     struct stat_block *stats;
+    /* Listener filters and TLS: connections go through a pending phase (listener/pending.c)
+     * when an inspector is configured or any chain terminates TLS. */
+    bool tls_inspector, http_inspector;
+    bool any_tls;                  /* some chain has a TLS transport socket */
+    uint64_t listener_filters_timeout_ms;  /* default 15 s, 0 = none */
+    bool continue_on_listener_filters_timeout;
+    struct stat_block *ssl_stats;  /* "listener.<address>.ssl." */
+    struct stat_block *tls_inspector_stats, *http_inspector_stats;
+    struct access_log **access_logs;       /* Listener.access_log: connections that never reach a filter */
+    size_t n_access_logs;
 };
+
+/* Listener filter stats, Envoy's global "tls_inspector." and "http_inspector." blocks. */
+enum tls_inspector_stat { TI_TLS_FOUND, TI_TLS_NOT_FOUND, TI_SNI_FOUND, TI_SNI_NOT_FOUND, TI_ALPN_FOUND,
+                          TI_ALPN_NOT_FOUND, TI_CLIENT_HELLO_TOO_LARGE, TI_COUNT };
+enum http_inspector_stat { HI_HTTP10_FOUND, HI_HTTP11_FOUND, HI_HTTP2_FOUND, HI_HTTP_NOT_FOUND, HI_COUNT };
+extern const struct stat_schema tls_inspector_stat_schema, http_inspector_stat_schema;
 
 struct admin_config {
     bool enabled;

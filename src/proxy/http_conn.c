@@ -24,6 +24,7 @@
 #include "common/log.h"
 #include "common/sock.h"
 #include "net/http1.h"
+#include "net/transport.h"
 #include "proxy/access_log.h"
 #include "proxy/config.h"
 #include "proxy/http_util.h"
@@ -81,6 +82,7 @@ struct stream {
 
 struct hconn {
     struct io io;
+    struct transport tp;           /* the downstream socket, plaintext or TLS */
     struct worker *w;
     struct snapshot *snap;         /* one reference */
     struct listener_config *lc;
@@ -123,7 +125,7 @@ static void hconn_close(struct hconn *d)
     struct loop *l = d->w->loop;
     timer_stop(l, &d->idle_timer);
     io_stop(l, &d->io);
-    close(d->io.fd);
+    transport_close(&d->tp);
     buf_put(&d->w->bufs, d->in);
     buf_put(&d->w->bufs, d->out);
     d->in = d->out = NULL;
@@ -149,7 +151,7 @@ static size_t read_downstream(struct hconn *d, size_t keep)
     size_t total = 0;
     while (d->readable && buf_room(d->in) > 0) {
         size_t room = buf_room(d->in);
-        ssize_t n = sock_recv(d->io.fd, buf_wpos(d->in), room);
+        ssize_t n = transport_recv(&d->tp, buf_wpos(d->in), room);
         if (n > 0) {
             d->in->tail += (size_t)n;
             total += (size_t)n;
@@ -185,7 +187,7 @@ static long write_downstream(struct hconn *d, const char *body, size_t body_len)
         iov[n++] = (struct iovec){(void *)body, body_len};
     if (n == 0 || !d->writable)
         return 0;
-    ssize_t w = sock_sendv(d->io.fd, iov, n);
+    ssize_t w = transport_sendv(&d->tp, iov, n);
     if (w < 0) {
         if (errno == EAGAIN || errno == EINTR) {
             d->writable = false;
@@ -386,6 +388,7 @@ static void on_upstream_event(struct uconn *u, enum uconn_event ev, void *owner)
     struct stream *s = &d->s;
     if (ev == UE_CONNECT_FAILED || ev == UE_CONNECT_TIMEOUT) {
         s->u = NULL;
+        s->si.upstream_transport_failure_reason = u->tls_error;
         char body[160];
         snprintf(body, sizeof body,
                  "upstream connect error or disconnect/reset before headers. reset reason: %s",
@@ -543,7 +546,8 @@ static int build_upstream_head(struct hconn *d, const struct route_request *rr, 
     }
     if (s->si.forwarded_for && put_header(b, "x-forwarded-for", s->si.forwarded_for, strlen(s->si.forwarded_for)))
         return -1;
-    if (!have_xfp && put_header(b, "x-forwarded-proto", "http", 4))
+    if (!have_xfp && put_header(b, "x-forwarded-proto", transport_is_tls(&d->tp) ? "https" : "http",
+                                transport_is_tls(&d->tp) ? 5 : 4))
         return -1;
     if (s->si.request_id && put_header(b, "x-request-id", s->si.request_id, strlen(s->si.request_id)))
         return -1;
@@ -619,6 +623,7 @@ static void start_stream(struct hconn *d, int head_len)
     s->si.rq = &s->rq;
     s->si.downstream_remote = (const struct sockaddr *)&d->peer;
     s->si.downstream_local = (const struct sockaddr *)&d->local;
+    s->si.downstream_tp = &d->tp;
     hstat(d, HS_DOWNSTREAM_RQ_TOTAL, 1);
     hstat(d, HS_DOWNSTREAM_RQ_HTTP1_TOTAL, 1);
     hstat(d, HS_DOWNSTREAM_RQ_ACTIVE, 1);
@@ -848,7 +853,7 @@ static bool pump_request(struct hconn *d)
     if (s->rqb.ready && (s->tunnel || !s->tunnel_requested))
         iov[n++] = (struct iovec){buf_rpos(d->in), s->rqb.ready};
     if (n) {
-        ssize_t wr = sock_sendv(u->io.fd, iov, n);
+        ssize_t wr = transport_sendv(&u->tp, iov, n);
         if (wr < 0) {
             if (errno == EAGAIN || errno == EINTR) {
                 u->writable = false;
@@ -1187,6 +1192,7 @@ static void hconn_run(struct hconn *d)
 static void on_io(struct loop *l, struct io *io, uint32_t events)
 {
     struct hconn *d = io->data;
+    events = transport_events(&d->tp, events);
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         d->readable = true;
     if (events & EPOLLOUT) {
@@ -1221,16 +1227,17 @@ static void drain_conn(struct conn_link *link, bool force)
         d->s.close_after = true;
 }
 
-void http_conn_start(struct worker *w, struct listener_config *lc, struct filter_chain *fc, int fd,
+void http_conn_start(struct worker *w, struct listener_config *lc, struct filter_chain *fc, struct transport *tp,
                      const struct sockaddr_storage *peer, const struct sockaddr_storage *local)
 {
     struct hcm_config *hcm = fc->hcm;
     size_t nh = hcm->max_headers_count;
     struct hconn *d = calloc(1, sizeof *d + 2 * nh * sizeof(struct h1_header));
     if (!d) {
-        close(fd);
+        transport_close(tp);
         return;
     }
+    d->tp = *tp;
     d->w = w;
     d->snap = snapshot_ref(w->snap);
     d->lc = lc;
@@ -1252,10 +1259,10 @@ void http_conn_start(struct worker *w, struct listener_config *lc, struct filter
     hstat(d, HS_DOWNSTREAM_CX_HTTP1_TOTAL, 1);
     hstat(d, HS_DOWNSTREAM_CX_HTTP1_ACTIVE, 1);
     timer_start(w->loop, &d->idle_timer, hcm->idle_timeout_ms);
-    if (io_start(w->loop, &d->io, fd, EPOLLIN, on_io, d) < 0) {
-        close(fd);
-        d->closed = true;
+    if (io_start(w->loop, &d->io, d->tp.fd, EPOLLIN, on_io, d) < 0) {
+        hconn_close(d);
         return;
     }
+    transport_attach(&d->tp, w->loop, &d->io);
     hconn_run(d);
 }

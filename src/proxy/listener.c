@@ -7,10 +7,13 @@
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "common/log.h"
 #include "proxy/http_conn.h"
+#include "net/transport.h"
+#include "proxy/pending.h"
 #include "proxy/tcp_proxy.h"
 #include "proxy/worker.h"
 
@@ -126,15 +129,13 @@ static bool same_ip(const struct sockaddr_storage *a, const struct sockaddr_stor
 
 /* Scores one criterion for every candidate and keeps only the best-scoring ones. A score < 0
  * eliminates the chain. Returns the number kept. */
-typedef int (*score_fn)(const struct filter_chain *fc, const struct sockaddr_storage *dst,
-                        const struct sockaddr_storage *src, const char *tp);
+typedef int (*score_fn)(const struct filter_chain *fc, const struct chain_match_input *in);
 
-static size_t keep_best(struct filter_chain **c, size_t n, score_fn f, const struct sockaddr_storage *dst,
-                        const struct sockaddr_storage *src, const char *tp)
+static size_t keep_best(struct filter_chain **c, size_t n, score_fn f, const struct chain_match_input *in)
 {
     int best = -1;
     for (size_t i = 0; i < n; i++) {
-        int s = f(c[i], dst, src, tp);
+        int s = f(c[i], in);
         if (s > best)
             best = s;
     }
@@ -142,42 +143,69 @@ static size_t keep_best(struct filter_chain **c, size_t n, score_fn f, const str
     if (best < 0)
         return 0;
     for (size_t i = 0; i < n; i++)
-        if (f(c[i], dst, src, tp) == best)
+        if (f(c[i], in) == best)
             c[kept++] = c[i];
     return kept;
 }
 
-static int score_dst_port(const struct filter_chain *fc, const struct sockaddr_storage *dst,
-                          const struct sockaddr_storage *src, const char *tp)
+static int score_dst_port(const struct filter_chain *fc, const struct chain_match_input *in)
 {
-    (void)src, (void)tp;
     if (fc->match.destination_port == 0)
         return 0;
-    return fc->match.destination_port == port_of(dst) ? 1 : -1;
+    return fc->match.destination_port == port_of(in->dst) ? 1 : -1;
 }
 
-static int score_dst_ip(const struct filter_chain *fc, const struct sockaddr_storage *dst,
-                        const struct sockaddr_storage *src, const char *tp)
+static int score_dst_ip(const struct filter_chain *fc, const struct chain_match_input *in)
 {
-    (void)src, (void)tp;
-    int p = best_prefix(fc->match.prefix_ranges, fc->match.n_prefix_ranges, dst);
+    int p = best_prefix(fc->match.prefix_ranges, fc->match.n_prefix_ranges, in->dst);
     return p == -2 ? 0 : (p < 0 ? -1 : p + 1);
 }
 
-static int score_transport(const struct filter_chain *fc, const struct sockaddr_storage *dst,
-                           const struct sockaddr_storage *src, const char *tp)
+/* Envoy's server name precedence: an exact name, then the longest matching "*.suffix"
+ * wildcard, then chains without server_names. A connection without SNI matches only those. */
+static int score_server_name(const struct filter_chain *fc, const struct chain_match_input *in)
 {
-    (void)dst, (void)src;
-    if (!fc->match.transport_protocol || !*fc->match.transport_protocol)
+    if (fc->match.n_server_names == 0)
         return 0;
-    return strcmp(fc->match.transport_protocol, tp) == 0 ? 1 : -1;
+    const char *sni = in->server_name;
+    if (!sni || !*sni)
+        return -1;
+    size_t n = strlen(sni);
+    int best = -1;
+    for (size_t i = 0; i < fc->match.n_server_names; i++) {
+        const char *s = fc->match.server_names[i];
+        if (s[0] == '*') {
+            size_t sl = strlen(s + 1); /* ".suffix" */
+            if (n > sl && strcasecmp(sni + n - sl, s + 1) == 0 && (int)sl > best)
+                best = (int)sl;
+        } else if (strcasecmp(s, sni) == 0) {
+            return 1 << 20;
+        }
+    }
+    return best;
 }
 
-static int score_source_type(const struct filter_chain *fc, const struct sockaddr_storage *dst,
-                             const struct sockaddr_storage *src, const char *tp)
+static int score_transport(const struct filter_chain *fc, const struct chain_match_input *in)
 {
-    (void)tp;
-    bool local = is_loopback(src) || same_ip(src, dst);
+    if (!fc->match.transport_protocol || !*fc->match.transport_protocol)
+        return 0;
+    return in->transport_protocol && strcmp(fc->match.transport_protocol, in->transport_protocol) == 0 ? 1 : -1;
+}
+
+static int score_app_protocols(const struct filter_chain *fc, const struct chain_match_input *in)
+{
+    if (fc->match.n_application_protocols == 0)
+        return 0;
+    for (size_t i = 0; i < fc->match.n_application_protocols; i++)
+        for (size_t j = 0; j < in->n_application_protocols; j++)
+            if (strcmp(fc->match.application_protocols[i], in->application_protocols[j]) == 0)
+                return 1;
+    return -1;
+}
+
+static int score_source_type(const struct filter_chain *fc, const struct chain_match_input *in)
+{
+    bool local = is_loopback(in->src) || same_ip(in->src, in->dst);
     switch (fc->match.source_type) {
     case 1: return local ? 1 : -1;  /* SAME_IP_OR_LOOPBACK */
     case 2: return local ? -1 : 1;  /* EXTERNAL */
@@ -185,28 +213,23 @@ static int score_source_type(const struct filter_chain *fc, const struct sockadd
     }
 }
 
-static int score_src_ip(const struct filter_chain *fc, const struct sockaddr_storage *dst,
-                        const struct sockaddr_storage *src, const char *tp)
+static int score_src_ip(const struct filter_chain *fc, const struct chain_match_input *in)
 {
-    (void)dst, (void)tp;
-    int p = best_prefix(fc->match.source_prefix_ranges, fc->match.n_source_prefix_ranges, src);
+    int p = best_prefix(fc->match.source_prefix_ranges, fc->match.n_source_prefix_ranges, in->src);
     return p == -2 ? 0 : (p < 0 ? -1 : p + 1);
 }
 
-static int score_src_port(const struct filter_chain *fc, const struct sockaddr_storage *dst,
-                          const struct sockaddr_storage *src, const char *tp)
+static int score_src_port(const struct filter_chain *fc, const struct chain_match_input *in)
 {
-    (void)dst, (void)tp;
     if (fc->match.n_source_ports == 0)
         return 0;
     for (size_t i = 0; i < fc->match.n_source_ports; i++)
-        if (fc->match.source_ports[i] == port_of(src))
+        if (fc->match.source_ports[i] == port_of(in->src))
             return 1;
     return -1;
 }
 
-struct filter_chain *listener_match_chain(const struct listener_config *lc, const struct sockaddr_storage *dst,
-                                          const struct sockaddr_storage *src, const char *transport_protocol)
+struct filter_chain *listener_match(const struct listener_config *lc, const struct chain_match_input *in)
 {
     struct filter_chain *stack_buf[64];
     struct filter_chain **c = stack_buf;
@@ -214,11 +237,18 @@ struct filter_chain *listener_match_chain(const struct listener_config *lc, cons
     if (n > 64)
         n = 64; /* documented limit: 64 filter chains per listener are considered */
     memcpy(c, lc->chains, n * sizeof *c);
-    static const score_fn steps[] = {score_dst_port, score_dst_ip, score_transport, score_source_type,
-                                     score_src_ip, score_src_port};
+    static const score_fn steps[] = {score_dst_port, score_dst_ip, score_server_name, score_transport,
+                                     score_app_protocols, score_source_type, score_src_ip, score_src_port};
     for (size_t i = 0; i < sizeof steps / sizeof steps[0] && n > 0; i++)
-        n = keep_best(c, n, steps[i], dst, src, transport_protocol);
+        n = keep_best(c, n, steps[i], in);
     return n > 0 ? c[0] : lc->default_chain;
+}
+
+struct filter_chain *listener_match_chain(const struct listener_config *lc, const struct sockaddr_storage *dst,
+                                          const struct sockaddr_storage *src, const char *transport_protocol)
+{
+    struct chain_match_input in = {.dst = dst, .src = src, .transport_protocol = transport_protocol};
+    return listener_match(lc, &in);
 }
 
 /* For a connection redirected to this listener by iptables, Envoy hands it to the listener
@@ -278,17 +308,23 @@ void listener_accept_all(struct worker *w, struct wlistener *wl)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         stats_inc(lc->stats, w->id, LS_DOWNSTREAM_CX_TOTAL);
         stats_inc(lc->stats, w->id, LS_DOWNSTREAM_CX_ACTIVE);
-        struct filter_chain *fc = listener_match_chain(lc, &local, &peer, "raw_buffer");
-        if (!fc) {
-            stats_inc(lc->stats, w->id, LS_NO_FILTER_CHAIN_MATCH);
-            stats_add(lc->stats, w->id, LS_DOWNSTREAM_CX_ACTIVE, -1);
-            stats_inc(lc->stats, w->id, LS_DOWNSTREAM_CX_DESTROY);
-            close(fd);
+        if (lc->tls_inspector || lc->http_inspector) {
+            pending_start(w, lc, NULL, fd, &peer, &local); /* inspect, then match and maybe handshake */
             continue;
         }
+        struct filter_chain *fc = listener_match_chain(lc, &local, &peer, "raw_buffer");
+        if (!fc) {
+            pending_reject_no_chain(w, lc, fd, &peer, &local, NULL);
+            continue;
+        }
+        if (fc->tls) {
+            pending_start(w, lc, fc, fd, &peer, &local); /* TLS handshake first */
+            continue;
+        }
+        struct transport tp = transport_plain(fd);
         if (fc->kind == NF_HTTP)
-            http_conn_start(w, lc, fc, fd, &peer, &local);
+            http_conn_start(w, lc, fc, &tp, &peer, &local);
         else
-            tcp_proxy_start(w, lc, fc, fd, &peer, &local);
+            tcp_proxy_start(w, lc, fc, &tp, &peer, &local);
     }
 }

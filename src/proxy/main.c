@@ -14,6 +14,7 @@
 #include "common/log.h"
 #include "common/pbmap.h"
 #include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
+#include "net/tls.h"
 #include "proxy/admin.h"
 #include "proxy/config.h"
 #include "proxy/dns.h"
@@ -244,6 +245,7 @@ static void hook_quit(void *arg)
 static void on_housekeeping(struct loop *l, struct timer *t)
 {
     host_sets_reap(loop_now_ms(l), false);
+    tls_poll(loop_now_ms(l), false); /* certificate files changed? new SSL_CTXs for new connections */
     timer_start(l, t, 1000);
 }
 
@@ -354,6 +356,7 @@ out:
     free(p.workers);
     dns_stop(p.dns);
     host_sets_reap(0, true);
+    tls_poll(0, true);
     admin_stop(p.admin);
     close(p.sig_io.fd);
     loop_free(p.loop);

@@ -24,6 +24,9 @@
 #include "envoy/extensions/filters/listener/original_dst/v3/original_dst.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
 #include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb-c.h"
+#include "envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.pb-c.h"
+#include "envoy/extensions/transport_sockets/tls/v3/tls.pb-c.h"
+#include "net/tls.h"
 #include "proxy/access_log.h"
 #include "proxy/config.h"
 #include "proxy/lb.h"
@@ -74,7 +77,26 @@ static const struct stat_def listener_stat_defs[LS_COUNT] = {
     [LS_DOWNSTREAM_CX_DESTROY] = {"downstream_cx_destroy", STAT_COUNTER},
     [LS_NO_FILTER_CHAIN_MATCH] = {"no_filter_chain_match", STAT_COUNTER},
     [LS_DOWNSTREAM_CX_OVERFLOW] = {"downstream_cx_overflow", STAT_COUNTER},
+    [LS_DOWNSTREAM_PRE_CX_TIMEOUT] = {"downstream_pre_cx_timeout", STAT_COUNTER},
+    [LS_DOWNSTREAM_PRE_CX_ACTIVE] = {"downstream_pre_cx_active", STAT_GAUGE},
 };
+static const struct stat_def tls_inspector_stat_defs[TI_COUNT] = {
+    [TI_TLS_FOUND] = {"tls_found", STAT_COUNTER},
+    [TI_TLS_NOT_FOUND] = {"tls_not_found", STAT_COUNTER},
+    [TI_SNI_FOUND] = {"sni_found", STAT_COUNTER},
+    [TI_SNI_NOT_FOUND] = {"sni_not_found", STAT_COUNTER},
+    [TI_ALPN_FOUND] = {"alpn_found", STAT_COUNTER},
+    [TI_ALPN_NOT_FOUND] = {"alpn_not_found", STAT_COUNTER},
+    [TI_CLIENT_HELLO_TOO_LARGE] = {"client_hello_too_large", STAT_COUNTER},
+};
+const struct stat_schema tls_inspector_stat_schema = {"tls_inspector", tls_inspector_stat_defs, TI_COUNT, NULL};
+static const struct stat_def http_inspector_stat_defs[HI_COUNT] = {
+    [HI_HTTP10_FOUND] = {"http10_found", STAT_COUNTER},
+    [HI_HTTP11_FOUND] = {"http11_found", STAT_COUNTER},
+    [HI_HTTP2_FOUND] = {"http2_found", STAT_COUNTER},
+    [HI_HTTP_NOT_FOUND] = {"http_not_found", STAT_COUNTER},
+};
+const struct stat_schema http_inspector_stat_schema = {"http_inspector", http_inspector_stat_defs, HI_COUNT, NULL};
 const struct stat_schema listener_stat_schema = {"listener", listener_stat_defs, LS_COUNT, NULL};
 
 static const struct stat_def http_stat_defs[HS_COUNT] = {
@@ -130,6 +152,7 @@ struct ctx {
     char *err;
     size_t errlen;
     struct snapshot *snap;
+    const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr;  /* for secrets by name */
 };
 
 static int fail(struct ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -364,6 +387,57 @@ static int resolve_into(struct ctx *c, const char *name, uint32_t port, int fami
     return 0;
 }
 
+/* --- transport sockets --- */
+
+static const struct ProtobufCMessage *find_secret(void *arg, const char *name)
+{
+    const struct ctx *c = arg;
+    for (size_t i = 0; c->sr && i < c->sr->n_secrets; i++)
+        if (c->sr->secrets[i]->name && strcmp(c->sr->secrets[i]->name, name) == 0)
+            return &c->sr->secrets[i]->base;
+    return NULL;
+}
+
+/* A transport_socket: NULL *out for raw_buffer (plaintext), a TLS provider for
+ * envoy.transport_sockets.tls with a Downstream/UpstreamTlsContext. */
+static int build_transport_socket(struct ctx *c, const Envoy__Config__Core__V3__TransportSocket *ts, bool server,
+                                  struct tls_provider **out)
+{
+    *out = NULL;
+    if (!ts)
+        return 0;
+    size_t old = push(c, ".transport_socket");
+    const char *name = ts->name ? ts->name : "";
+    const char *t = ts->config_type_case == ENVOY__CONFIG__CORE__V3__TRANSPORT_SOCKET__CONFIG_TYPE_TYPED_CONFIG
+                        ? (ts->typed_config && ts->typed_config->type_url ? strrchr(ts->typed_config->type_url, '/') : NULL)
+                        : NULL;
+    t = t ? t + 1 : "";
+    const char *want = server ? "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+                              : "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
+    if (strcmp(t, want) != 0) {
+        if (strcmp(name, "envoy.transport_sockets.raw_buffer") == 0 || strcmp(name, "raw_buffer") == 0 ||
+            strcmp(t, "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer") == 0) {
+            pop(c, old);
+            return 0;
+        }
+        return fail(c, "unsupported transport socket '%s' (%s); expected typed_config %s", name, *t ? t : "no typed_config", want);
+    }
+    struct pbmap_error pe;
+    ProtobufCMessage *m = pbmap_unpack_any(&ts->typed_config->base, server
+        ? &envoy__extensions__transport_sockets__tls__v3__downstream_tls_context__descriptor
+        : &envoy__extensions__transport_sockets__tls__v3__upstream_tls_context__descriptor, &pe);
+    if (!m)
+        return fail(c, "typed_config: %s", pe.msg);
+    push(c, ".typed_config");
+    char terr[600];
+    *out = tls_provider_new(m, server, find_secret, c, terr, sizeof terr);
+    protobuf_c_message_free_unpacked(m, NULL);
+    if (!*out)
+        return fail(c, "%s", terr);
+    pop(c, old);
+    return 0;
+}
+
 static int build_cluster(struct ctx *c, const Cluster *pc, struct cluster *cl)
 {
     cl->name = xstrdup(pc->name);
@@ -489,6 +563,16 @@ static int build_cluster(struct ctx *c, const Cluster *pc, struct cluster *cl)
     char prefix[600];
     snprintf(prefix, sizeof prefix, "cluster.%s.", pc->alt_stat_name && *pc->alt_stat_name ? pc->alt_stat_name : cl->name);
     cl->stats = stats_block(prefix, &cluster_stat_schema);
+    if (pc->n_transport_socket_matches) {
+        push(c, ".transport_socket_matches");
+        return fail(c, "transport_socket_matches is not supported yet; use transport_socket");
+    }
+    if (build_transport_socket(c, pc->transport_socket, false, &cl->tls) < 0)
+        return -1;
+    if (cl->tls) {
+        snprintf(prefix, sizeof prefix, "cluster.%s.ssl.", pc->alt_stat_name && *pc->alt_stat_name ? pc->alt_stat_name : cl->name);
+        cl->ssl_stats = stats_block(prefix, &ssl_stat_schema);
+    }
     size_t healthy = 0;
     for (size_t i = 0; i < n; i++)
         healthy += hosts[i].healthy;
@@ -650,10 +734,30 @@ static int build_filter_chain(struct ctx *c, const FilterChain *pf, struct filte
         fc->match.n_source_ports = m->n_source_ports;
         fc->match.source_type = m->source_type;
         fc->match.transport_protocol = m->transport_protocol && *m->transport_protocol ? xstrdup(m->transport_protocol) : NULL;
-        if (m->n_server_names || m->n_application_protocols)
-            return fail(c, "server_names and application_protocols need the TLS inspector, which is not supported yet");
+        if (m->n_server_names) {
+            fc->match.server_names = calloc(m->n_server_names, sizeof(char *));
+            for (size_t i = 0; i < m->n_server_names; i++) {
+                const char *sn = m->server_names[i] ? m->server_names[i] : "";
+                if (!*sn || (strchr(sn, '*') && (sn[0] != '*' || sn[1] != '.' || strchr(sn + 1, '*')))) {
+                    push(c, ".server_names[%zu]", i);
+                    return fail(c, "'%s': a host name, or a wildcard '*.suffix'", sn);
+                }
+                char *lc = strdup(sn);
+                for (char *q = lc; *q; q++)
+                    *q = (char)(*q >= 'A' && *q <= 'Z' ? *q + 32 : *q);
+                fc->match.server_names[fc->match.n_server_names++] = lc;
+            }
+        }
+        if (m->n_application_protocols) {
+            fc->match.application_protocols = calloc(m->n_application_protocols, sizeof(char *));
+            for (size_t i = 0; i < m->n_application_protocols; i++)
+                fc->match.application_protocols[fc->match.n_application_protocols++] = xstrdup(m->application_protocols[i]);
+        }
         pop(c, old);
     }
+    if (build_transport_socket(c, pf->transport_socket, true, &fc->tls) < 0)
+        return -1;
+    fc->handshake_timeout_ms = duration_ms(pf->transport_socket_connect_timeout, 10000);
     if (pf->n_filters == 0)
         return fail(c, "filters: at least one network filter is required");
     for (size_t i = 0; i < pf->n_filters; i++) {
@@ -718,8 +822,19 @@ static int build_listener(struct ctx *c, const Listener *pl, struct listener_con
             (lf->name && strcmp(lf->name, "envoy.filters.listener.original_dst") == 0)) {
             lc->use_original_dst = true;
         } else if (strcmp(t, "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector") == 0 ||
-                   strcmp(t, "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector") == 0) {
-            /* Accepted; they only matter once TLS and ALPN matching exist. */
+                   (!*t && lf->name && strcmp(lf->name, "envoy.filters.listener.tls_inspector") == 0)) {
+            if (lf->filter_disabled) {
+                push(c, ".listener_filters[%zu].filter_disabled", i);
+                return fail(c, "not supported yet");
+            }
+            lc->tls_inspector = true;
+        } else if (strcmp(t, "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector") == 0 ||
+                   (!*t && lf->name && strcmp(lf->name, "envoy.filters.listener.http_inspector") == 0)) {
+            if (lf->filter_disabled) {
+                push(c, ".listener_filters[%zu].filter_disabled", i);
+                return fail(c, "not supported yet");
+            }
+            lc->http_inspector = true;
         } else {
             push(c, ".listener_filters[%zu]", i);
             return fail(c, "unsupported listener filter '%s'", lf->name ? lf->name : t);
@@ -734,6 +849,20 @@ static int build_listener(struct ctx *c, const Listener *pl, struct listener_con
         *colon = '_';
     snprintf(prefix, sizeof prefix, "listener.%s.", addr);
     lc->stats = stats_block(prefix, &listener_stat_schema);
+    snprintf(prefix, sizeof prefix, "listener.%s.ssl.", addr);
+    lc->ssl_stats = stats_block(prefix, &ssl_stat_schema);
+    if (lc->tls_inspector)
+        lc->tls_inspector_stats = stats_block("tls_inspector.", &tls_inspector_stat_schema);
+    if (lc->http_inspector)
+        lc->http_inspector_stats = stats_block("http_inspector.", &http_inspector_stat_schema);
+    lc->listener_filters_timeout_ms = duration_ms(pl->listener_filters_timeout, 15000);
+    lc->continue_on_listener_filters_timeout = pl->continue_on_listener_filters_timeout;
+    if (pl->n_access_log) {
+        size_t old = push(c, ".access_log");
+        if (build_access_logs(c, pl->access_log, pl->n_access_log, &lc->access_logs, &lc->n_access_logs) < 0)
+            return -1;
+        pop(c, old);
+    }
     lc->chains = calloc(pl->n_filter_chains ? pl->n_filter_chains : 1, sizeof *lc->chains);
     for (size_t i = 0; i < pl->n_filter_chains; i++) {
         size_t old = push(c, ".filter_chains[%zu]", i);
@@ -752,6 +881,10 @@ static int build_listener(struct ctx *c, const Listener *pl, struct listener_con
     }
     if (lc->n_chains == 0 && !lc->default_chain)
         return fail(c, "filter_chains: at least one filter chain is required");
+    for (size_t i = 0; i < lc->n_chains; i++)
+        lc->any_tls |= lc->chains[i]->tls != NULL;
+    if (lc->default_chain)
+        lc->any_tls |= lc->default_chain->tls != NULL;
     return 0;
 }
 
@@ -842,6 +975,13 @@ static void free_chain(struct filter_chain *fc)
     free(fc->match.source_prefix_ranges);
     free(fc->match.source_ports);
     free(fc->match.transport_protocol);
+    for (size_t i = 0; i < fc->match.n_server_names; i++)
+        free(fc->match.server_names[i]);
+    free(fc->match.server_names);
+    for (size_t i = 0; i < fc->match.n_application_protocols; i++)
+        free(fc->match.application_protocols[i]);
+    free(fc->match.application_protocols);
+    tls_provider_free(fc->tls);
     if (fc->hcm) {
         free(fc->hcm->stat_prefix);
         free(fc->hcm->server_name);
@@ -869,6 +1009,7 @@ static void snapshot_free(struct snapshot *s)
             free_chain(lc->chains[j]);
         free_chain(lc->default_chain);
         free(lc->chains);
+        free_access_logs(lc->access_logs, lc->n_access_logs);
         free(lc->name);
         free(lc);
     }
@@ -882,6 +1023,7 @@ static void snapshot_free(struct snapshot *s)
             free(cl->dns[j].name);
         free(cl->dns);
         free(cl->lbc);
+        tls_provider_free(cl->tls);
         free(cl);
     }
     free(s->listeners);
@@ -903,6 +1045,46 @@ void snapshot_unref(struct snapshot *s)
 {
     if (s && atomic_fetch_sub(&s->refs, 1) == 1)
         snapshot_free(s);
+}
+
+/* Secrets given inline (private keys, key passwords, session ticket keys) never leave the
+ * process: /config_dump shows "[redacted]" in their place, as Envoy does. */
+static void redact_inline(json_t *ds)
+{
+    if (!json_is_object(ds))
+        return;
+    static const char *const inl[] = {"inline_string", "inline_bytes", "inlineString", "inlineBytes"};
+    for (size_t i = 0; i < sizeof inl / sizeof inl[0]; i++)
+        if (json_object_get(ds, inl[i]))
+            json_object_set_new(ds, inl[i], json_string("[redacted]"));
+}
+
+static void redact_secrets(json_t *j)
+{
+    if (json_is_array(j)) {
+        size_t i;
+        json_t *v;
+        json_array_foreach(j, i, v)
+            redact_secrets(v);
+        return;
+    }
+    if (!json_is_object(j))
+        return;
+    const char *k;
+    json_t *v;
+    json_object_foreach(j, k, v) {
+        if (!strcmp(k, "private_key") || !strcmp(k, "privateKey") || !strcmp(k, "password")) {
+            redact_inline(v);
+        } else if (!strcmp(k, "session_ticket_keys") || !strcmp(k, "sessionTicketKeys")) {
+            json_t *keys = json_object_get(v, "keys");
+            size_t i;
+            json_t *e;
+            json_array_foreach(keys, i, e)
+                redact_inline(e);
+        } else {
+            redact_secrets(v);
+        }
+    }
 }
 
 /* The /config_dump body: Envoy's ConfigDump shape with the bootstrap, static clusters and
@@ -938,6 +1120,7 @@ static char *render_config_dump(const Bootstrap *b)
     json_array_append_new(configs, cd);
     json_array_append_new(configs, ld);
     json_object_set_new(root, "configs", configs);
+    redact_secrets(root);
     char *s = pbmap_json_dumps(root, 1);
     json_decref(root);
     return s;
@@ -947,7 +1130,7 @@ struct snapshot *snapshot_build(const struct ProtobufCMessage *msg, char *err, s
 {
     const Bootstrap *b = (const Bootstrap *)msg;
     struct snapshot *s = calloc(1, sizeof *s);
-    struct ctx c = {.err = err, .errlen = errlen, .snap = s};
+    struct ctx c = {.err = err, .errlen = errlen, .snap = s, .sr = b->static_resources};
     err[0] = '\0';
     atomic_init(&s->refs, 1);
     if (b->node) {

@@ -8,6 +8,8 @@
 
 #include "net/http1.h"
 
+struct transport;
+
 /* Envoy's response flags, in the order Envoy prints them, joined by ','. */
 enum response_flag {
     RF_FAILED_LOCAL_HEALTH_CHECK,  /* LH */
@@ -66,6 +68,10 @@ struct stream_info {
     const struct sockaddr *downstream_remote;
     const struct sockaddr *downstream_local;
     const char *local_reply_details;
+    /* TLS: the downstream connection's transport (SNI, peer SANs, version), NULL when unknown. */
+    const struct transport *downstream_tp;
+    const char *downstream_transport_failure_reason;
+    const char *upstream_transport_failure_reason;
 };
 
 #endif

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "common/sock.h"
+#include "net/transport.h"
 #include "proxy/access_log.h"
 #include "proxy/config.h"
 #include "proxy/lb.h"
@@ -19,6 +20,7 @@
 
 struct tsess {
     struct io io;
+    struct transport tp;           /* the downstream socket, plaintext or TLS */
     struct worker *w;
     struct snapshot *snap;
     struct listener_config *lc;
@@ -68,7 +70,7 @@ static void tsess_close(struct tsess *t)
         wcluster_put(t->wc);
     timer_stop(w->loop, &t->idle);
     io_stop(w->loop, &t->io);
-    close(t->io.fd);
+    transport_close(&t->tp);
     buf_put(&w->bufs, t->in);
     conn_link_del(&t->link);
     w->n_conns--;
@@ -83,6 +85,7 @@ static void on_upstream(struct uconn *u, enum uconn_event ev, void *owner)
     (void)u;
     if (ev == UE_CONNECT_FAILED || ev == UE_CONNECT_TIMEOUT) {
         t->u = NULL;
+        t->si.upstream_transport_failure_reason = u->tls_error;
         if (t->attempts < t->cfg->max_connect_attempts) {
             connect_upstream(t);
             return;
@@ -145,14 +148,14 @@ static void connect_upstream(struct tsess *t)
     }
 }
 
-/* Reads what fits into b from fd. Returns bytes read; sets *eof. */
-static size_t read_into(int fd, struct buf *b, bool *readable, bool *eof)
+/* Reads what fits into b from tp. Returns bytes read; sets *eof. */
+static size_t read_into(struct transport *tp, struct buf *b, bool *readable, bool *eof)
 {
     size_t total = 0;
     if (buf_len(b) == 0)
         b->head = b->tail = 0;
     while (*readable && buf_room(b) > 0) {
-        ssize_t n = sock_recv(fd, buf_wpos(b), buf_room(b));
+        ssize_t n = transport_recv(tp, buf_wpos(b), buf_room(b));
         if (n > 0) {
             b->tail += (size_t)n;
             total += (size_t)n;
@@ -166,13 +169,13 @@ static size_t read_into(int fd, struct buf *b, bool *readable, bool *eof)
     return total;
 }
 
-/* Writes b's bytes to io's socket; when it blocks, asks for EPOLLOUT. Returns bytes written,
- * -1 on error. */
-static long write_from(struct loop *l, struct io *io, struct buf *b, bool *writable)
+/* Writes b's bytes to tp (registered as io); when it blocks, asks for EPOLLOUT. Returns bytes
+ * written, -1 on error. */
+static long write_from(struct loop *l, struct io *io, struct transport *tp, struct buf *b, bool *writable)
 {
     long total = 0;
     while (*writable && buf_len(b) > 0) {
-        ssize_t n = sock_send(io->fd, buf_rpos(b), buf_len(b));
+        ssize_t n = transport_send(tp, buf_rpos(b), buf_len(b));
         if (n > 0) {
             b->head += (size_t)n;
             total += n;
@@ -199,14 +202,14 @@ static void tsess_run(struct tsess *t)
     while (moved && !t->closed) {
         moved = false;
         bool down_eof = false;
-        if (read_into(t->io.fd, t->in, &t->readable, &down_eof))
+        if (read_into(&t->tp, t->in, &t->readable, &down_eof))
             moved = true;
         if (down_eof)
             t->peer_closed = true;
         struct uconn *u = t->u;
         if (!u || u->state != UC_OPEN)
             break;
-        long n = write_from(w->loop, &u->io, t->in, &u->writable);
+        long n = write_from(w->loop, &u->io, &u->tp, t->in, &u->writable);
         if (n < 0) {
             t->si.flags |= 1u << RF_UPSTREAM_CONNECTION_TERMINATION;
             tsess_close(t);
@@ -221,7 +224,7 @@ static void tsess_run(struct tsess *t)
         if (upstream_read(u) > 0)
             moved = true;
         if (u->in) {
-            n = write_from(w->loop, &t->io, u->in, &t->writable);
+            n = write_from(w->loop, &t->io, &t->tp, u->in, &t->writable);
             if (n < 0) {
                 t->si.flags |= 1u << RF_DOWNSTREAM_CONNECTION_TERMINATION;
                 tsess_close(t);
@@ -237,11 +240,11 @@ static void tsess_run(struct tsess *t)
         }
         /* Half-close: pass each side's EOF on once its bytes are through. */
         if (t->peer_closed && buf_len(t->in) == 0 && !t->up_shut) {
-            shutdown(u->io.fd, SHUT_WR);
+            upstream_shutdown(u);
             t->up_shut = true;
         }
         if (u->peer_closed && (!u->in || buf_len(u->in) == 0) && !t->down_shut) {
-            shutdown(t->io.fd, SHUT_WR);
+            transport_shutdown(&t->tp);
             t->down_shut = true;
         }
         if (t->up_shut && t->down_shut) {
@@ -256,6 +259,7 @@ static void tsess_run(struct tsess *t)
 static void on_io(struct loop *l, struct io *io, uint32_t events)
 {
     struct tsess *t = io->data;
+    events = transport_events(&t->tp, events);
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         t->readable = true;
     if (events & EPOLLOUT) {
@@ -281,14 +285,15 @@ static void drain_sess(struct conn_link *link, bool force)
         tsess_close(t);
 }
 
-void tcp_proxy_start(struct worker *w, struct listener_config *lc, struct filter_chain *fc, int fd,
+void tcp_proxy_start(struct worker *w, struct listener_config *lc, struct filter_chain *fc, struct transport *tp,
                      const struct sockaddr_storage *peer, const struct sockaddr_storage *local)
 {
     struct tsess *t = calloc(1, sizeof *t);
     if (!t) {
-        close(fd);
+        transport_close(tp);
         return;
     }
+    t->tp = *tp;
     t->w = w;
     t->snap = snapshot_ref(w->snap);
     t->lc = lc;
@@ -302,15 +307,17 @@ void tcp_proxy_start(struct worker *w, struct listener_config *lc, struct filter
     t->si.start_wall_us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
     t->si.downstream_remote = (const struct sockaddr *)&t->peer;
     t->si.downstream_local = (const struct sockaddr *)&t->local;
+    t->si.downstream_tp = &t->tp;
     timer_init(&t->idle, on_idle, t);
     t->link.drain = drain_sess;
     conn_link_add(&w->conns, &t->link);
     w->n_conns++;
     stats_inc(t->cfg->stats, w->id, TS_DOWNSTREAM_CX_TOTAL);
-    if (io_start(w->loop, &t->io, fd, EPOLLIN, on_io, t) < 0) {
+    if (io_start(w->loop, &t->io, t->tp.fd, EPOLLIN, on_io, t) < 0) {
         tsess_close(t);
         return;
     }
+    transport_attach(&t->tp, w->loop, &t->io);
     int ci = pick_cluster(t);
     if (ci < 0) {
         stats_inc(t->cfg->stats, w->id, TS_DOWNSTREAM_CX_NO_ROUTE);

@@ -8,9 +8,11 @@
 struct worker;
 struct listener_config;
 struct filter_chain;
+struct transport;
 
-/* Takes ownership of fd. */
-void tcp_proxy_start(struct worker *w, struct listener_config *lc, struct filter_chain *fc, int fd,
+/* Takes ownership of the accepted connection's transport (plaintext, or TLS after its
+ * handshake): *tp is copied into the session and must not be used by the caller again. */
+void tcp_proxy_start(struct worker *w, struct listener_config *lc, struct filter_chain *fc, struct transport *tp,
                      const struct sockaddr_storage *peer, const struct sockaddr_storage *local);
 
 #endif

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/tcp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -10,6 +11,7 @@
 
 #include "common/log.h"
 #include "common/sock.h"
+#include "net/tls.h"
 #include "proxy/config.h"
 #include "proxy/worker.h"
 
@@ -32,7 +34,7 @@ static void uconn_close(struct uconn *u)
     struct loop *l = u->w->loop;
     timer_stop(l, &u->timer);
     io_stop(l, &u->io);
-    close(u->io.fd);
+    transport_close(&u->tp);
     buf_put(&u->w->bufs, u->in);
     u->in = NULL;
     if (u->state != UC_CONNECTING) {
@@ -43,6 +45,10 @@ static void uconn_close(struct uconn *u)
     wcluster_put(u->wc);
     loop_defer(l, &u->def, free_deferred);
 }
+
+static void tls_step(struct uconn *u);
+static void start_tls(struct uconn *u);
+static void connected(struct uconn *u);
 
 static void unlink_idle(struct uconn *u)
 {
@@ -62,6 +68,14 @@ static void on_timer(struct loop *l, struct timer *t)
     (void)l;
     struct uconn *u = t->data;
     if (u->state == UC_CONNECTING) {
+        if (u->handshaking) {
+            struct cluster *c = u->wc->c;
+            tls_count(c->ssl_stats, u->w->id, &u->tp, TLS_FAIL_IO);
+            u->tp.failed = true;
+            char *dst = u->host == UPSTREAM_NO_POOL ? u->wc->odst_tls_error : u->wc->pools[u->host].tls_error;
+            snprintf(dst, sizeof u->wc->odst_tls_error, "TLS_error:|handshake timeout:TLS_error_end");
+            u->tls_error = dst;
+        }
         uconn_stat(u, CS_UPSTREAM_CX_CONNECT_TIMEOUT, 1);
         uconn_stat(u, CS_UPSTREAM_CX_CONNECT_FAIL, 1);
         u->error = ETIMEDOUT;
@@ -81,9 +95,21 @@ static void on_io(struct loop *l, struct io *io, uint32_t events)
          * A bare EPOLLOUT edge (the ACK of the last request freed send space) means nothing. */
         if (!(events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
             return;
+        if (transport_is_tls(&u->tp) && !(events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))) {
+            /* TLS 1.3 servers send session tickets after the handshake: read them (they go to
+             * the host's session slot) and stay idle unless real data or an EOF came. */
+            char probe[1];
+            ssize_t n = transport_recv(&u->tp, probe, sizeof probe);
+            if (n < 0 && errno == EAGAIN)
+                return;
+        }
         uconn_stat(u, CS_UPSTREAM_CX_DESTROY_REMOTE, 1);
         unlink_idle(u);
         uconn_close(u);
+        return;
+    }
+    if (u->state == UC_CONNECTING && u->handshaking) {
+        tls_step(u);
         return;
     }
     if (u->state == UC_CONNECTING) {
@@ -99,14 +125,15 @@ static void on_io(struct loop *l, struct io *io, uint32_t events)
         }
         if (!(events & EPOLLOUT))
             return;
-        timer_stop(u->w->loop, &u->timer);
         io_want_write(u->w->loop, &u->io, false); /* connected: EPOLLOUT only when a write blocks */
-        u->state = UC_OPEN;
-        u->writable = true;
-        uconn_stat(u, CS_UPSTREAM_CX_ACTIVE, 1);
-        u->cb(u, UE_CONNECTED, u->owner);
+        if (u->wc->c->tls) {
+            start_tls(u);
+            return;
+        }
+        connected(u);
         return;
     }
+    events = transport_events(&u->tp, events);
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         u->readable = true;
     if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
@@ -116,6 +143,64 @@ static void on_io(struct loop *l, struct io *io, uint32_t events)
         io_want_write(l, io, false);
     }
     u->cb(u, UE_IO, u->owner);
+}
+
+static void connected(struct uconn *u)
+{
+    timer_stop(u->w->loop, &u->timer);
+    u->state = UC_OPEN;
+    u->handshaking = false;
+    u->writable = true;
+    if (transport_is_tls(&u->tp))
+        u->readable = true; /* OpenSSL may hold bytes that came with the end of the handshake */
+    uconn_stat(u, CS_UPSTREAM_CX_ACTIVE, 1);
+    u->cb(u, UE_CONNECTED, u->owner);
+}
+
+/* A TLS handshake step on a connecting upstream connection (the connect timeout covers it). */
+static void tls_step(struct uconn *u)
+{
+    bool want_write;
+    enum tls_fail fail = TLS_FAIL_NONE;
+    char *why = u->host == UPSTREAM_NO_POOL ? u->wc->odst_tls_error : u->wc->pools[u->host].tls_error;
+    int r = tls_transport_handshake(&u->tp, &want_write, &fail, why, sizeof u->wc->odst_tls_error);
+    struct cluster *c = u->wc->c;
+    if (r == 1) {
+        tls_count(c->ssl_stats, u->w->id, &u->tp, TLS_FAIL_NONE);
+        io_want_write(u->w->loop, &u->io, false);
+        connected(u);
+        return;
+    }
+    if (r == 0) {
+        io_want_write(u->w->loop, &u->io, want_write);
+        return;
+    }
+    tls_count(c->ssl_stats, u->w->id, &u->tp, fail);
+    log_debug("TLS handshake with cluster %s failed: %s", c->name, why);
+    u->tls_error = why;
+    u->error = ECONNREFUSED;
+    uconn_stat(u, CS_UPSTREAM_CX_CONNECT_FAIL, 1);
+    uconn_close(u);
+    u->cb(u, UE_CONNECT_FAILED, u->owner);
+}
+
+/* TCP is up: start the cluster's TLS (SNI, ALPN and a saved session for this host). */
+static void start_tls(struct uconn *u)
+{
+    struct cluster *c = u->wc->c;
+    bool pooled = u->host != UPSTREAM_NO_POOL;
+    const char *sni = tls_provider_sni(c->tls);
+    struct upool *p = pooled ? &u->wc->pools[u->host] : NULL;
+    if (tls_transport_start(&u->tp, c->tls, false, sni, p ? p->tls_session : NULL, p ? &p->tls_session : NULL) < 0) {
+        u->error = ENOMEM;
+        uconn_stat(u, CS_UPSTREAM_CX_CONNECT_FAIL, 1);
+        uconn_close(u);
+        u->cb(u, UE_CONNECT_FAILED, u->owner);
+        return;
+    }
+    transport_attach(&u->tp, u->w->loop, &u->io);
+    u->handshaking = true;
+    tls_step(u);
 }
 
 /* Starts a non-blocking connect to addr for a new connection object. */
@@ -151,7 +236,9 @@ static int connect_new(struct worker *w, struct wcluster *wc, uint32_t host, con
         stats_inc(wc->c->stats, w->id, CS_UPSTREAM_CX_CONNECT_FAIL);
         return -e;
     }
+    u->tp = transport_plain(fd);
     io_start(w->loop, &u->io, fd, EPOLLIN | EPOLLOUT, on_io, u);
+    transport_attach(&u->tp, w->loop, &u->io);
     timer_start(w->loop, &u->timer, wc->c->connect_timeout_ms);
     *out = u;
     return 0;
@@ -216,7 +303,7 @@ long upstream_read(struct uconn *u)
     long total = 0;
     while (u->readable && buf_room(u->in) > 0) {
         size_t room = buf_room(u->in);
-        ssize_t n = sock_recv(u->io.fd, buf_wpos(u->in), room);
+        ssize_t n = transport_recv(&u->tp, buf_wpos(u->in), room);
         if (n > 0) {
             u->in->tail += (size_t)n;
             total += n;

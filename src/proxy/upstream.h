@@ -13,6 +13,7 @@
 
 #include "common/buf.h"
 #include "common/loop.h"
+#include "net/transport.h"
 
 struct worker;
 struct wcluster;
@@ -31,6 +32,7 @@ typedef void (*uconn_cb)(struct uconn *u, enum uconn_event ev, void *owner);
 
 struct uconn {
     struct io io;
+    struct transport tp;           /* the socket, plaintext or TLS (cluster transport_socket) */
     struct worker *w;
     struct wcluster *wc;
     uint32_t host;
@@ -44,6 +46,9 @@ struct uconn {
     bool readable, writable, peer_closed;
     bool hup;                      /* epoll reported the peer's EOF or an error */
     int error;                     /* errno of the last failure */
+    bool handshaking;              /* TCP is up, TLS is not yet (still UC_CONNECTING to the owner) */
+    const char *tls_error;         /* after a failed TLS handshake: %UPSTREAM_TRANSPORT_FAILURE_REASON%
+                                    * (worker-local storage that outlives the connection) */
     struct deferred def;
 };
 
@@ -62,6 +67,14 @@ int upstream_connect_addr(struct worker *w, struct wcluster *wc, const struct so
 /* Gives u back. reusable: the exchange ended cleanly and the connection may carry another
  * request; otherwise it is closed. u must not be used afterwards. */
 void upstream_release(struct uconn *u, bool reusable);
+/* Sends the buffers on u (plaintext or TLS). Same results as transport_sendv. */
+static inline ssize_t upstream_sendv(struct uconn *u, const struct iovec *iov, int n)
+{
+    return transport_sendv(&u->tp, iov, n);
+}
+/* Half-closes u's write side (TLS: close_notify first). */
+static inline void upstream_shutdown(struct uconn *u) { transport_shutdown(&u->tp); }
+
 /* Reads into u->in until EAGAIN, EOF or a full buffer. Returns bytes read (0 = nothing new),
  * sets u->peer_closed on EOF, returns -errno on error. */
 long upstream_read(struct uconn *u);

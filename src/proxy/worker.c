@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "net/tls.h"
 #include "proxy/access_log.h"
 #include "proxy/lb.h"
 #include "proxy/listener.h"
@@ -45,6 +46,8 @@ uint64_t worker_random(struct worker *w)
 
 static void wcluster_free(struct wcluster *wc)
 {
+    for (size_t i = 0; wc->pools && i < wc->hs->n; i++)
+        tls_session_free(wc->pools[i].tls_session);
     lb_state_free(wc->lb);
     free(wc->pools);
     free(wc->active_rq);

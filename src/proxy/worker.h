@@ -21,6 +21,8 @@ struct upool {
     struct uconn *idle;            /* idle keep-alive connections, most recent first */
     uint32_t nidle;
     uint32_t active_rq;            /* in-flight requests (LEAST_REQUEST input) */
+    struct ssl_session_st *tls_session;  /* last TLS session from this host, offered for resumption */
+    char tls_error[192];           /* last TLS handshake failure with this host (access logs) */
 };
 
 /* This worker's view of one cluster for one host set: pools and load-balancer state. When
@@ -34,6 +36,7 @@ struct wcluster {
     struct upool *pools;           /* one per host in hs */
     uint32_t *active_rq;           /* one per host: in-flight requests, for lb_pick */
     uint32_t users;                /* streams, sessions and upstream connections holding it */
+    char odst_tls_error[192];      /* TLS failure of an unpooled (ORIGINAL_DST) connection */
     bool retired;
 };
 

@@ -11,9 +11,14 @@ Request headers steer it:
   x-close: 1           close the connection after the response
   x-reset: 1           close the connection without answering
 Usage: backend.py PORT NAME [BIND_ADDRESS]  (default 127.0.0.1; prints "ready" when listening)
+With WEFT_TLS_CERT and WEFT_TLS_KEY in the environment it serves TLS (WEFT_TLS_CA: require and
+verify client certificates; WEFT_TLS_ALPN: comma-separated ALPN protocols) and the echo gains
+"tls": {"sni", "alpn", "version", "peer_uri_san"}.
 """
 import json
+import os
 import socket
+import ssl
 import socketserver
 import sys
 import threading
@@ -66,6 +71,7 @@ class Handler(BaseHTTPRequestHandler):
             out = json.dumps({
                 "name": self.server.name, "method": self.command, "path": self.path,
                 "headers": h, "body_len": len(body), "body": body.decode("latin-1"),
+                "tls": self._tls(),
             }).encode()
             ctype = "application/json"
         self.send_response(status)
@@ -90,6 +96,15 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self.wfile.write(out)
 
+    def _tls(self):
+        c = self.connection
+        if not isinstance(c, ssl.SSLSocket):
+            return None
+        peer = c.getpeercert() or {}
+        uris = [v for k, v in peer.get("subjectAltName", ()) if k == "URI"]
+        return {"sni": getattr(c, "weft_sni", None), "alpn": c.selected_alpn_protocol(), "version": c.version(),
+                "peer_uri_san": uris[0] if uris else None}
+
     def _websocket(self):
         # Not a real WebSocket: after the 101, echo bytes back upper-cased until EOF.
         self.send_response(101)
@@ -111,6 +126,35 @@ class Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 1024
+    tls = None
+
+    def finish_request(self, request, client_address):
+        # The TLS handshake runs in the connection's thread, not in the accept loop.
+        if self.tls:
+            try:
+                request.settimeout(10)
+                request = self.tls.wrap_socket(request, server_side=True)
+            except (OSError, ssl.SSLError):
+                return
+        super().finish_request(request, client_address)
+
+
+def tls_context():
+    cert, key = os.environ.get("WEFT_TLS_CERT"), os.environ.get("WEFT_TLS_KEY")
+    if not cert:
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    if os.environ.get("WEFT_TLS_CA"):
+        ctx.load_verify_locations(os.environ["WEFT_TLS_CA"])
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    if os.environ.get("WEFT_TLS_ALPN"):
+        ctx.set_alpn_protocols(os.environ["WEFT_TLS_ALPN"].split(","))
+
+    def on_sni(sock, name, _ctx):
+        sock.weft_sni = name
+    ctx.sni_callback = on_sni
+    return ctx
 
 
 def main():
@@ -118,6 +162,7 @@ def main():
     bind = sys.argv[3] if len(sys.argv) > 3 else "127.0.0.1"
     srv = Server((bind, port), Handler)
     srv.name = name
+    srv.tls = tls_context()
     print("ready", flush=True)
     srv.serve_forever()
 
