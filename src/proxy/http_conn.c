@@ -25,7 +25,10 @@
 #include "common/sock.h"
 #include "net/http1.h"
 #include "proxy/access_log.h"
+#include "proxy/codec_h2.h"
 #include "proxy/config.h"
+#include "proxy/http_codec.h"
+#include "proxy/http_headers.h"
 #include "proxy/http_util.h"
 #include "proxy/lb.h"
 #include "proxy/listener.h"
@@ -93,6 +96,8 @@ struct hconn {
     bool readable, writable, peer_closed, closed, draining;
     struct stream s;
     struct h1_limits lim;
+    enum http_codec codec;         /* HTTP_CODEC_NEED_MORE until the first bytes decide (AUTO) */
+    struct h2c *h2;                /* the HTTP/2 codec, when codec is HTTP_CODEC_H2 */
     struct deferred def;
     struct h1_header *rs_headers;
     struct h1_header rq_headers[];  /* lim.max_headers entries, then as many for responses */
@@ -109,6 +114,7 @@ static inline void hstat(struct hconn *d, size_t field, int64_t delta)
 static void free_deferred(struct deferred *df)
 {
     struct hconn *d = (struct hconn *)((char *)df - offsetof(struct hconn, def));
+    h2c_free(d->h2);
     snapshot_unref(d->snap);
     free(d);
 }
@@ -119,6 +125,8 @@ static void hconn_close(struct hconn *d)
         return;
     if (d->s.active)
         stream_reset(d);
+    if (d->h2)
+        h2c_shutdown(d->h2);
     d->closed = true;
     struct loop *l = d->w->loop;
     timer_stop(l, &d->idle_timer);
@@ -130,7 +138,8 @@ static void hconn_close(struct hconn *d)
     conn_link_del(&d->link);
     d->w->n_conns--;
     hstat(d, HS_DOWNSTREAM_CX_ACTIVE, -1);
-    hstat(d, HS_DOWNSTREAM_CX_HTTP1_ACTIVE, -1);
+    if (d->codec == HTTP_CODEC_H1)
+        hstat(d, HS_DOWNSTREAM_CX_HTTP1_ACTIVE, -1);
     hstat(d, HS_DOWNSTREAM_CX_DESTROY, 1);
     stats_add(d->lc->stats, d->w->id, LS_DOWNSTREAM_CX_ACTIVE, -1);
     stats_inc(d->lc->stats, d->w->id, LS_DOWNSTREAM_CX_DESTROY);
@@ -215,6 +224,73 @@ static struct buf *out_buf(struct hconn *d)
     if (!d->out)
         d->out = buf_get(&d->w->bufs);
     return d->out;
+}
+
+/* --- plumbing for the other codecs (codec_h2.c): the same read/write pair --- */
+
+struct buf *hconn_input(struct hconn *d)
+{
+    read_downstream(d, 0);
+    return d->in;
+}
+
+void hconn_input_done(struct hconn *d)
+{
+    if (d->in) {
+        buf_put(&d->w->bufs, d->in);
+        d->in = NULL;
+    }
+}
+
+struct buf *hconn_output(struct hconn *d)
+{
+    return out_buf(d);
+}
+
+long hconn_flush(struct hconn *d)
+{
+    size_t before = d->out ? buf_len(d->out) : 0;
+    if (write_downstream(d, NULL, 0) < 0)
+        return -1;
+    size_t after = d->out ? buf_len(d->out) : 0;
+    return (long)(before - after);
+}
+
+bool hconn_output_pending(const struct hconn *d)
+{
+    return d->out && buf_len(d->out) > 0;
+}
+
+bool hconn_peer_closed(const struct hconn *d)
+{
+    return d->peer_closed;
+}
+
+void hconn_close_from_codec(struct hconn *d)
+{
+    hconn_close(d);
+}
+
+/* Decides the codec once the first bytes are in (HCM codec_type AUTO), or at once
+ * (HTTP1/HTTP2). The ALPN of a TLS transport plugs in here. Returns false while undecided. */
+static bool choose_codec(struct hconn *d)
+{
+    const char *alpn = NULL; /* TLS: the negotiated protocol */
+    d->codec = http_codec_select(d->hcm->codec_type, alpn, d->in ? buf_rpos(d->in) : "", d->in ? buf_len(d->in) : 0);
+    if (d->codec == HTTP_CODEC_NEED_MORE)
+        return false;
+    if (d->codec == HTTP_CODEC_H1) {
+        hstat(d, HS_DOWNSTREAM_CX_HTTP1_TOTAL, 1);
+        hstat(d, HS_DOWNSTREAM_CX_HTTP1_ACTIVE, 1);
+        return true;
+    }
+    d->h2 = h2c_new(d, d->w, d->hcm, &d->peer, &d->local);
+    if (!d->h2) {
+        d->draining = true;
+        return true;
+    }
+    timer_start(d->w->loop, &d->idle_timer, d->hcm->idle_timeout_ms);
+    return true;
 }
 
 /* --- local replies (404, 503, 504, redirects, direct responses, protocol errors) --- */
@@ -399,96 +475,9 @@ static void on_upstream_event(struct uconn *u, enum uconn_event ev, void *owner)
 
 /* --- building the upstream request head --- */
 
-static bool in_connection_tokens(const struct h1_request *rq, struct h1_str name)
-{
-    for (size_t i = 0; i < rq->nheaders; i++) {
-        const struct h1_header *h = &rq->headers[i];
-        if (!h1_str_eq_ci(h->name, "connection"))
-            continue;
-        const char *p = h->value.p, *end = p + h->value.n;
-        while (p < end) {
-            while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
-                p++;
-            const char *tok = p;
-            while (p < end && *p != ',' && *p != ' ' && *p != '\t')
-                p++;
-            if ((size_t)(p - tok) == name.n && strncasecmp(tok, name.p, name.n) == 0)
-                return true;
-        }
-    }
-    return false;
-}
-
-static bool is_hop_by_hop(struct h1_str n)
-{
-    return h1_str_eq_ci(n, "connection") || h1_str_eq_ci(n, "keep-alive") ||
-           h1_str_eq_ci(n, "proxy-connection") || h1_str_eq_ci(n, "upgrade") ||
-           h1_str_eq_ci(n, "te") || h1_str_eq_ci(n, "trailer");
-}
-
 static int put_str(struct buf *b, const char *s, size_t n) { return buf_append(b, s, n); }
 static int put_cstr(struct buf *b, const char *s) { return buf_append(b, s, strlen(s)); }
-static int put_header(struct buf *b, const char *name, const char *value, size_t vlen)
-{
-    if (put_cstr(b, name) || put_str(b, ": ", 2) || put_str(b, value, vlen) || put_str(b, "\r\n", 2))
-        return -1;
-    return 0;
-}
-
-static void peer_ip(const struct sockaddr_storage *ss, char *out, size_t cap)
-{
-    if (ss->ss_family == AF_INET)
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, out, (socklen_t)cap);
-    else if (ss->ss_family == AF_INET6)
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, out, (socklen_t)cap);
-    else
-        snprintf(out, cap, "unknown");
-}
-
-static bool has_header(const struct h1_header *h, size_t n, struct h1_str name)
-{
-    for (size_t i = 0; i < n; i++)
-        if (h[i].name.n == name.n && strncasecmp(h[i].name.p, name.p, name.n) == 0)
-            return true;
-    return false;
-}
-
-/* True when a received header must not be passed on: a level removes it, or overwrites it. */
-static bool mutation_drops(const struct header_mutation *const *lv, size_t nlv, struct h1_str name)
-{
-    for (size_t l = 0; l < nlv; l++) {
-        for (size_t i = 0; i < lv[l]->nremove; i++)
-            if (lv[l]->remove[i].n == name.n && strncasecmp(lv[l]->remove[i].p, name.p, name.n) == 0)
-                return true;
-        for (size_t i = 0; i < lv[l]->nadd; i++) {
-            const struct route_header_add *a = &lv[l]->add[i];
-            if ((a->action == ROUTE_OVERWRITE_IF_EXISTS_OR_ADD || a->action == ROUTE_OVERWRITE_IF_EXISTS) &&
-                a->name.n == name.n && strncasecmp(a->name.p, name.p, name.n) == 0)
-                return true;
-        }
-    }
-    return false;
-}
-
-/* Writes the headers the levels add, given the headers as received. Returns 0 or -1. */
-static int mutation_add(struct buf *b, const struct header_mutation *const *lv, size_t nlv,
-                        const struct h1_header *h, size_t nh)
-{
-    for (size_t l = 0; l < nlv; l++) {
-        for (size_t i = 0; i < lv[l]->nadd; i++) {
-            const struct route_header_add *a = &lv[l]->add[i];
-            bool present = has_header(h, nh, a->name);
-            if ((a->action == ROUTE_ADD_IF_ABSENT && present) || (a->action == ROUTE_OVERWRITE_IF_EXISTS && !present))
-                continue;
-            if (a->value.n == 0 && !a->keep_empty_value)
-                continue;
-            if (buf_append(b, a->name.p, a->name.n) || buf_append(b, ": ", 2) ||
-                buf_append(b, a->value.p, a->value.n) || buf_append(b, "\r\n", 2))
-                return -1;
-        }
-    }
-    return 0;
-}
+#define put_header http_put_header
 
 /* Writes the request head for the upstream into s->uhead. Returns 0 or -1 (does not fit). */
 static int build_upstream_head(struct hconn *d, const struct route_request *rr, const struct host *host)
@@ -524,7 +513,7 @@ static int build_upstream_head(struct hconn *d, const struct route_request *rr, 
     for (size_t i = 0; i < rq->nheaders; i++) {
         const struct h1_header *h = &rq->headers[i];
         struct h1_str n = h->name;
-        if (h1_str_eq_ci(n, "host") || is_hop_by_hop(n) || in_connection_tokens(rq, n))
+        if (h1_str_eq_ci(n, "host") || http_is_hop_by_hop(n) || http_in_connection_tokens(rq->headers, rq->nheaders, n))
             continue;
         if (h1_str_eq_ci(n, "expect") && !hcm->proxy_100_continue)
             continue;
@@ -535,7 +524,7 @@ static int build_upstream_head(struct hconn *d, const struct route_request *rr, 
                 continue; /* the edge proxy sets it from the real connection */
             have_xfp = true;
         }
-        if (nlv && mutation_drops(lv, nlv, n))
+        if (nlv && http_mutation_drops(lv, nlv, n))
             continue;
         if (put_str(b, n.p, n.n) || put_str(b, ": ", 2) || put_str(b, h->value.p, h->value.n) ||
             put_str(b, "\r\n", 2))
@@ -553,7 +542,7 @@ static int build_upstream_head(struct hconn *d, const struct route_request *rr, 
         if (put_header(b, "x-envoy-expected-rq-timeout-ms", t, u64_to_dec(timeout, t)))
             return -1;
     }
-    if (nlv && mutation_add(b, lv, nlv, rq->headers, rq->nheaders) < 0)
+    if (nlv && http_mutation_add(b, lv, nlv, rq->headers, rq->nheaders) < 0)
         return -1;
     if (s->tunnel_requested &&
         (put_cstr(b, "connection: upgrade\r\n") || put_header(b, "upgrade", rq->upgrade_proto.p, rq->upgrade_proto.n)))
@@ -577,7 +566,7 @@ static void set_forwarding_headers(struct hconn *d)
     /* Envoy appends the peer address to x-forwarded-for only with use_remote_address. */
     if (d->hcm->use_remote_address && !d->hcm->skip_xff_append) {
         char ip[INET6_ADDRSTRLEN];
-        peer_ip(&d->peer, ip, sizeof ip);
+        http_peer_ip(&d->peer, ip, sizeof ip);
         if (xff.n)
             snprintf(s->xff, sizeof s->xff, "%.*s,%s", (int)xff.n, xff.p, ip);
         else
@@ -920,7 +909,7 @@ static int build_downstream_head(struct hconn *d)
     size_t nlv = route_response_mutations(s->route, s->cluster_weight, lv);
     for (size_t i = 0; i < rs->nheaders; i++) {
         const struct h1_header *h = &rs->headers[i];
-        if (is_hop_by_hop(h->name) && !(s->tunnel && h1_str_eq_ci(h->name, "upgrade")))
+        if (http_is_hop_by_hop(h->name) && !(s->tunnel && h1_str_eq_ci(h->name, "upgrade")))
             continue;
         if (s->rsb.dechunk && h1_str_eq_ci(h->name, "transfer-encoding"))
             continue;
@@ -931,7 +920,7 @@ static int build_downstream_head(struct hconn *d)
         }
         if (h1_str_eq_ci(h->name, "date"))
             have_date = true;
-        if (nlv && mutation_drops(lv, nlv, h->name))
+        if (nlv && http_mutation_drops(lv, nlv, h->name))
             continue;
         if (put_str(o, h->name.p, h->name.n) || put_str(o, ": ", 2) || put_str(o, h->value.p, h->value.n) ||
             put_str(o, "\r\n", 2))
@@ -949,7 +938,7 @@ static int build_downstream_head(struct hconn *d)
     if (d->hcm->always_set_request_id_in_response && s->si.request_id &&
         put_header(o, "x-request-id", s->si.request_id, strlen(s->si.request_id)))
         return -1;
-    if (nlv && mutation_add(o, lv, nlv, rs->headers, rs->nheaders) < 0)
+    if (nlv && http_mutation_add(o, lv, nlv, rs->headers, rs->nheaders) < 0)
         return -1;
     if (s->tunnel) {
         if (put_cstr(o, "connection: upgrade\r\n"))
@@ -1148,6 +1137,20 @@ static void hconn_run(struct hconn *d)
 {
     if (d->closed)
         return;
+    if (__builtin_expect(d->codec != HTTP_CODEC_H1, 0)) {
+        if (d->codec == HTTP_CODEC_NEED_MORE) {
+            read_downstream(d, 0);
+            if (!choose_codec(d)) {
+                if (d->peer_closed)
+                    hconn_close(d);
+                return;
+            }
+        }
+        if (d->h2) {
+            h2c_run(d->h2);
+            return;
+        }
+    }
     struct stream *s = &d->s;
     for (int rounds = 0; rounds < 64; rounds++) {
         bool progress = false;
@@ -1202,10 +1205,16 @@ static void on_io(struct loop *l, struct io *io, uint32_t events)
 
 static void on_idle_timeout(struct loop *l, struct timer *t)
 {
-    (void)l;
     struct hconn *d = t->data;
     if (d->s.active)
         return;
+    uint64_t since;
+    if (d->h2 && (h2c_busy(d->h2, &since) || loop_now_ms(l) - since < d->hcm->idle_timeout_ms)) {
+        /* Streams are open, or the last one closed recently: look again later. */
+        uint64_t left = h2c_busy(d->h2, &since) ? d->hcm->idle_timeout_ms : d->hcm->idle_timeout_ms - (loop_now_ms(l) - since);
+        timer_start(l, &d->idle_timer, left);
+        return;
+    }
     hstat(d, HS_DOWNSTREAM_CX_IDLE_TIMEOUT, 1);
     hconn_close(d);
 }
@@ -1215,6 +1224,11 @@ static void drain_conn(struct conn_link *link, bool force)
     struct hconn *d = (struct hconn *)((char *)link - offsetof(struct hconn, link));
     d->draining = true;
     hstat(d, HS_DOWNSTREAM_CX_DRAIN_CLOSE, 1);
+    if (d->h2 && !force) {
+        h2c_drain(d->h2);
+        h2c_run(d->h2);
+        return;
+    }
     if (!d->s.active || force)
         hconn_close(d);
     else
@@ -1249,9 +1263,9 @@ void http_conn_start(struct worker *w, struct listener_config *lc, struct filter
     w->n_conns++;
     hstat(d, HS_DOWNSTREAM_CX_TOTAL, 1);
     hstat(d, HS_DOWNSTREAM_CX_ACTIVE, 1);
-    hstat(d, HS_DOWNSTREAM_CX_HTTP1_TOTAL, 1);
-    hstat(d, HS_DOWNSTREAM_CX_HTTP1_ACTIVE, 1);
     timer_start(w->loop, &d->idle_timer, hcm->idle_timeout_ms);
+    if (hcm->codec_type != 0)
+        choose_codec(d);
     if (io_start(w->loop, &d->io, fd, EPOLLIN, on_io, d) < 0) {
         close(fd);
         d->closed = true;

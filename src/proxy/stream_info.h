@@ -66,6 +66,7 @@ struct stream_info {
     const struct sockaddr *downstream_remote;
     const struct sockaddr *downstream_local;
     const char *local_reply_details;
+    int grpc_status;               /* grpc-status of the response, -1 when none (%GRPC_STATUS%) */
 };
 
 #endif
