@@ -654,9 +654,8 @@ struct h2c *h2c_new(struct hconn *d, struct worker *w, struct hcm_config *hcm, c
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, win},
         {NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, hcm->h2.hpack_table_size},
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, hcm->max_request_headers_bytes},
-        {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 0},
     };
-    nghttp2_submit_settings(c->ng, NGHTTP2_FLAG_NONE, iv, hcm->h2.allow_connect ? 4 : 5);
+    nghttp2_submit_settings(c->ng, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]);
     uint32_t cwin = hcm->h2.initial_connection_window_size;
     if (cwin > 65535)
         nghttp2_session_set_local_window_size(c->ng, NGHTTP2_FLAG_NONE, 0, (int32_t)cwin);

@@ -23,6 +23,7 @@
 #include "common/loop.h"
 #include "net/http1.h"
 #include "proxy/stream_info.h"
+#include "proxy/upstream_h2.h"
 
 struct worker;
 struct hcm_config;
@@ -87,7 +88,8 @@ struct hstream {
     uint32_t host;
     bool host_counted;
     struct uconn *u;                /* HTTP/1.1 upstream */
-    struct uh2_stream *uh2;         /* HTTP/2 upstream */
+    struct uh2_stream *uh2;         /* HTTP/2 upstream (= &uh2s while attached) */
+    struct uh2_stream uh2s;
     struct buf *uhead;              /* upstream request head (HTTP/1.1 text) still to send */
     bool uhead_chunked;             /* the request body goes upstream chunked */
     bool rq_sent;                   /* the whole request went upstream */
@@ -123,6 +125,12 @@ void router_response_consumed(struct hstream *s, size_t n);
  * to its pool (reusable only when the exchange completed cleanly), buffers returned. Safe to
  * call once per started stream; the codec then puts s back in its pool. */
 void router_finish(struct hstream *s, bool downstream_reset);
+/* For upstream codecs: the upstream's response head is in s->urs; builds ours. Returns 0, or
+ * -1 after answering with a local reply. */
+int router_upstream_head(struct hstream *s);
+/* For upstream codecs: the storage for the upstream's head slices and strings (rsbuf). */
+struct buf *router_rsbuf(struct hstream *s);
+size_t router_head_slots(const struct hstream *s);
 /* Answers s with a local reply (status, optional text body). Used by the codec too. */
 void router_local_reply(struct hstream *s, int status, uint32_t flag, const char *details, const char *body);
 

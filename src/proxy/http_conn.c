@@ -28,6 +28,7 @@
 #include "proxy/codec_h2.h"
 #include "proxy/config.h"
 #include "proxy/http_codec.h"
+#include "proxy/hstream.h"
 #include "proxy/http_headers.h"
 #include "proxy/http_util.h"
 #include "proxy/lb.h"
@@ -75,6 +76,9 @@ struct stream {
     bool close_after;              /* close the downstream connection after this exchange */
     bool request_complete;         /* all request bytes forwarded */
     bool timed_out;
+    bool bridge;                   /* this exchange goes through the codec-neutral router */
+    bool bridge_chunked;           /* its response goes downstream chunked */
+    bool bridge_done;              /* its response is all in d->out */
     struct timer timer;            /* route timeout */
     struct stream_info si;
     char request_id[40];
@@ -98,6 +102,8 @@ struct hconn {
     struct h1_limits lim;
     enum http_codec codec;         /* HTTP_CODEC_NEED_MORE until the first bytes decide (AUTO) */
     struct h2c *h2;                /* the HTTP/2 codec, when codec is HTTP_CODEC_H2 */
+    struct hstream *hs;            /* HTTP/1.1 ⇄ HTTP/2 translation: allocated once, reused */
+    bool in_bridge, bridge_rerun;
     struct deferred def;
     struct h1_header *rs_headers;
     struct h1_header rq_headers[];  /* lim.max_headers entries, then as many for responses */
@@ -105,6 +111,7 @@ struct hconn {
 
 static void hconn_run(struct hconn *d);
 static void stream_reset(struct hconn *d);
+static void bridge_start(struct hconn *d);
 
 static inline void hstat(struct hconn *d, size_t field, int64_t delta)
 {
@@ -115,6 +122,7 @@ static void free_deferred(struct deferred *df)
 {
     struct hconn *d = (struct hconn *)((char *)df - offsetof(struct hconn, def));
     h2c_free(d->h2);
+    free(d->hs);
     snapshot_unref(d->snap);
     free(d);
 }
@@ -383,6 +391,17 @@ static void stream_finish(struct hconn *d, bool upstream_reusable)
     struct stream *s = &d->s;
     struct loop *l = d->w->loop;
     timer_stop(l, &s->timer);
+    if (__builtin_expect(s->bridge, 0)) {
+        /* The router logged and counted it. */
+        router_finish(d->hs, !s->bridge_done);
+        buf_put(&d->w->bufs, d->hs->rqbody); /* the request side is ours */
+        d->hs->rqbody = NULL;
+        s->bridge = false;
+        d->hs->in_use = false;
+        if (!d->hs->rs_end || d->hs->reset)
+            s->close_after = true;
+        goto done;
+    }
     s->si.end_us = clock_now_us();
     if (s->si.status == 0 && !s->rs_head_sent)
         s->si.flags |= 1u << RF_DOWNSTREAM_CONNECTION_TERMINATION;
@@ -411,6 +430,7 @@ static void stream_finish(struct hconn *d, bool upstream_reusable)
         wcluster_put(s->wc);
         s->wc = NULL;
     }
+done:
     buf_put(&d->w->bufs, s->uhead);
     s->uhead = NULL;
     s->active = false;
@@ -689,6 +709,10 @@ static void start_stream(struct hconn *d, int head_len)
         hstat(d, HS_NO_CLUSTER, 1);
         error_reply(d, route_cluster_not_found_status(s->route), 1u << RF_NO_CLUSTER_FOUND,
                     "cluster_not_found", NULL);
+        return;
+    }
+    if (__builtin_expect(d->snap->clusters[s->cluster]->protocol == UPSTREAM_HTTP2, 0) && !s->tunnel_requested) {
+        bridge_start(d);
         return;
     }
     s->wc = worker_cluster(w, s->cluster);
@@ -1086,6 +1110,203 @@ static bool response_complete(const struct hconn *d)
     return s->rs_head_sent && s->rsb.done && s->rsb.ready == 0 && !d->out;
 }
 
+/* --- HTTP/1.1 downstream ⇄ HTTP/2 upstream: the exchange goes through the router --- */
+
+/* Used when a request routes to a cluster that speaks HTTP/2: the HTTP/1.1 head stays in
+ * place in d->in (the hstream's request view points into it), the body is de-chunked into
+ * the hstream's body buffer, and the response comes back as slices that are written here as
+ * HTTP/1.1 (chunked when it has no length, with the HTTP/2 trailers as chunked trailers).
+ * This path copies bodies; the HTTP/1.1 → HTTP/1.1 path above never takes it. */
+
+static void bridge_wake(struct hstream *hs)
+{
+    struct hconn *d = hs->codec;
+    if (d->in_bridge) {
+        d->bridge_rerun = true;
+        return;
+    }
+    hconn_run(d);
+}
+
+static void bridge_consumed(struct hstream *hs, size_t n)
+{
+    (void)hs;
+    (void)n; /* backpressure is the body buffer's room */
+}
+
+static const struct hstream_ops bridge_ops = {bridge_wake, bridge_consumed};
+
+static void bridge_start(struct hconn *d)
+{
+    struct stream *s = &d->s;
+    if (!d->hs && !(d->hs = calloc(1, sizeof *d->hs))) { /* once per connection */
+        error_reply(d, 503, 0, "out_of_memory", NULL);
+        return;
+    }
+    struct hstream *hs = d->hs;
+    memset(hs, 0, sizeof *hs);
+    hs->ops = &bridge_ops;
+    hs->codec = d;
+    hs->w = d->w;
+    hs->hcm = d->hcm;
+    hs->peer = &d->peer;
+    hs->local = &d->local;
+    hs->in_use = true;
+    hs->protocol = s->si.protocol;
+    hs->rq = s->rq;
+    hs->rq.content_length = s->rq.chunked ? -1 : s->rq.content_length;
+    hs->rq_headers_done = true;
+    if (s->rqb.kind == BODY_CHUNKED)
+        s->rqb.dechunk = true;
+    hs->rq_end = s->rqb.done;
+    s->bridge = true;
+    router_start(hs);
+}
+
+static int bridge_head(struct hconn *d)
+{
+    struct stream *s = &d->s;
+    struct hstream *hs = d->hs;
+    struct buf *o = out_buf(d);
+    if (!o)
+        return -1;
+    int code = hs->rs.status;
+    char line[64];
+    int n = snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\n", code, http_reason(code));
+    if (put_str(o, line, (size_t)n))
+        return -1;
+    bool has_len = false;
+    for (size_t i = 0; i < hs->rs.nheaders; i++) {
+        const struct h1_header *h = &hs->rs.headers[i];
+        if (h1_str_eq_ci(h->name, "content-length"))
+            has_len = true;
+        if (put_str(o, h->name.p, h->name.n) || put_str(o, ": ", 2) || put_str(o, h->value.p, h->value.n) ||
+            put_str(o, "\r\n", 2))
+            return -1;
+    }
+    bool bodyless = is_head_request(s) || code == 204 || code == 304 || (code >= 100 && code < 200);
+    if (!has_len && !bodyless) {
+        if (s->rq.minor == 1) {
+            s->bridge_chunked = true;
+            if (put_cstr(o, "transfer-encoding: chunked\r\n"))
+                return -1;
+        } else {
+            s->close_after = true; /* HTTP/1.0: the end of the body is the end of the connection */
+        }
+    }
+    if ((s->close_after || d->draining || !s->rq.keep_alive) && put_cstr(o, "connection: close\r\n"))
+        return -1;
+    else if (!s->close_after && !d->draining && s->rq.keep_alive && s->rq.minor == 0 &&
+             put_cstr(o, "connection: keep-alive\r\n"))
+        return -1;
+    return put_str(o, "\r\n", 2);
+}
+
+static bool bridge_pump(struct hconn *d)
+{
+    struct stream *s = &d->s;
+    struct hstream *hs = d->hs;
+    bool progress = false;
+    d->in_bridge = true;
+    do {
+        d->bridge_rerun = false;
+        /* Request body: de-chunked payload into the hstream's buffer, as room allows. */
+        if (!s->rqb.done && read_downstream(d, s->rqb.base))
+            progress = true;
+        if (d->in && frame_body(&s->rqb, d->in) < 0 && !hs->rs_head_taken) {
+            router_local_reply(hs, 400, 1u << RF_DOWNSTREAM_PROTOCOL_ERROR, "bad_chunked_body", NULL);
+            s->close_after = true;
+        }
+        if (s->rqb.ready && !hs->local_reply) {
+            if (!hs->rqbody)
+                hs->rqbody = buf_get(&d->w->bufs);
+            if (hs->rqbody) {
+                if (buf_len(hs->rqbody) == 0)
+                    hs->rqbody->head = hs->rqbody->tail = 0;
+                size_t take = s->rqb.ready < buf_room(hs->rqbody) ? s->rqb.ready : buf_room(hs->rqbody);
+                if (take) {
+                    buf_append(hs->rqbody, buf_rpos(d->in), take);
+                    body_consumed(&s->rqb, d->in, take);
+                    progress = true;
+                }
+            }
+        } else if (s->rqb.ready && hs->local_reply) {
+            body_consumed(&s->rqb, d->in, s->rqb.ready);
+        }
+        if (s->rqb.done && s->rqb.ready == 0 && !hs->rq_end) {
+            hs->rq_end = true;
+            progress = true;
+        }
+        if (hs->rq_end && (!hs->rqbody || buf_len(hs->rqbody) == 0))
+            s->request_complete = true;
+        if (router_pump(hs))
+            progress = true;
+        /* Response. */
+        if (hs->rs_head && !hs->rs_head_taken) {
+            hs->rs_head_taken = true;
+            s->rs_head_sent = true;
+            if (bridge_head(d) < 0) {
+                s->close_after = true;
+                s->bridge_done = true;
+            }
+            progress = true;
+        }
+        if (hs->rs_head_taken && !s->bridge_done) {
+            struct buf *o = out_buf(d);
+            const char *p;
+            size_t n;
+            router_response_body(hs, &p, &n);
+            if (o && n && !is_head_request(s)) {
+                size_t room = buf_room(o);
+                size_t over = s->bridge_chunked ? 12 : 0;
+                if (room > over) {
+                    size_t take = n < room - over ? n : room - over;
+                    if (s->bridge_chunked) {
+                        char hx[12];
+                        buf_append(o, hx, (size_t)snprintf(hx, sizeof hx, "%zx\r\n", take));
+                    }
+                    buf_append(o, p, take);
+                    if (s->bridge_chunked)
+                        buf_append(o, "\r\n", 2);
+                    router_response_consumed(hs, take);
+                    progress = true;
+                }
+            } else if (n) {
+                router_response_consumed(hs, n);
+            }
+            router_response_body(hs, &p, &n);
+            if (hs->reset) {
+                s->close_after = true; /* the only way to say "broken" to an HTTP/1.1 client */
+                s->bridge_done = true;
+            } else if (hs->rs_end && n == 0 && o) {
+                if (s->bridge_chunked) {
+                    put_str(o, "0\r\n", 3);
+                    for (size_t i = 0; i < hs->n_rs_trailers; i++) {
+                        const struct h1_header *t = &hs->rs_trailers[i];
+                        put_str(o, t->name.p, t->name.n);
+                        put_str(o, ": ", 2);
+                        put_str(o, t->value.p, t->value.n);
+                        put_str(o, "\r\n", 2);
+                    }
+                    put_str(o, "\r\n", 2);
+                }
+                s->bridge_done = true;
+                progress = true;
+            }
+        }
+        if (write_downstream(d, NULL, 0) < 0)
+            d->peer_closed = true;
+    } while (d->bridge_rerun);
+    d->in_bridge = false;
+    if (s->bridge_done) {
+        s->rsb.done = true;
+        s->rsb.ready = 0;
+        if (!hs->rq_end)
+            s->close_after = true;
+    }
+    return progress;
+}
+
 /* --- the driver --- */
 
 static bool try_start(struct hconn *d)
@@ -1161,8 +1382,12 @@ static void hconn_run(struct hconn *d)
             if (!s->active)
                 break;
         }
-        progress |= pump_request(d);
-        progress |= pump_response(d);
+        if (__builtin_expect(s->bridge, 0)) {
+            progress |= bridge_pump(d);
+        } else {
+            progress |= pump_request(d);
+            progress |= pump_response(d);
+        }
         if (d->peer_closed && s->active && !response_complete(d) && !s->tunnel) {
             /* The client left before its response was complete. */
             s->si.flags |= 1u << RF_DOWNSTREAM_CONNECTION_TERMINATION;

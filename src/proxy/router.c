@@ -52,6 +52,9 @@ static struct buf *rsbuf(struct hstream *s)
     return s->rsbuf;
 }
 
+struct buf *router_rsbuf(struct hstream *s) { return rsbuf(s); }
+size_t router_head_slots(const struct hstream *s) { return head_slots(s); }
+
 static struct h1_header *our_slots(struct hstream *s)
 {
     return s->urs_headers + head_slots(s);

@@ -11,6 +11,7 @@
 #include "common/log.h"
 #include "common/sock.h"
 #include "proxy/config.h"
+#include "proxy/upstream_h2.h"
 #include "proxy/worker.h"
 
 static void uconn_stat(struct uconn *u, size_t field, int64_t delta)
@@ -250,4 +251,5 @@ void upstream_close_idle(struct wcluster *wc, size_t npools)
             uconn_close(u);
         }
     }
+    uh2_close_idle(wc);
 }

@@ -7,11 +7,26 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct hstream;
 struct host;
 struct wcluster;
-struct uh2_stream;
+struct uh2c;
+
+/* One stream on an upstream HTTP/2 connection; embedded in its hstream. */
+struct uh2_stream {
+    struct uh2c *c;
+    struct hstream *s;
+    int32_t id;                    /* 0 until submitted */
+    struct uh2_stream *next;       /* in c's list */
+    bool deferred;                 /* the request body provider is waiting for bytes */
+    bool closed;                   /* nghttp2 closed it */
+    bool dirty;                    /* tell the downstream codec after this I/O round */
+    bool in_trailers;              /* the response head is done: HEADERS now are trailers */
+    bool head_ready;               /* the response head arrived: build ours outside the callback */
+    int fail;                      /* set in a callback: answer with this local reply (0 = none) */
+};
 
 /* Starts s's request on an HTTP/2 connection to host s->host of s->wc (s->uhead holds the
  * request head as HTTP/1.1 text; it is parsed into HEADERS here). Returns 0 (s->uh2 set) or

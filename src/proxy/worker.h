@@ -13,6 +13,7 @@
 #include "proxy/config.h"
 
 struct uconn;
+struct uh2c;
 struct lb_state;
 struct route_scratch;
 
@@ -21,6 +22,7 @@ struct upool {
     struct uconn *idle;            /* idle keep-alive connections, most recent first */
     uint32_t nidle;
     uint32_t active_rq;            /* in-flight requests (LEAST_REQUEST input) */
+    struct uh2c *h2;               /* HTTP/2 connections to this host (upstream_h2.c) */
 };
 
 /* This worker's view of one cluster for one host set: pools and load-balancer state. When
