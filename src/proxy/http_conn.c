@@ -1319,6 +1319,7 @@ static bool try_start(struct hconn *d)
     struct stream *s = &d->s;
     memset(s, 0, offsetof(struct stream, timer));
     memset(&s->si, 0, sizeof s->si);
+    s->si.grpc_status = -1;
     s->rq.headers = d->rq_headers;
     int r = h1_parse_request(buf_rpos(d->in), buf_len(d->in), &d->lim, &s->rq);
     if (r == H1_INCOMPLETE) {

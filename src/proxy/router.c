@@ -134,7 +134,7 @@ void router_local_reply(struct hstream *s, int status, uint32_t flag, const char
         buf_append(s->rsbody, body, blen < BUF_SIZE ? blen : BUF_SIZE);
         s->si.bytes_sent = blen;
     }
-    s->si.status = status;
+    s->si.status = s->grpc ? 200 : status; /* what went on the wire (gRPC: trailers-only 200) */
     s->si.flags |= flag;
     s->si.local_reply_details = details;
     s->local_reply = true;
