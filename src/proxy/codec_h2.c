@@ -26,7 +26,6 @@
 #include "common/log.h"
 #include "proxy/config.h"
 #include "proxy/hstream.h"
-#include "proxy/http_conn.h"
 #include "proxy/worker.h"
 
 /* The most request body bytes one stream may have in flight in the proxy: the stream window
@@ -55,7 +54,8 @@ struct h2s {
 };
 
 struct h2c {
-    struct hconn *d;
+    const struct h2c_io *io;
+    void *d;                       /* the connection (io context) */
     struct worker *w;
     struct hcm_config *hcm;
     const struct sockaddr_storage *peer, *local;
@@ -202,7 +202,7 @@ static ssize_t on_send(nghttp2_session *ng, const uint8_t *data, size_t len, int
     (void)ng;
     (void)flags;
     struct h2c *c = ud;
-    struct buf *o = hconn_output(c->d);
+    struct buf *o = c->io->output(c->d);
     if (!o)
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     size_t room = buf_room(o);
@@ -597,12 +597,13 @@ static bool service_streams(struct h2c *c)
 
 /* --- the connection --- */
 
-struct h2c *h2c_new(struct hconn *d, struct worker *w, struct hcm_config *hcm, const struct sockaddr_storage *peer,
-                    const struct sockaddr_storage *local)
+struct h2c *h2c_new(const struct h2c_io *io, void *d, struct worker *w, struct hcm_config *hcm,
+                    const struct sockaddr_storage *peer, const struct sockaddr_storage *local)
 {
     struct h2c *c = calloc(1, sizeof *c);
     if (!c)
         return NULL;
+    c->io = io;
     c->d = d;
     c->w = w;
     c->hcm = hcm;
@@ -675,10 +676,10 @@ int h2c_run(struct h2c *c)
     for (int rounds = 0; rounds < 64; rounds++) {
         bool progress = false;
         if (!c->fatal) {
-            struct buf *in = hconn_input(c->d);
+            struct buf *in = c->io->input(c->d);
             if (in && buf_len(in)) {
                 ssize_t r = nghttp2_session_mem_recv(c->ng, (const uint8_t *)buf_rpos(in), buf_len(in));
-                hconn_input_done(c->d);
+                c->io->input_done(c->d);
                 progress = true;
                 if (r < 0) {
                     log_debug("http2: %s", nghttp2_strerror((int)r));
@@ -694,7 +695,7 @@ int h2c_run(struct h2c *c)
             progress = true;
         for (;;) {
             int r = nghttp2_session_send(c->ng);
-            long f = hconn_flush(c->d);
+            long f = c->io->flush(c->d);
             if (r != 0 || f < 0) {
                 if (r != NGHTTP2_ERR_WOULDBLOCK && r != 0)
                     c->fatal = true;
@@ -711,16 +712,16 @@ int h2c_run(struct h2c *c)
         if (!progress)
             break;
     }
-    if (hconn_peer_closed(c->d))
+    if (c->io->peer_closed(c->d))
         result = 1;
-    else if (!nghttp2_session_want_read(c->ng) && !nghttp2_session_want_write(c->ng) && !hconn_output_pending(c->d))
+    else if (!nghttp2_session_want_read(c->ng) && !nghttp2_session_want_write(c->ng) && !c->io->output_pending(c->d))
         result = 1;
-    else if (c->fatal && !nghttp2_session_want_write(c->ng) && !hconn_output_pending(c->d))
+    else if (c->fatal && !nghttp2_session_want_write(c->ng) && !c->io->output_pending(c->d))
         result = 1;
 out:
     c->in_run = false;
     if (result)
-        hconn_close_from_codec(c->d);
+        c->io->close(c->d);
     return result;
 }
 

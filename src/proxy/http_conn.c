@@ -234,29 +234,29 @@ static struct buf *out_buf(struct hconn *d)
     return d->out;
 }
 
-/* --- plumbing for the other codecs (codec_h2.c): the same read/write pair --- */
+/* --- plumbing for the HTTP/2 codec (codec_h2.c): the same read/write pair --- */
 
-struct buf *hconn_input(struct hconn *d)
+static struct buf *io_input(void *ctx)
 {
+    struct hconn *d = ctx;
     read_downstream(d, 0);
     return d->in;
 }
 
-void hconn_input_done(struct hconn *d)
+static void io_input_done(void *ctx)
 {
+    struct hconn *d = ctx;
     if (d->in) {
         buf_put(&d->w->bufs, d->in);
         d->in = NULL;
     }
 }
 
-struct buf *hconn_output(struct hconn *d)
-{
-    return out_buf(d);
-}
+static struct buf *io_output(void *ctx) { return out_buf(ctx); }
 
-long hconn_flush(struct hconn *d)
+static long io_flush(void *ctx)
 {
+    struct hconn *d = ctx;
     size_t before = d->out ? buf_len(d->out) : 0;
     if (write_downstream(d, NULL, 0) < 0)
         return -1;
@@ -264,20 +264,17 @@ long hconn_flush(struct hconn *d)
     return (long)(before - after);
 }
 
-bool hconn_output_pending(const struct hconn *d)
+static bool io_output_pending(void *ctx)
 {
+    struct hconn *d = ctx;
     return d->out && buf_len(d->out) > 0;
 }
 
-bool hconn_peer_closed(const struct hconn *d)
-{
-    return d->peer_closed;
-}
+static bool io_peer_closed(void *ctx) { return ((struct hconn *)ctx)->peer_closed; }
+static void io_close(void *ctx) { hconn_close(ctx); }
 
-void hconn_close_from_codec(struct hconn *d)
-{
-    hconn_close(d);
-}
+static const struct h2c_io h2_io = {io_input, io_input_done, io_output, io_flush, io_output_pending,
+                                    io_peer_closed, io_close};
 
 /* Decides the codec once the first bytes are in (HCM codec_type AUTO), or at once
  * (HTTP1/HTTP2). The ALPN of a TLS transport plugs in here. Returns false while undecided. */
@@ -292,7 +289,7 @@ static bool choose_codec(struct hconn *d)
         hstat(d, HS_DOWNSTREAM_CX_HTTP1_ACTIVE, 1);
         return true;
     }
-    d->h2 = h2c_new(d, d->w, d->hcm, &d->peer, &d->local);
+    d->h2 = h2c_new(&h2_io, d, d->w, d->hcm, &d->peer, &d->local);
     if (!d->h2) {
         d->draining = true;
         return true;

@@ -544,8 +544,11 @@ static bool pump_h1_request(struct hstream *s)
     if (buf_len(s->uhead) > 0) {
         u->writable = false;
         io_want_write(s->w->loop, &u->io, true);
-    } else if (s->rq_sent && !s->si.request_end_us) {
-        s->si.request_end_us = clock_now_us();
+    } else if (s->rq_sent) {
+        if (!s->si.request_end_us)
+            s->si.request_end_us = clock_now_us();
+        buf_put(&s->w->bufs, s->uhead); /* all sent: give the buffer back now */
+        s->uhead = NULL;
     }
     return true;
 }
