@@ -5,6 +5,7 @@ frames → the right GOAWAY / RST_STREAM codes) and the known attacks: rapid res
 (CVE-2023-44487), CONTINUATION flood, HPACK bomb, SETTINGS and PING floods, empty-frame
 floods, zero-window stalls, oversized headers. The proxy's memory must stay bounded."""
 import os
+import signal
 import socket
 import struct
 import sys
@@ -260,6 +261,16 @@ check("everything is released afterwards", stats["http2.streams_active"] == 0 an
 # The other listener still answers.
 st, _, _ = curl("http://127.0.0.1:%d/after" % port2, "--http2-prior-knowledge")
 check("the proxy still serves after the attacks", st == 200)
-rc = proxy.stop()
-check("proxy exits 0", rc == 0, proxy.output()[-1500:])
+# Graceful drain on SIGTERM: GOAWAY(NO_ERROR) at once, the stream in flight still completes.
+c = Conn()
+c.send(c.headers(1, REQ + [("x-delay-ms", "600")]))
+time.sleep(0.2)
+proxy.p.send_signal(signal.SIGTERM)
+got, f = c.frames(lambda f: isinstance(f, GoAwayFrame), 3)
+check("SIGTERM: GOAWAY NO_ERROR while a stream is in flight", f and f.error_code == 0 and f.last_stream_id == 1, f)
+status = response(c, 1, 5)
+check("...and that stream still gets its response", status == "200", status)
+check("...then the connection closes", c.closed(5))
+check("proxy exits 0 after the drain", proxy.p.wait(15) == 0, proxy.output()[-1500:])
+proxy.stop()
 finish()
