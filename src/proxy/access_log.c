@@ -19,7 +19,7 @@ enum tok_kind {
     T_DOWNSTREAM_LOCAL_ADDRESS, T_DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT, T_ROUTE_NAME,
     T_RESPONSE_CODE_DETAILS, T_HOSTNAME, T_REQUEST_DURATION, T_UPSTREAM_SERVICE_TIME,
     T_DOWNSTREAM_TRANSPORT_FAILURE_REASON, T_UPSTREAM_TRANSPORT_FAILURE_REASON, T_REQUESTED_SERVER_NAME,
-    T_DOWNSTREAM_PEER_URI_SAN, T_DOWNSTREAM_TLS_VERSION,
+    T_DOWNSTREAM_PEER_URI_SAN, T_DOWNSTREAM_TLS_VERSION, T_GRPC_STATUS, T_GRPC_STATUS_NUMBER,
 };
 
 struct token {
@@ -53,7 +53,18 @@ static const struct { const char *name; enum tok_kind kind; } commands[] = {
     {"UPSTREAM_TRANSPORT_FAILURE_REASON", T_UPSTREAM_TRANSPORT_FAILURE_REASON},
     {"REQUESTED_SERVER_NAME", T_REQUESTED_SERVER_NAME}, {"DOWNSTREAM_PEER_URI_SAN", T_DOWNSTREAM_PEER_URI_SAN},
     {"DOWNSTREAM_TLS_VERSION", T_DOWNSTREAM_TLS_VERSION},
+    {"GRPC_STATUS", T_GRPC_STATUS}, {"GRPC_STATUS_NUMBER", T_GRPC_STATUS_NUMBER},
 };
+
+/* gRPC status names as Envoy prints them: CAMEL_STRING (the default) and SNAKE_STRING. */
+static const char *const grpc_camel[17] = {
+    "Ok", "Canceled", "Unknown", "InvalidArgument", "DeadlineExceeded", "NotFound", "AlreadyExists",
+    "PermissionDenied", "ResourceExhausted", "FailedPrecondition", "Aborted", "OutOfRange", "Unimplemented",
+    "Internal", "Unavailable", "DataLoss", "Unauthenticated"};
+static const char *const grpc_snake[17] = {
+    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
+    "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
+    "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
 
 static char *lower_dup(const char *p, size_t n)
 {
@@ -125,11 +136,21 @@ static int parse_command(struct access_log *log, const char *s, char *err, size_
                 break;
             }
         }
-        if (!found || (arg && t.kind != T_START_TIME)) {
+        if (!found || (arg && t.kind != T_START_TIME && t.kind != T_GRPC_STATUS)) {
             snprintf(err, errlen, "unknown command %%%.*s%%", (int)len, s);
             return -1;
         }
-        if (arg) { /* START_TIME(format): a strftime format */
+        if (arg && t.kind == T_GRPC_STATUS) { /* GRPC_STATUS(CAMEL_STRING|SNAKE_STRING|NUMBER) */
+            size_t al = (size_t)(arg_end - arg);
+            if (al == 6 && memcmp(arg, "NUMBER", 6) == 0)
+                t.kind = T_GRPC_STATUS_NUMBER;
+            else if (al == 12 && memcmp(arg, "SNAKE_STRING", 12) == 0)
+                t.alt_len = 1;
+            else if (!(al == 12 && memcmp(arg, "CAMEL_STRING", 12) == 0)) {
+                snprintf(err, errlen, "GRPC_STATUS takes CAMEL_STRING, SNAKE_STRING or NUMBER");
+                return -1;
+            }
+        } else if (arg) { /* START_TIME(format): a strftime format */
             t.len = (size_t)(arg_end - arg);
             t.text = strndup(arg, t.len);
         }
@@ -410,6 +431,19 @@ size_t access_log_format(const struct access_log *log, const struct stream_info 
         case T_REQUESTED_SERVER_NAME: put_opt(&o, si->downstream_tp ? si->downstream_tp->server_name : NULL); break;
         case T_DOWNSTREAM_PEER_URI_SAN: put_opt(&o, si->downstream_tp ? si->downstream_tp->peer_uri_san : NULL); break;
         case T_DOWNSTREAM_TLS_VERSION: put_opt(&o, si->downstream_tp ? transport_tls_version(si->downstream_tp) : NULL); break;
+        case T_GRPC_STATUS:
+            if (si->grpc_status >= 0 && si->grpc_status <= 16) {
+                const char *nm = (t->alt_len ? grpc_snake : grpc_camel)[si->grpc_status];
+                put(&o, nm, strlen(nm));
+            } else if (si->grpc_status > 16) {
+                put_u64(&o, (uint64_t)si->grpc_status);
+            } else {
+                put_dash(&o);
+            }
+            break;
+        case T_GRPC_STATUS_NUMBER:
+            if (si->grpc_status >= 0) put_u64(&o, (uint64_t)si->grpc_status); else put_dash(&o);
+            break;
         case T_HOSTNAME: {
             char h[256];
             if (gethostname(h, sizeof h) == 0) put(&o, h, strnlen(h, sizeof h)); else put_dash(&o);

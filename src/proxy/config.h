@@ -27,6 +27,43 @@ struct cidr {
     uint32_t prefix_len;
 };
 
+/* HTTP/2 codec stats (Envoy's "http2." names): downstream ones in the global block "http2.",
+ * upstream ones in "cluster.<name>.http2.". */
+enum http2_stat {
+    H2S_RX_RESET, H2S_TX_RESET, H2S_HEADER_OVERFLOW, H2S_TRAILERS, H2S_GOAWAY_SENT,
+    H2S_STREAMS_ACTIVE, H2S_OUTBOUND_FLOOD, H2S_OUTBOUND_CONTROL_FLOOD, H2S_INBOUND_EMPTY_FRAMES_FLOOD,
+    H2S_INBOUND_PRIORITY_FRAMES_FLOOD, H2S_INBOUND_WINDOW_UPDATE_FRAMES_FLOOD, H2S_RX_MESSAGING_ERROR,
+    H2S_TOO_MANY_HEADER_FRAMES, H2S_STREAM_REFUSED_ERRORS, H2S_DROPPED_HEADERS_WITH_UNDERSCORES,
+    H2S_PENDING_SEND_BYTES, H2S_TX_FLUSH_TIMEOUT, H2S_KEEPALIVE_TIMEOUT,
+    H2S_COUNT
+};
+extern const struct stat_schema http2_stat_schema;
+
+/* Http2ProtocolOptions as weft-proxy applies them (both directions). Defaults are Envoy's,
+ * clamped where Weft's bounded buffers need it (docs/limits.md). */
+struct h2_options {
+    uint32_t hpack_table_size;                 /* 4096 */
+    uint32_t max_concurrent_streams;           /* Envoy 2147483647; Weft caps at H2_MAX_STREAMS */
+    uint32_t initial_stream_window_size;       /* as configured (Envoy 256 MiB) */
+    uint32_t initial_connection_window_size;   /* as configured (Envoy 256 MiB) */
+    bool allow_connect;
+    uint32_t max_outbound_frames;              /* 10000 */
+    uint32_t max_outbound_control_frames;      /* 1000 */
+    uint32_t max_consecutive_inbound_frames_with_empty_payload; /* 1 */
+    uint32_t max_inbound_priority_frames_per_stream;            /* 100 */
+    uint32_t max_inbound_window_update_frames_per_data_frame_sent; /* 10 */
+    bool override_stream_error_on_invalid_http_message;        /* false: a bad message closes the connection */
+};
+/* Most streams one HTTP/2 connection may have open (the per-connection stream pool size). */
+#define H2_MAX_STREAMS 1024
+#define H2_DEFAULT_MAX_STREAMS 100
+
+/* Fills o with Envoy's defaults. */
+void h2_options_defaults(struct h2_options *o);
+
+/* The protocol a cluster speaks to its hosts. */
+enum upstream_proto { UPSTREAM_HTTP1, UPSTREAM_HTTP2, UPSTREAM_DOWNSTREAM };
+
 /* --- clusters --- */
 
 enum cluster_type { CLUSTER_STATIC, CLUSTER_STRICT_DNS, CLUSTER_LOGICAL_DNS, CLUSTER_ORIGINAL_DST, CLUSTER_EDS };
@@ -50,6 +87,7 @@ enum cluster_stat {
     CS_UPSTREAM_RQ_3XX, CS_UPSTREAM_RQ_4XX, CS_UPSTREAM_RQ_5XX, CS_UPSTREAM_RQ_COMPLETED,
     CS_UPSTREAM_CX_DESTROY_LOCAL, CS_UPSTREAM_CX_DESTROY_REMOTE, CS_UPSTREAM_RQ_PENDING_TOTAL,
     CS_MEMBERSHIP_HEALTHY, CS_MEMBERSHIP_TOTAL, CS_UPSTREAM_CX_HTTP1_TOTAL,
+    CS_UPSTREAM_CX_HTTP2_TOTAL, CS_UPSTREAM_RQ_RX_RESET, CS_UPSTREAM_RQ_TX_RESET,
     CS_COUNT
 };
 extern const struct stat_schema cluster_stat_schema;
@@ -73,6 +111,9 @@ struct cluster {
     struct stat_block *stats;
     struct tls_provider *tls;      /* transport_socket envoy.transport_sockets.tls, or NULL */
     struct stat_block *ssl_stats;  /* "cluster.<name>.ssl." when tls */
+    enum upstream_proto protocol;  /* typed_extension_protocol_options / http2_protocol_options */
+    struct h2_options h2;          /* when protocol may be HTTP/2 */
+    struct stat_block *h2_stats;   /* "cluster.<name>.http2." */
 };
 
 struct dns_target {
@@ -116,6 +157,9 @@ struct hcm_config {
     char *server_name;                    /* default "envoy" (Envoy's default; we keep it for compat) */
     int server_header_transformation;     /* OVERWRITE(0), APPEND_IF_ABSENT(1), PASS_THROUGH(2) */
     bool websocket_upgrade;               /* upgrade_configs contains "websocket" */
+    int codec_type;                       /* AUTO(0), HTTP1(1), HTTP2(2) */
+    struct h2_options h2;                 /* http2_protocol_options */
+    struct stat_block *h2_stats;          /* "http2." */
     struct access_log **access_logs;
     size_t n_access_logs;
 };
@@ -173,6 +217,7 @@ enum http_stat {
     HS_DOWNSTREAM_RQ_HEADER_TIMEOUT, HS_DOWNSTREAM_RQ_IDLE_TIMEOUT, HS_DOWNSTREAM_RQ_RX_RESET,
     HS_DOWNSTREAM_RQ_TX_RESET, HS_DOWNSTREAM_RQ_TOO_LARGE, HS_RQ_DIRECT_RESPONSE, HS_RQ_REDIRECT,
     HS_NO_ROUTE, HS_NO_CLUSTER, HS_RQ_TOTAL,
+    HS_DOWNSTREAM_CX_HTTP2_TOTAL, HS_DOWNSTREAM_CX_HTTP2_ACTIVE, HS_DOWNSTREAM_RQ_HTTP2_TOTAL,
     HS_COUNT
 };
 extern const struct stat_schema http_stat_schema;

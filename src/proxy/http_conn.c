@@ -26,7 +26,11 @@
 #include "net/http1.h"
 #include "net/transport.h"
 #include "proxy/access_log.h"
+#include "proxy/codec_h2.h"
 #include "proxy/config.h"
+#include "proxy/http_codec.h"
+#include "proxy/hstream.h"
+#include "proxy/http_headers.h"
 #include "proxy/http_util.h"
 #include "proxy/lb.h"
 #include "proxy/listener.h"
@@ -73,6 +77,9 @@ struct stream {
     bool close_after;              /* close the downstream connection after this exchange */
     bool request_complete;         /* all request bytes forwarded */
     bool timed_out;
+    bool bridge;                   /* this exchange goes through the codec-neutral router */
+    bool bridge_chunked;           /* its response goes downstream chunked */
+    bool bridge_done;              /* its response is all in d->out */
     struct timer timer;            /* route timeout */
     struct stream_info si;
     char request_id[40];
@@ -95,6 +102,10 @@ struct hconn {
     bool readable, writable, peer_closed, closed, draining;
     struct stream s;
     struct h1_limits lim;
+    enum http_codec codec;         /* HTTP_CODEC_NEED_MORE until the first bytes decide (AUTO) */
+    struct h2c *h2;                /* the HTTP/2 codec, when codec is HTTP_CODEC_H2 */
+    struct hstream *hs;            /* HTTP/1.1 ⇄ HTTP/2 translation: allocated once, reused */
+    bool in_bridge, bridge_rerun;
     struct deferred def;
     struct h1_header *rs_headers;
     struct h1_header rq_headers[];  /* lim.max_headers entries, then as many for responses */
@@ -102,6 +113,7 @@ struct hconn {
 
 static void hconn_run(struct hconn *d);
 static void stream_reset(struct hconn *d);
+static void bridge_start(struct hconn *d);
 
 static inline void hstat(struct hconn *d, size_t field, int64_t delta)
 {
@@ -111,6 +123,8 @@ static inline void hstat(struct hconn *d, size_t field, int64_t delta)
 static void free_deferred(struct deferred *df)
 {
     struct hconn *d = (struct hconn *)((char *)df - offsetof(struct hconn, def));
+    h2c_free(d->h2);
+    free(d->hs);
     snapshot_unref(d->snap);
     free(d);
 }
@@ -121,6 +135,8 @@ static void hconn_close(struct hconn *d)
         return;
     if (d->s.active)
         stream_reset(d);
+    if (d->h2)
+        h2c_shutdown(d->h2);
     d->closed = true;
     struct loop *l = d->w->loop;
     timer_stop(l, &d->idle_timer);
@@ -132,7 +148,8 @@ static void hconn_close(struct hconn *d)
     conn_link_del(&d->link);
     d->w->n_conns--;
     hstat(d, HS_DOWNSTREAM_CX_ACTIVE, -1);
-    hstat(d, HS_DOWNSTREAM_CX_HTTP1_ACTIVE, -1);
+    if (d->codec == HTTP_CODEC_H1)
+        hstat(d, HS_DOWNSTREAM_CX_HTTP1_ACTIVE, -1);
     hstat(d, HS_DOWNSTREAM_CX_DESTROY, 1);
     stats_add(d->lc->stats, d->w->id, LS_DOWNSTREAM_CX_ACTIVE, -1);
     stats_inc(d->lc->stats, d->w->id, LS_DOWNSTREAM_CX_DESTROY);
@@ -217,6 +234,78 @@ static struct buf *out_buf(struct hconn *d)
     if (!d->out)
         d->out = buf_get(&d->w->bufs);
     return d->out;
+}
+
+/* --- plumbing for the HTTP/2 codec (codec_h2.c): the same read/write pair --- */
+
+static struct buf *io_input(void *ctx)
+{
+    struct hconn *d = ctx;
+    read_downstream(d, 0);
+    return d->in;
+}
+
+static void io_input_done(void *ctx)
+{
+    struct hconn *d = ctx;
+    if (d->in) {
+        buf_put(&d->w->bufs, d->in);
+        d->in = NULL;
+    }
+}
+
+static struct buf *io_output(void *ctx) { return out_buf(ctx); }
+
+static long io_flush(void *ctx)
+{
+    struct hconn *d = ctx;
+    size_t before = d->out ? buf_len(d->out) : 0;
+    if (write_downstream(d, NULL, 0) < 0)
+        return -1;
+    size_t after = d->out ? buf_len(d->out) : 0;
+    return (long)(before - after);
+}
+
+static bool io_output_pending(void *ctx)
+{
+    struct hconn *d = ctx;
+    return d->out && buf_len(d->out) > 0;
+}
+
+static bool io_peer_closed(void *ctx) { return ((struct hconn *)ctx)->peer_closed; }
+static void io_close(void *ctx) { hconn_close(ctx); }
+
+static const struct h2c_io h2_io = {io_input, io_input_done, io_output, io_flush, io_output_pending,
+                                    io_peer_closed, io_close};
+
+/* Decides the codec once the first bytes are in (HCM codec_type AUTO), or at once
+ * (HTTP1/HTTP2). The ALPN of a TLS transport plugs in here. Returns false while undecided. */
+static bool choose_codec(struct hconn *d)
+{
+    /* TLS: the protocol ALPN negotiated ("h2", "http/1.1"), as a C string. */
+    char alpn[16];
+    size_t alen = 0;
+    const char *ap = transport_alpn(&d->tp, &alen);
+    if (ap && alen < sizeof alpn) {
+        memcpy(alpn, ap, alen);
+        alpn[alen] = '\0';
+    }
+    d->codec = http_codec_select(d->hcm->codec_type, ap && alen < sizeof alpn ? alpn : NULL,
+                                 d->in ? buf_rpos(d->in) : "", d->in ? buf_len(d->in) : 0);
+    if (d->codec == HTTP_CODEC_NEED_MORE)
+        return false;
+    if (d->codec == HTTP_CODEC_H1) {
+        hstat(d, HS_DOWNSTREAM_CX_HTTP1_TOTAL, 1);
+        hstat(d, HS_DOWNSTREAM_CX_HTTP1_ACTIVE, 1);
+        return true;
+    }
+    d->h2 = h2c_new(&h2_io, d, d->w, d->hcm, &d->peer, &d->local);
+    if (!d->h2) {
+        d->draining = true;
+        return true;
+    }
+    timer_start(d->w->loop, &d->idle_timer, d->hcm->idle_timeout_ms);
+    return true;
 }
 
 /* --- local replies (404, 503, 504, redirects, direct responses, protocol errors) --- */
@@ -309,6 +398,17 @@ static void stream_finish(struct hconn *d, bool upstream_reusable)
     struct stream *s = &d->s;
     struct loop *l = d->w->loop;
     timer_stop(l, &s->timer);
+    if (__builtin_expect(s->bridge, 0)) {
+        /* The router logged and counted it. */
+        router_finish(d->hs, !s->bridge_done);
+        buf_put(&d->w->bufs, d->hs->rqbody); /* the request side is ours */
+        d->hs->rqbody = NULL;
+        s->bridge = false;
+        d->hs->in_use = false;
+        if (!d->hs->rs_end || d->hs->reset)
+            s->close_after = true;
+        goto done;
+    }
     s->si.end_us = clock_now_us();
     if (s->si.status == 0 && !s->rs_head_sent)
         s->si.flags |= 1u << RF_DOWNSTREAM_CONNECTION_TERMINATION;
@@ -337,6 +437,7 @@ static void stream_finish(struct hconn *d, bool upstream_reusable)
         wcluster_put(s->wc);
         s->wc = NULL;
     }
+done:
     buf_put(&d->w->bufs, s->uhead);
     s->uhead = NULL;
     s->active = false;
@@ -402,96 +503,9 @@ static void on_upstream_event(struct uconn *u, enum uconn_event ev, void *owner)
 
 /* --- building the upstream request head --- */
 
-static bool in_connection_tokens(const struct h1_request *rq, struct h1_str name)
-{
-    for (size_t i = 0; i < rq->nheaders; i++) {
-        const struct h1_header *h = &rq->headers[i];
-        if (!h1_str_eq_ci(h->name, "connection"))
-            continue;
-        const char *p = h->value.p, *end = p + h->value.n;
-        while (p < end) {
-            while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
-                p++;
-            const char *tok = p;
-            while (p < end && *p != ',' && *p != ' ' && *p != '\t')
-                p++;
-            if ((size_t)(p - tok) == name.n && strncasecmp(tok, name.p, name.n) == 0)
-                return true;
-        }
-    }
-    return false;
-}
-
-static bool is_hop_by_hop(struct h1_str n)
-{
-    return h1_str_eq_ci(n, "connection") || h1_str_eq_ci(n, "keep-alive") ||
-           h1_str_eq_ci(n, "proxy-connection") || h1_str_eq_ci(n, "upgrade") ||
-           h1_str_eq_ci(n, "te") || h1_str_eq_ci(n, "trailer");
-}
-
 static int put_str(struct buf *b, const char *s, size_t n) { return buf_append(b, s, n); }
 static int put_cstr(struct buf *b, const char *s) { return buf_append(b, s, strlen(s)); }
-static int put_header(struct buf *b, const char *name, const char *value, size_t vlen)
-{
-    if (put_cstr(b, name) || put_str(b, ": ", 2) || put_str(b, value, vlen) || put_str(b, "\r\n", 2))
-        return -1;
-    return 0;
-}
-
-static void peer_ip(const struct sockaddr_storage *ss, char *out, size_t cap)
-{
-    if (ss->ss_family == AF_INET)
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, out, (socklen_t)cap);
-    else if (ss->ss_family == AF_INET6)
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, out, (socklen_t)cap);
-    else
-        snprintf(out, cap, "unknown");
-}
-
-static bool has_header(const struct h1_header *h, size_t n, struct h1_str name)
-{
-    for (size_t i = 0; i < n; i++)
-        if (h[i].name.n == name.n && strncasecmp(h[i].name.p, name.p, name.n) == 0)
-            return true;
-    return false;
-}
-
-/* True when a received header must not be passed on: a level removes it, or overwrites it. */
-static bool mutation_drops(const struct header_mutation *const *lv, size_t nlv, struct h1_str name)
-{
-    for (size_t l = 0; l < nlv; l++) {
-        for (size_t i = 0; i < lv[l]->nremove; i++)
-            if (lv[l]->remove[i].n == name.n && strncasecmp(lv[l]->remove[i].p, name.p, name.n) == 0)
-                return true;
-        for (size_t i = 0; i < lv[l]->nadd; i++) {
-            const struct route_header_add *a = &lv[l]->add[i];
-            if ((a->action == ROUTE_OVERWRITE_IF_EXISTS_OR_ADD || a->action == ROUTE_OVERWRITE_IF_EXISTS) &&
-                a->name.n == name.n && strncasecmp(a->name.p, name.p, name.n) == 0)
-                return true;
-        }
-    }
-    return false;
-}
-
-/* Writes the headers the levels add, given the headers as received. Returns 0 or -1. */
-static int mutation_add(struct buf *b, const struct header_mutation *const *lv, size_t nlv,
-                        const struct h1_header *h, size_t nh)
-{
-    for (size_t l = 0; l < nlv; l++) {
-        for (size_t i = 0; i < lv[l]->nadd; i++) {
-            const struct route_header_add *a = &lv[l]->add[i];
-            bool present = has_header(h, nh, a->name);
-            if ((a->action == ROUTE_ADD_IF_ABSENT && present) || (a->action == ROUTE_OVERWRITE_IF_EXISTS && !present))
-                continue;
-            if (a->value.n == 0 && !a->keep_empty_value)
-                continue;
-            if (buf_append(b, a->name.p, a->name.n) || buf_append(b, ": ", 2) ||
-                buf_append(b, a->value.p, a->value.n) || buf_append(b, "\r\n", 2))
-                return -1;
-        }
-    }
-    return 0;
-}
+#define put_header http_put_header
 
 /* Writes the request head for the upstream into s->uhead. Returns 0 or -1 (does not fit). */
 static int build_upstream_head(struct hconn *d, const struct route_request *rr, const struct host *host)
@@ -527,7 +541,7 @@ static int build_upstream_head(struct hconn *d, const struct route_request *rr, 
     for (size_t i = 0; i < rq->nheaders; i++) {
         const struct h1_header *h = &rq->headers[i];
         struct h1_str n = h->name;
-        if (h1_str_eq_ci(n, "host") || is_hop_by_hop(n) || in_connection_tokens(rq, n))
+        if (h1_str_eq_ci(n, "host") || http_is_hop_by_hop(n) || http_in_connection_tokens(rq->headers, rq->nheaders, n))
             continue;
         if (h1_str_eq_ci(n, "expect") && !hcm->proxy_100_continue)
             continue;
@@ -538,7 +552,7 @@ static int build_upstream_head(struct hconn *d, const struct route_request *rr, 
                 continue; /* the edge proxy sets it from the real connection */
             have_xfp = true;
         }
-        if (nlv && mutation_drops(lv, nlv, n))
+        if (nlv && http_mutation_drops(lv, nlv, n))
             continue;
         if (put_str(b, n.p, n.n) || put_str(b, ": ", 2) || put_str(b, h->value.p, h->value.n) ||
             put_str(b, "\r\n", 2))
@@ -557,7 +571,7 @@ static int build_upstream_head(struct hconn *d, const struct route_request *rr, 
         if (put_header(b, "x-envoy-expected-rq-timeout-ms", t, u64_to_dec(timeout, t)))
             return -1;
     }
-    if (nlv && mutation_add(b, lv, nlv, rq->headers, rq->nheaders) < 0)
+    if (nlv && http_mutation_add(b, lv, nlv, rq->headers, rq->nheaders) < 0)
         return -1;
     if (s->tunnel_requested &&
         (put_cstr(b, "connection: upgrade\r\n") || put_header(b, "upgrade", rq->upgrade_proto.p, rq->upgrade_proto.n)))
@@ -581,7 +595,7 @@ static void set_forwarding_headers(struct hconn *d)
     /* Envoy appends the peer address to x-forwarded-for only with use_remote_address. */
     if (d->hcm->use_remote_address && !d->hcm->skip_xff_append) {
         char ip[INET6_ADDRSTRLEN];
-        peer_ip(&d->peer, ip, sizeof ip);
+        http_peer_ip(&d->peer, ip, sizeof ip);
         if (xff.n)
             snprintf(s->xff, sizeof s->xff, "%.*s,%s", (int)xff.n, xff.p, ip);
         else
@@ -705,6 +719,10 @@ static void start_stream(struct hconn *d, int head_len)
         hstat(d, HS_NO_CLUSTER, 1);
         error_reply(d, route_cluster_not_found_status(s->route), 1u << RF_NO_CLUSTER_FOUND,
                     "cluster_not_found", NULL);
+        return;
+    }
+    if (__builtin_expect(d->snap->clusters[s->cluster]->protocol == UPSTREAM_HTTP2, 0) && !s->tunnel_requested) {
+        bridge_start(d);
         return;
     }
     s->wc = worker_cluster(w, s->cluster);
@@ -925,7 +943,7 @@ static int build_downstream_head(struct hconn *d)
     size_t nlv = route_response_mutations(s->route, s->cluster_weight, lv);
     for (size_t i = 0; i < rs->nheaders; i++) {
         const struct h1_header *h = &rs->headers[i];
-        if (is_hop_by_hop(h->name) && !(s->tunnel && h1_str_eq_ci(h->name, "upgrade")))
+        if (http_is_hop_by_hop(h->name) && !(s->tunnel && h1_str_eq_ci(h->name, "upgrade")))
             continue;
         if (s->rsb.dechunk && h1_str_eq_ci(h->name, "transfer-encoding"))
             continue;
@@ -936,7 +954,7 @@ static int build_downstream_head(struct hconn *d)
         }
         if (h1_str_eq_ci(h->name, "date"))
             have_date = true;
-        if (nlv && mutation_drops(lv, nlv, h->name))
+        if (nlv && http_mutation_drops(lv, nlv, h->name))
             continue;
         if (put_str(o, h->name.p, h->name.n) || put_str(o, ": ", 2) || put_str(o, h->value.p, h->value.n) ||
             put_str(o, "\r\n", 2))
@@ -954,7 +972,7 @@ static int build_downstream_head(struct hconn *d)
     if (d->hcm->always_set_request_id_in_response && s->si.request_id &&
         put_header(o, "x-request-id", s->si.request_id, strlen(s->si.request_id)))
         return -1;
-    if (nlv && mutation_add(o, lv, nlv, rs->headers, rs->nheaders) < 0)
+    if (nlv && http_mutation_add(o, lv, nlv, rs->headers, rs->nheaders) < 0)
         return -1;
     if (s->tunnel) {
         if (put_cstr(o, "connection: upgrade\r\n"))
@@ -1102,6 +1120,203 @@ static bool response_complete(const struct hconn *d)
     return s->rs_head_sent && s->rsb.done && s->rsb.ready == 0 && !d->out;
 }
 
+/* --- HTTP/1.1 downstream ⇄ HTTP/2 upstream: the exchange goes through the router --- */
+
+/* Used when a request routes to a cluster that speaks HTTP/2: the HTTP/1.1 head stays in
+ * place in d->in (the hstream's request view points into it), the body is de-chunked into
+ * the hstream's body buffer, and the response comes back as slices that are written here as
+ * HTTP/1.1 (chunked when it has no length, with the HTTP/2 trailers as chunked trailers).
+ * This path copies bodies; the HTTP/1.1 → HTTP/1.1 path above never takes it. */
+
+static void bridge_wake(struct hstream *hs)
+{
+    struct hconn *d = hs->codec;
+    if (d->in_bridge) {
+        d->bridge_rerun = true;
+        return;
+    }
+    hconn_run(d);
+}
+
+static void bridge_consumed(struct hstream *hs, size_t n)
+{
+    (void)hs;
+    (void)n; /* backpressure is the body buffer's room */
+}
+
+static const struct hstream_ops bridge_ops = {bridge_wake, bridge_consumed};
+
+static void bridge_start(struct hconn *d)
+{
+    struct stream *s = &d->s;
+    if (!d->hs && !(d->hs = calloc(1, sizeof *d->hs))) { /* once per connection */
+        error_reply(d, 503, 0, "out_of_memory", NULL);
+        return;
+    }
+    struct hstream *hs = d->hs;
+    memset(hs, 0, sizeof *hs);
+    hs->ops = &bridge_ops;
+    hs->codec = d;
+    hs->w = d->w;
+    hs->hcm = d->hcm;
+    hs->peer = &d->peer;
+    hs->local = &d->local;
+    hs->in_use = true;
+    hs->protocol = s->si.protocol;
+    hs->rq = s->rq;
+    hs->rq.content_length = s->rq.chunked ? -1 : s->rq.content_length;
+    hs->rq_headers_done = true;
+    if (s->rqb.kind == BODY_CHUNKED)
+        s->rqb.dechunk = true;
+    hs->rq_end = s->rqb.done;
+    s->bridge = true;
+    router_start(hs);
+}
+
+static int bridge_head(struct hconn *d)
+{
+    struct stream *s = &d->s;
+    struct hstream *hs = d->hs;
+    struct buf *o = out_buf(d);
+    if (!o)
+        return -1;
+    int code = hs->rs.status;
+    char line[64];
+    int n = snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\n", code, http_reason(code));
+    if (put_str(o, line, (size_t)n))
+        return -1;
+    bool has_len = false;
+    for (size_t i = 0; i < hs->rs.nheaders; i++) {
+        const struct h1_header *h = &hs->rs.headers[i];
+        if (h1_str_eq_ci(h->name, "content-length"))
+            has_len = true;
+        if (put_str(o, h->name.p, h->name.n) || put_str(o, ": ", 2) || put_str(o, h->value.p, h->value.n) ||
+            put_str(o, "\r\n", 2))
+            return -1;
+    }
+    bool bodyless = is_head_request(s) || code == 204 || code == 304 || (code >= 100 && code < 200);
+    if (!has_len && !bodyless) {
+        if (s->rq.minor == 1) {
+            s->bridge_chunked = true;
+            if (put_cstr(o, "transfer-encoding: chunked\r\n"))
+                return -1;
+        } else {
+            s->close_after = true; /* HTTP/1.0: the end of the body is the end of the connection */
+        }
+    }
+    if ((s->close_after || d->draining || !s->rq.keep_alive) && put_cstr(o, "connection: close\r\n"))
+        return -1;
+    else if (!s->close_after && !d->draining && s->rq.keep_alive && s->rq.minor == 0 &&
+             put_cstr(o, "connection: keep-alive\r\n"))
+        return -1;
+    return put_str(o, "\r\n", 2);
+}
+
+static bool bridge_pump(struct hconn *d)
+{
+    struct stream *s = &d->s;
+    struct hstream *hs = d->hs;
+    bool progress = false;
+    d->in_bridge = true;
+    do {
+        d->bridge_rerun = false;
+        /* Request body: de-chunked payload into the hstream's buffer, as room allows. */
+        if (!s->rqb.done && read_downstream(d, s->rqb.base))
+            progress = true;
+        if (d->in && frame_body(&s->rqb, d->in) < 0 && !hs->rs_head_taken) {
+            router_local_reply(hs, 400, 1u << RF_DOWNSTREAM_PROTOCOL_ERROR, "bad_chunked_body", NULL);
+            s->close_after = true;
+        }
+        if (s->rqb.ready && !hs->local_reply) {
+            if (!hs->rqbody)
+                hs->rqbody = buf_get(&d->w->bufs);
+            if (hs->rqbody) {
+                if (buf_len(hs->rqbody) == 0)
+                    hs->rqbody->head = hs->rqbody->tail = 0;
+                size_t take = s->rqb.ready < buf_room(hs->rqbody) ? s->rqb.ready : buf_room(hs->rqbody);
+                if (take) {
+                    buf_append(hs->rqbody, buf_rpos(d->in), take);
+                    body_consumed(&s->rqb, d->in, take);
+                    progress = true;
+                }
+            }
+        } else if (s->rqb.ready && hs->local_reply) {
+            body_consumed(&s->rqb, d->in, s->rqb.ready);
+        }
+        if (s->rqb.done && s->rqb.ready == 0 && !hs->rq_end) {
+            hs->rq_end = true;
+            progress = true;
+        }
+        if (hs->rq_end && (!hs->rqbody || buf_len(hs->rqbody) == 0))
+            s->request_complete = true;
+        if (router_pump(hs))
+            progress = true;
+        /* Response. */
+        if (hs->rs_head && !hs->rs_head_taken) {
+            hs->rs_head_taken = true;
+            s->rs_head_sent = true;
+            if (bridge_head(d) < 0) {
+                s->close_after = true;
+                s->bridge_done = true;
+            }
+            progress = true;
+        }
+        if (hs->rs_head_taken && !s->bridge_done) {
+            struct buf *o = out_buf(d);
+            const char *p;
+            size_t n;
+            router_response_body(hs, &p, &n);
+            if (o && n && !is_head_request(s)) {
+                size_t room = buf_room(o);
+                size_t over = s->bridge_chunked ? 12 : 0;
+                if (room > over) {
+                    size_t take = n < room - over ? n : room - over;
+                    if (s->bridge_chunked) {
+                        char hx[12];
+                        buf_append(o, hx, (size_t)snprintf(hx, sizeof hx, "%zx\r\n", take));
+                    }
+                    buf_append(o, p, take);
+                    if (s->bridge_chunked)
+                        buf_append(o, "\r\n", 2);
+                    router_response_consumed(hs, take);
+                    progress = true;
+                }
+            } else if (n) {
+                router_response_consumed(hs, n);
+            }
+            router_response_body(hs, &p, &n);
+            if (hs->reset) {
+                s->close_after = true; /* the only way to say "broken" to an HTTP/1.1 client */
+                s->bridge_done = true;
+            } else if (hs->rs_end && n == 0 && o) {
+                if (s->bridge_chunked) {
+                    put_str(o, "0\r\n", 3);
+                    for (size_t i = 0; i < hs->n_rs_trailers; i++) {
+                        const struct h1_header *t = &hs->rs_trailers[i];
+                        put_str(o, t->name.p, t->name.n);
+                        put_str(o, ": ", 2);
+                        put_str(o, t->value.p, t->value.n);
+                        put_str(o, "\r\n", 2);
+                    }
+                    put_str(o, "\r\n", 2);
+                }
+                s->bridge_done = true;
+                progress = true;
+            }
+        }
+        if (write_downstream(d, NULL, 0) < 0)
+            d->peer_closed = true;
+    } while (d->bridge_rerun);
+    d->in_bridge = false;
+    if (s->bridge_done) {
+        s->rsb.done = true;
+        s->rsb.ready = 0;
+        if (!hs->rq_end)
+            s->close_after = true;
+    }
+    return progress;
+}
+
 /* --- the driver --- */
 
 static bool try_start(struct hconn *d)
@@ -1114,6 +1329,7 @@ static bool try_start(struct hconn *d)
     struct stream *s = &d->s;
     memset(s, 0, offsetof(struct stream, timer));
     memset(&s->si, 0, sizeof s->si);
+    s->si.grpc_status = -1;
     s->rq.headers = d->rq_headers;
     int r = h1_parse_request(buf_rpos(d->in), buf_len(d->in), &d->lim, &s->rq);
     if (r == H1_INCOMPLETE) {
@@ -1153,6 +1369,20 @@ static void hconn_run(struct hconn *d)
 {
     if (d->closed)
         return;
+    if (__builtin_expect(d->codec != HTTP_CODEC_H1, 0)) {
+        if (d->codec == HTTP_CODEC_NEED_MORE) {
+            read_downstream(d, 0);
+            if (!choose_codec(d)) {
+                if (d->peer_closed)
+                    hconn_close(d);
+                return;
+            }
+        }
+        if (d->h2) {
+            h2c_run(d->h2);
+            return;
+        }
+    }
     struct stream *s = &d->s;
     for (int rounds = 0; rounds < 64; rounds++) {
         bool progress = false;
@@ -1163,8 +1393,12 @@ static void hconn_run(struct hconn *d)
             if (!s->active)
                 break;
         }
-        progress |= pump_request(d);
-        progress |= pump_response(d);
+        if (__builtin_expect(s->bridge, 0)) {
+            progress |= bridge_pump(d);
+        } else {
+            progress |= pump_request(d);
+            progress |= pump_response(d);
+        }
         if (d->peer_closed && s->active && !response_complete(d) && !s->tunnel) {
             /* The client left before its response was complete. */
             s->si.flags |= 1u << RF_DOWNSTREAM_CONNECTION_TERMINATION;
@@ -1208,10 +1442,16 @@ static void on_io(struct loop *l, struct io *io, uint32_t events)
 
 static void on_idle_timeout(struct loop *l, struct timer *t)
 {
-    (void)l;
     struct hconn *d = t->data;
     if (d->s.active)
         return;
+    uint64_t since;
+    if (d->h2 && (h2c_busy(d->h2, &since) || loop_now_ms(l) - since < d->hcm->idle_timeout_ms)) {
+        /* Streams are open, or the last one closed recently: look again later. */
+        uint64_t left = h2c_busy(d->h2, &since) ? d->hcm->idle_timeout_ms : d->hcm->idle_timeout_ms - (loop_now_ms(l) - since);
+        timer_start(l, &d->idle_timer, left);
+        return;
+    }
     hstat(d, HS_DOWNSTREAM_CX_IDLE_TIMEOUT, 1);
     hconn_close(d);
 }
@@ -1221,6 +1461,11 @@ static void drain_conn(struct conn_link *link, bool force)
     struct hconn *d = (struct hconn *)((char *)link - offsetof(struct hconn, link));
     d->draining = true;
     hstat(d, HS_DOWNSTREAM_CX_DRAIN_CLOSE, 1);
+    if (d->h2 && !force) {
+        h2c_drain(d->h2);
+        h2c_run(d->h2);
+        return;
+    }
     if (!d->s.active || force)
         hconn_close(d);
     else
@@ -1256,9 +1501,10 @@ void http_conn_start(struct worker *w, struct listener_config *lc, struct filter
     w->n_conns++;
     hstat(d, HS_DOWNSTREAM_CX_TOTAL, 1);
     hstat(d, HS_DOWNSTREAM_CX_ACTIVE, 1);
-    hstat(d, HS_DOWNSTREAM_CX_HTTP1_TOTAL, 1);
-    hstat(d, HS_DOWNSTREAM_CX_HTTP1_ACTIVE, 1);
     timer_start(w->loop, &d->idle_timer, hcm->idle_timeout_ms);
+    size_t alpn_len;
+    if (hcm->codec_type != 0 || transport_alpn(&d->tp, &alpn_len))
+        choose_codec(d); /* decided without waiting for bytes: configured, or by ALPN */
     if (io_start(w->loop, &d->io, d->tp.fd, EPOLLIN, on_io, d) < 0) {
         hconn_close(d);
         return;

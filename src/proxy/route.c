@@ -570,6 +570,12 @@ uint64_t route_timeout_ms(const struct route_entry *e)
     return e->timeout_ms;
 }
 
+bool route_grpc_timeout_max(const struct route_entry *e, uint64_t *cap_ms)
+{
+    *cap_ms = e->grpc_timeout_max_ms;
+    return e->grpc_timeout_set;
+}
+
 int64_t route_idle_timeout_ms(const struct route_entry *e)
 {
     return e->idle_timeout_ms;

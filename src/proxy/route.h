@@ -145,6 +145,8 @@ int route_cluster_not_found_status(const struct route_entry *e);
 uint64_t route_timeout_ms(const struct route_entry *e);
 /* RouteAction.idle_timeout in ms, or -1 when unset (the HCM stream idle timeout applies). */
 int64_t route_idle_timeout_ms(const struct route_entry *e);
+/* True when the route honours grpc-timeout; *cap_ms = its cap (0 = no cap). */
+bool route_grpc_timeout_max(const struct route_entry *e, uint64_t *cap_ms);
 
 /* Writes the upstream path into out (cap bytes, NUL-terminated): prefix_rewrite replaces the
  * matched prefix (the whole path before '?' for safe_regex/connect routes), regex_rewrite
@@ -343,6 +345,8 @@ struct route_entry {
     const char *host_sub;
     uint64_t timeout_ms;
     int64_t idle_timeout_ms;
+    uint64_t grpc_timeout_max_ms;  /* max_stream_duration.grpc_timeout_header_max / max_grpc_timeout */
+    bool grpc_timeout_set;
     const struct route_hash_policy *hash;
     size_t nhash;
     const struct route_redirect_cfg *redirect;

@@ -890,6 +890,18 @@ static int compile_route_action(struct build *b, const RouteAction *ra, struct r
     }
     if (ra->timeout && duration_ms(b, ".timeout", ra->timeout, &e->timeout_ms) < 0)
         return -1;
+    /* grpc-timeout is honoured only when the route says so: max_stream_duration's
+     * grpc_timeout_header_max, or the deprecated max_grpc_timeout (0 = no cap). */
+    if (ra->max_stream_duration && ra->max_stream_duration->grpc_timeout_header_max) {
+        if (duration_ms(b, ".max_stream_duration.grpc_timeout_header_max", ra->max_stream_duration->grpc_timeout_header_max,
+                        &e->grpc_timeout_max_ms) < 0)
+            return -1;
+        e->grpc_timeout_set = true;
+    } else if (ra->max_grpc_timeout) {
+        if (duration_ms(b, ".max_grpc_timeout", ra->max_grpc_timeout, &e->grpc_timeout_max_ms) < 0)
+            return -1;
+        e->grpc_timeout_set = true;
+    }
     if (ra->idle_timeout) {
         uint64_t ms = 0;
         if (duration_ms(b, ".idle_timeout", ra->idle_timeout, &ms) < 0)

@@ -27,6 +27,7 @@
 #include "envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.pb-c.h"
 #include "envoy/extensions/transport_sockets/tls/v3/tls.pb-c.h"
 #include "net/tls.h"
+#include "envoy/extensions/upstreams/http/v3/http_protocol_options.pb-c.h"
 #include "proxy/access_log.h"
 #include "proxy/config.h"
 #include "proxy/lb.h"
@@ -68,6 +69,9 @@ const struct stat_def cluster_stat_defs[CS_COUNT] = {
     [CS_MEMBERSHIP_HEALTHY] = {"membership_healthy", STAT_GAUGE},
     [CS_MEMBERSHIP_TOTAL] = {"membership_total", STAT_GAUGE},
     [CS_UPSTREAM_CX_HTTP1_TOTAL] = {"upstream_cx_http1_total", STAT_COUNTER},
+    [CS_UPSTREAM_CX_HTTP2_TOTAL] = {"upstream_cx_http2_total", STAT_COUNTER},
+    [CS_UPSTREAM_RQ_RX_RESET] = {"upstream_rq_rx_reset", STAT_COUNTER},
+    [CS_UPSTREAM_RQ_TX_RESET] = {"upstream_rq_tx_reset", STAT_COUNTER},
 };
 const struct stat_schema cluster_stat_schema = {"cluster", cluster_stat_defs, CS_COUNT, "upstream_rq_"};
 
@@ -132,7 +136,47 @@ static const struct stat_def http_stat_defs[HS_COUNT] = {
     [HS_NO_ROUTE] = {"no_route", STAT_COUNTER},
     [HS_NO_CLUSTER] = {"no_cluster", STAT_COUNTER},
     [HS_RQ_TOTAL] = {"rq_total", STAT_COUNTER},
+    [HS_DOWNSTREAM_CX_HTTP2_TOTAL] = {"downstream_cx_http2_total", STAT_COUNTER},
+    [HS_DOWNSTREAM_CX_HTTP2_ACTIVE] = {"downstream_cx_http2_active", STAT_GAUGE},
+    [HS_DOWNSTREAM_RQ_HTTP2_TOTAL] = {"downstream_rq_http2_total", STAT_COUNTER},
 };
+
+static const struct stat_def http2_stat_defs[H2S_COUNT] = {
+    [H2S_RX_RESET] = {"rx_reset", STAT_COUNTER},
+    [H2S_TX_RESET] = {"tx_reset", STAT_COUNTER},
+    [H2S_HEADER_OVERFLOW] = {"header_overflow", STAT_COUNTER},
+    [H2S_TRAILERS] = {"trailers", STAT_COUNTER},
+    [H2S_GOAWAY_SENT] = {"goaway_sent", STAT_COUNTER},
+    [H2S_STREAMS_ACTIVE] = {"streams_active", STAT_GAUGE},
+    [H2S_OUTBOUND_FLOOD] = {"outbound_flood", STAT_COUNTER},
+    [H2S_OUTBOUND_CONTROL_FLOOD] = {"outbound_control_flood", STAT_COUNTER},
+    [H2S_INBOUND_EMPTY_FRAMES_FLOOD] = {"inbound_empty_frames_flood", STAT_COUNTER},
+    [H2S_INBOUND_PRIORITY_FRAMES_FLOOD] = {"inbound_priority_frames_flood", STAT_COUNTER},
+    [H2S_INBOUND_WINDOW_UPDATE_FRAMES_FLOOD] = {"inbound_window_update_frames_flood", STAT_COUNTER},
+    [H2S_RX_MESSAGING_ERROR] = {"rx_messaging_error", STAT_COUNTER},
+    [H2S_TOO_MANY_HEADER_FRAMES] = {"too_many_header_frames", STAT_COUNTER},
+    [H2S_STREAM_REFUSED_ERRORS] = {"stream_refused_errors", STAT_COUNTER},
+    [H2S_DROPPED_HEADERS_WITH_UNDERSCORES] = {"dropped_headers_with_underscores", STAT_COUNTER},
+    [H2S_PENDING_SEND_BYTES] = {"pending_send_bytes", STAT_GAUGE},
+    [H2S_TX_FLUSH_TIMEOUT] = {"tx_flush_timeout", STAT_COUNTER},
+    [H2S_KEEPALIVE_TIMEOUT] = {"keepalive_timeout", STAT_COUNTER},
+};
+const struct stat_schema http2_stat_schema = {"http2", http2_stat_defs, H2S_COUNT, NULL};
+
+void h2_options_defaults(struct h2_options *o)
+{
+    *o = (struct h2_options){
+        .hpack_table_size = 4096,
+        .max_concurrent_streams = 2147483647u,
+        .initial_stream_window_size = 268435456u,
+        .initial_connection_window_size = 268435456u,
+        .max_outbound_frames = 10000,
+        .max_outbound_control_frames = 1000,
+        .max_consecutive_inbound_frames_with_empty_payload = 1,
+        .max_inbound_priority_frames_per_stream = 100,
+        .max_inbound_window_update_frames_per_data_frame_sent = 10,
+    };
+}
 const struct stat_schema http_stat_schema = {"http", http_stat_defs, HS_COUNT, NULL};
 
 static const struct stat_def tcp_stat_defs[TS_COUNT] = {
@@ -438,6 +482,110 @@ static int build_transport_socket(struct ctx *c, const Envoy__Config__Core__V3__
     return 0;
 }
 
+static const char *type_name(const Google__Protobuf__Any *any);
+typedef Envoy__Config__Core__V3__Http2ProtocolOptions H2Opts;
+
+/* Maps Http2ProtocolOptions onto o (defaults first), checking Envoy's ranges. */
+static int build_h2_options(struct ctx *c, const H2Opts *p, struct h2_options *o)
+{
+    h2_options_defaults(o);
+    if (!p)
+        return 0;
+#define H2_U32(field, lo, hi)                                                                     \
+    if (p->field) {                                                                               \
+        if ((uint64_t)p->field->value + 1 < (uint64_t)(lo) + 1 || p->field->value > (hi)) {       \
+            push(c, "." #field);                                                                  \
+            return fail(c, "must be between %u and %u", (unsigned)(lo), (unsigned)(hi));          \
+        }                                                                                         \
+        o->field = p->field->value;                                                               \
+    }
+    H2_U32(hpack_table_size, 0, UINT32_MAX)
+    H2_U32(max_concurrent_streams, 1, 2147483647u)
+    H2_U32(initial_stream_window_size, 65535, 2147483647u)
+    H2_U32(initial_connection_window_size, 65535, 2147483647u)
+    H2_U32(max_outbound_frames, 1, UINT32_MAX)
+    H2_U32(max_outbound_control_frames, 1, UINT32_MAX)
+    H2_U32(max_consecutive_inbound_frames_with_empty_payload, 0, UINT32_MAX)
+    H2_U32(max_inbound_priority_frames_per_stream, 0, UINT32_MAX)
+    H2_U32(max_inbound_window_update_frames_per_data_frame_sent, 1, UINT32_MAX)
+#undef H2_U32
+    o->allow_connect = p->allow_connect;
+    o->override_stream_error_on_invalid_http_message =
+        p->override_stream_error_on_invalid_http_message ? p->override_stream_error_on_invalid_http_message->value
+                                                         : p->stream_error_on_invalid_http_messaging;
+    return 0;
+}
+
+typedef Envoy__Extensions__Upstreams__Http__V3__HttpProtocolOptions UpHpo;
+
+/* The protocol a cluster speaks: typed_extension_protocol_options
+ * "envoy.extensions.upstreams.http.v3.HttpProtocolOptions", else the deprecated
+ * http2_protocol_options, else HTTP/1.1. auto_config without TLS is HTTP/1.1 (as in Envoy:
+ * ALPN decides, and a plaintext connection has none). */
+static int build_upstream_protocol(struct ctx *c, const Cluster *pc, struct cluster *cl)
+{
+    cl->protocol = UPSTREAM_HTTP1;
+    h2_options_defaults(&cl->h2);
+    if (pc->http2_protocol_options) {
+        size_t old = push(c, ".http2_protocol_options");
+        if (build_h2_options(c, pc->http2_protocol_options, &cl->h2) < 0)
+            return -1;
+        pop(c, old);
+        cl->protocol = UPSTREAM_HTTP2;
+    }
+    for (size_t i = 0; i < pc->n_typed_extension_protocol_options; i++) {
+        const Envoy__Config__Cluster__V3__Cluster__TypedExtensionProtocolOptionsEntry *e =
+            pc->typed_extension_protocol_options[i];
+        size_t old = push(c, ".typed_extension_protocol_options[\"%s\"]", e->key ? e->key : "");
+        const char *t = type_name(e->value);
+        if (strcmp(t, "envoy.extensions.upstreams.http.v3.HttpProtocolOptions") != 0)
+            return fail(c, "unsupported protocol options type '%s'", *t ? t : "(none)");
+        struct pbmap_error pe;
+        UpHpo *h = (UpHpo *)pbmap_unpack_any(&e->value->base,
+                                              &envoy__extensions__upstreams__http__v3__http_protocol_options__descriptor, &pe);
+        if (!h)
+            return fail(c, "%s", pe.msg);
+        int r = 0;
+        if (h->common_http_protocol_options && h->common_http_protocol_options->max_requests_per_connection)
+            cl->max_requests_per_connection = h->common_http_protocol_options->max_requests_per_connection->value;
+        if (h->common_http_protocol_options && h->common_http_protocol_options->idle_timeout)
+            cl->idle_timeout_ms = duration_ms(h->common_http_protocol_options->idle_timeout, cl->idle_timeout_ms);
+        switch (h->upstream_protocol_options_case) {
+        case ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__UPSTREAM_PROTOCOL_OPTIONS_EXPLICIT_HTTP_CONFIG:
+            if (h->explicit_http_config->protocol_config_case ==
+                ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__EXPLICIT_HTTP_CONFIG__PROTOCOL_CONFIG_HTTP2_PROTOCOL_OPTIONS) {
+                push(c, ".explicit_http_config.http2_protocol_options");
+                r = build_h2_options(c, h->explicit_http_config->http2_protocol_options, &cl->h2);
+                cl->protocol = UPSTREAM_HTTP2;
+            } else {
+                cl->protocol = UPSTREAM_HTTP1;
+            }
+            break;
+        case ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__UPSTREAM_PROTOCOL_OPTIONS_USE_DOWNSTREAM_PROTOCOL_CONFIG:
+            push(c, ".use_downstream_protocol_config.http2_protocol_options");
+            r = build_h2_options(c, h->use_downstream_protocol_config->http2_protocol_options, &cl->h2);
+            cl->protocol = UPSTREAM_DOWNSTREAM;
+            break;
+        case ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__UPSTREAM_PROTOCOL_OPTIONS_AUTO_CONFIG:
+            push(c, ".auto_config.http2_protocol_options");
+            r = build_h2_options(c, h->auto_config->http2_protocol_options, &cl->h2);
+            cl->protocol = UPSTREAM_HTTP1; /* no TLS, no ALPN: HTTP/1.1 */
+            break;
+        default:
+            r = fail(c, "one of explicit_http_config, use_downstream_protocol_config, auto_config is required");
+            break;
+        }
+        protobuf_c_message_free_unpacked(&h->base, NULL);
+        if (r < 0)
+            return -1;
+        pop(c, old);
+    }
+    char prefix[600];
+    snprintf(prefix, sizeof prefix, "cluster.%s.http2.", pc->alt_stat_name && *pc->alt_stat_name ? pc->alt_stat_name : cl->name);
+    cl->h2_stats = stats_block(prefix, &http2_stat_schema);
+    return 0;
+}
+
 static int build_cluster(struct ctx *c, const Cluster *pc, struct cluster *cl)
 {
     cl->name = xstrdup(pc->name);
@@ -446,6 +594,8 @@ static int build_cluster(struct ctx *c, const Cluster *pc, struct cluster *cl)
     cl->connect_timeout_ms = duration_ms(pc->connect_timeout, 5000);
     cl->max_requests_per_connection = pc->max_requests_per_connection ? pc->max_requests_per_connection->value : 0;
     cl->idle_timeout_ms = 3600 * 1000;
+    if (build_upstream_protocol(c, pc, cl) < 0)
+        return -1;
     switch (pc->type) {
     case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STATIC: cl->type = CLUSTER_STATIC; break;
     case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STRICT_DNS: cl->type = CLUSTER_STRICT_DNS; break;
@@ -639,6 +789,18 @@ static int build_hcm(struct ctx *c, const Hcm *h, struct hcm_config *hc)
         if (t && strcasecmp(t, "websocket") == 0 && enabled)
             hc->websocket_upgrade = true;
     }
+    hc->codec_type = h->codec_type;
+    if (hc->codec_type == 3) {
+        push(c, ".codec_type");
+        return fail(c, "HTTP3 is not supported");
+    }
+    {
+        size_t old = push(c, ".http2_protocol_options");
+        if (build_h2_options(c, h->http2_protocol_options, &hc->h2) < 0)
+            return -1;
+        pop(c, old);
+    }
+    hc->h2_stats = stats_block("http2.", &http2_stat_schema);
     for (size_t i = 0; i < h->n_http_filters; i++) {
         const Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpFilter *f = h->http_filters[i];
         const char *t = f->config_type_case ==

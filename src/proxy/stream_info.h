@@ -72,6 +72,7 @@ struct stream_info {
     const struct transport *downstream_tp;
     const char *downstream_transport_failure_reason;
     const char *upstream_transport_failure_reason;
+    int grpc_status;               /* grpc-status of the response, -1 when none (%GRPC_STATUS%) */
 };
 
 #endif

@@ -302,6 +302,7 @@ void tcp_proxy_start(struct worker *w, struct listener_config *lc, struct filter
     t->local = *local;
     t->readable = t->writable = true;
     t->si.start_us = clock_now_us();
+    t->si.grpc_status = -1;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     t->si.start_wall_us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;

@@ -13,6 +13,7 @@
 #include "common/sock.h"
 #include "net/tls.h"
 #include "proxy/config.h"
+#include "proxy/upstream_h2.h"
 #include "proxy/worker.h"
 
 static void uconn_stat(struct uconn *u, size_t field, int64_t delta)
@@ -337,4 +338,5 @@ void upstream_close_idle(struct wcluster *wc, size_t npools)
             uconn_close(u);
         }
     }
+    uh2_close_idle(wc);
 }

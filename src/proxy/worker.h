@@ -13,6 +13,7 @@
 #include "proxy/config.h"
 
 struct uconn;
+struct uh2c;
 struct lb_state;
 struct route_scratch;
 
@@ -23,6 +24,7 @@ struct upool {
     uint32_t active_rq;            /* in-flight requests (LEAST_REQUEST input) */
     struct ssl_session_st *tls_session;  /* last TLS session from this host, offered for resumption */
     char tls_error[192];           /* last TLS handshake failure with this host (access logs) */
+    struct uh2c *h2;               /* HTTP/2 connections to this host (upstream_h2.c) */
 };
 
 /* This worker's view of one cluster for one host set: pools and load-balancer state. When
