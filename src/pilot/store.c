@@ -31,9 +31,15 @@ struct pilot_store {
     struct loop *loop;
     struct io io;
     int ifd;
+    struct timer settle;              /* rescan once the directory is quiet (STORE_SETTLE_MS) */
     pilot_store_cb cb;
     void *cb_arg;
 };
+
+/* A write is often several events (truncate, write, close; or an editor's rename dance), and
+ * reading between them sees a half-written file. Events restart this timer; the directory is
+ * read once nothing has happened for this long. */
+#define STORE_SETTLE_MS 50
 
 static int has_config_ext(const char *name)
 {
@@ -348,8 +354,10 @@ void pilot_store_free(struct pilot_store *s)
 {
     if (!s)
         return;
-    if (s->loop)
+    if (s->loop) {
         io_stop(s->loop, &s->io);
+        timer_stop(s->loop, &s->settle);
+    }
     if (s->ifd >= 0)
         close(s->ifd);
     for (size_t i = 0; i < s->n_files; i++) {
@@ -386,7 +394,13 @@ static void on_inotify(struct loop *l, struct io *io, uint32_t events)
         any = 1;
     }
     if (any)
-        pilot_store_rescan(s);
+        timer_start(s->loop, &s->settle, STORE_SETTLE_MS);
+}
+
+static void on_settled(struct loop *l, struct timer *t)
+{
+    (void)l;
+    pilot_store_rescan(t->data);
 }
 
 int pilot_store_watch(struct pilot_store *s, struct loop *l, pilot_store_cb cb, void *arg)
@@ -402,5 +416,6 @@ int pilot_store_watch(struct pilot_store *s, struct loop *l, pilot_store_cb cb, 
             return -ENOMEM;
     }
     s->loop = l;
+    timer_init(&s->settle, on_settled, s);
     return io_start(l, &s->io, s->ifd, EPOLLIN, on_inotify, s);
 }
