@@ -42,8 +42,8 @@ struct pilot_model *pilot_store_snapshot(struct pilot_store *s);
  * -1 when out of memory. */
 int pilot_store_rescan(struct pilot_store *s);
 
-/* Watches the directory tree with inotify on loop l: each batch of events leads to one
- * pilot_store_rescan. cb (may be NULL) is called for every new snapshot. Returns 0 or
+/* Watches the directory tree with inotify on loop l: once events stop for 50 ms (a save is
+ * several events), one pilot_store_rescan. cb (may be NULL) is called for every new snapshot. Returns 0 or
  * -errno. */
 int pilot_store_watch(struct pilot_store *s, struct loop *l, pilot_store_cb cb, void *arg);
 
