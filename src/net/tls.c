@@ -59,6 +59,7 @@ static const struct stat_def ssl_stat_defs[SSL_ST_COUNT] = {
     [SSL_ST_SESSION_REUSED] = {"session_reused", STAT_COUNTER},
     [SSL_ST_TLS12] = {"versions.TLSv1.2", STAT_COUNTER},
     [SSL_ST_TLS13] = {"versions.TLSv1.3", STAT_COUNTER},
+    [SSL_ST_FAIL_VERIFY_CERT_HASH] = {"fail_verify_cert_hash", STAT_COUNTER},
 };
 const struct stat_schema ssl_stat_schema = {"ssl", ssl_stat_defs, SSL_ST_COUNT, NULL};
 
@@ -93,6 +94,12 @@ struct tls_cfg {
     unsigned char alpn[TLS_MAX_ALPN + 1];
     size_t alpn_len;               /* wire format: length-prefixed names */
     bool require_client_cert, allow_expired, accept_untrusted;
+    bool require_sni;
+    bool auto_host_sni, auto_sni_san_validation;
+    /* Pins (SHA-256): verify_certificate_hash (of the DER certificate) and
+     * verify_certificate_spki (of the DER SubjectPublicKeyInfo). Either list matching accepts. */
+    unsigned char (*cert_hashes)[32], (*spki_hashes)[32];
+    size_t n_cert_hashes, n_spki_hashes;
     char *sni;
     bool no_tickets, no_cache;
     uint64_t session_timeout_s;
@@ -350,6 +357,72 @@ static int san_matchers(struct perr *e, const ValCtx *v, struct tls_cfg *cfg)
     return 0;
 }
 
+static int hexval(int c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* verify_certificate_hash: hex, colons allowed; verify_certificate_spki: base64. 32 bytes each. */
+static int pins_from(struct perr *e, const ValCtx *v, struct tls_cfg *cfg)
+{
+    if (v->n_verify_certificate_hash) {
+        cfg->cert_hashes = calloc(v->n_verify_certificate_hash, 32);
+        for (size_t i = 0; i < v->n_verify_certificate_hash; i++) {
+            const char *h = v->verify_certificate_hash[i];
+            size_t n = 0;
+            int hi = -1;
+            for (; *h; h++) {
+                if (*h == ':')
+                    continue;
+                int x = hexval(*h);
+                if (x < 0 || n == 32)
+                    break;
+                if (hi < 0) {
+                    hi = x;
+                } else {
+                    cfg->cert_hashes[i][n++] = (unsigned char)(hi << 4 | x);
+                    hi = -1;
+                }
+            }
+            if (*h || n != 32 || hi >= 0) {
+                ppush(e, ".verify_certificate_hash[%zu]", i);
+                return perr_fail(e, "a SHA-256 in hex (64 digits, colons allowed) is expected");
+            }
+            cfg->n_cert_hashes = i + 1;
+        }
+    }
+    if (v->n_verify_certificate_spki) {
+        cfg->spki_hashes = calloc(v->n_verify_certificate_spki, 32);
+        for (size_t i = 0; i < v->n_verify_certificate_spki; i++) {
+            unsigned char out[64];
+            const char *b = v->verify_certificate_spki[i];
+            int n = (int)strlen(b) == 44 ? EVP_DecodeBlock(out, (const unsigned char *)b, 44) : -1;
+            if (n != 33 || b[43] != '=') {
+                ppush(e, ".verify_certificate_spki[%zu]", i);
+                return perr_fail(e, "a base64 SHA-256 (44 characters) is expected");
+            }
+            memcpy(cfg->spki_hashes[i], out, 32);
+            cfg->n_spki_hashes = i + 1;
+        }
+    }
+    return 0;
+}
+
+static bool pins_ok(const struct tls_cfg *cfg, X509 *cert)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    if (cfg->n_cert_hashes && X509_digest(cert, EVP_sha256(), md, &n) && n == 32)
+        for (size_t i = 0; i < cfg->n_cert_hashes; i++)
+            if (memcmp(md, cfg->cert_hashes[i], 32) == 0)
+                return true;
+    if (cfg->n_spki_hashes && X509_pubkey_digest(cert, EVP_sha256(), md, &n) && n == 32)
+        for (size_t i = 0; i < cfg->n_spki_hashes; i++)
+            if (memcmp(md, cfg->spki_hashes[i], 32) == 0)
+                return true;
+    return false;
+}
+
 static int validation_from(struct perr *e, const ValCtx *v, struct tls_cfg *cfg, bool with_ca)
 {
     if (!v)
@@ -361,8 +434,8 @@ static int validation_from(struct perr *e, const ValCtx *v, struct tls_cfg *cfg,
             return -1;
         ppop(e, old);
     }
-    if (v->n_verify_certificate_spki || v->n_verify_certificate_hash)
-        return perr_fail(e, "verify_certificate_spki/verify_certificate_hash are not supported yet");
+    if (pins_from(e, v, cfg) < 0)
+        return -1;
     if (v->crl)
         return perr_fail(e, "crl is not supported yet");
     cfg->allow_expired = cfg->allow_expired || v->allow_expired_certificate;
@@ -553,6 +626,8 @@ static void cfg_free(struct tls_cfg *cfg)
     free(cfg->curves);
     free(cfg->sigalgs);
     free(cfg->sni);
+    free(cfg->cert_hashes);
+    free(cfg->spki_hashes);
     if (cfg->ticket_keys)
         OPENSSL_cleanse(cfg->ticket_keys, cfg->n_ticket_keys * 80);
     free(cfg->ticket_keys);
@@ -637,9 +712,14 @@ static int verify_cb(int ok, X509_STORE_CTX *store)
     SSL *ssl = X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx());
     const struct tls_provider *p = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
     const struct tls_cfg *cfg = &p->cfg;
+    bool pinned_only = !cfg->ca.set && (cfg->n_cert_hashes || cfg->n_spki_hashes);
     if (!ok) {
         int err = X509_STORE_CTX_get_error(store);
-        if (cfg->accept_untrusted ||
+        if (err == X509_V_ERR_HOSTNAME_MISMATCH) {
+            set_fail(ssl, TLS_FAIL_SAN); /* auto_sni_san_validation */
+            return 0;
+        }
+        if (cfg->accept_untrusted || pinned_only ||
             (cfg->allow_expired && (err == X509_V_ERR_CERT_HAS_EXPIRED || err == X509_V_ERR_CERT_NOT_YET_VALID))) {
             X509_STORE_CTX_set_error(store, X509_V_OK);
             ok = 1;
@@ -648,7 +728,15 @@ static int verify_cb(int ok, X509_STORE_CTX *store)
             return 0;
         }
     }
-    if (X509_STORE_CTX_get_error_depth(store) == 0 && cfg->n_sans) {
+    if (X509_STORE_CTX_get_error_depth(store) == 0 && (cfg->n_cert_hashes || cfg->n_spki_hashes) &&
+        !pins_ok(cfg, X509_STORE_CTX_get_current_cert(store))) {
+        set_fail(ssl, TLS_FAIL_PIN);
+        X509_STORE_CTX_set_error(store, X509_V_ERR_APPLICATION_VERIFICATION);
+        return 0;
+    }
+    /* auto_sni_san_validation replaces the SAN matchers with OpenSSL's host name check. */
+    bool by_sni = cfg->auto_sni_san_validation && SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    if (X509_STORE_CTX_get_error_depth(store) == 0 && cfg->n_sans && !by_sni) {
         if (!sans_ok(cfg, X509_STORE_CTX_get_current_cert(store))) {
             set_fail(ssl, TLS_FAIL_SAN);
             X509_STORE_CTX_set_error(store, X509_V_ERR_APPLICATION_VERIFICATION);
@@ -656,6 +744,17 @@ static int verify_cb(int ok, X509_STORE_CTX *store)
         }
     }
     return ok;
+}
+
+/* require_sni: a ClientHello without a server name is refused. */
+static int require_sni_cb(SSL *ssl, int *alert, void *arg)
+{
+    (void)arg;
+    if (SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name))
+        return SSL_TLSEXT_ERR_OK;
+    *alert = SSL_AD_UNRECOGNIZED_NAME;
+    set_fail(ssl, TLS_FAIL_PROTOCOL);
+    return SSL_TLSEXT_ERR_ALERT_FATAL;
 }
 
 /* Server ALPN: the first of our protocols the client offers; none in common means no ALPN
@@ -902,6 +1001,10 @@ static SSL_CTX *build_ctx(struct tls_provider *p, char *why, size_t cap)
         snprintf(why, cap, "match_typed_subject_alt_names needs trusted_ca");
         goto fail;
     }
+    if (!cfg->ca.set && (cfg->n_cert_hashes || cfg->n_spki_hashes))
+        mode = SSL_VERIFY_PEER; /* pinning without a CA: the pins are the trust */
+    if (cfg->server && cfg->require_sni)
+        SSL_CTX_set_tlsext_servername_callback(ctx, require_sni_cb);
     SSL_CTX_set_verify(ctx, mode, mode == SSL_VERIFY_NONE ? NULL : verify_cb);
     if (cfg->max_depth)
         SSL_CTX_set_verify_depth(ctx, (int)cfg->max_depth);
@@ -946,10 +1049,7 @@ struct tls_provider *tls_provider_new(const struct ProtobufCMessage *msg, bool s
         const DownCtx *d = (const DownCtx *)msg;
         common = d->common_tls_context;
         cfg->require_client_cert = d->require_client_certificate && d->require_client_certificate->value;
-        if (d->require_sni && d->require_sni->value) {
-            perr_fail(&e, "require_sni is not supported yet");
-            goto fail;
-        }
+        cfg->require_sni = d->require_sni && d->require_sni->value;
         if (d->session_ticket_keys_type_case ==
             ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__DOWNSTREAM_TLS_CONTEXT__SESSION_TICKET_KEYS_TYPE_DISABLE_STATELESS_SESSION_RESUMPTION) {
             cfg->no_tickets = d->disable_stateless_session_resumption;
@@ -978,6 +1078,8 @@ struct tls_provider *tls_provider_new(const struct ProtobufCMessage *msg, bool s
         if (u->sni && *u->sni)
             cfg->sni = strdup(u->sni);
         cfg->no_cache = u->max_session_keys && u->max_session_keys->value == 0; /* 0: no resumption */
+        cfg->auto_host_sni = u->auto_host_sni;
+        cfg->auto_sni_san_validation = u->auto_sni_san_validation;
     }
     size_t old = ppush(&e, "common_tls_context");
     if (common_from(&e, common, cfg, find, find_arg) < 0)
@@ -1036,6 +1138,8 @@ SSL_CTX *tls_provider_ctx(struct tls_provider *p)
 }
 
 const char *tls_provider_sni(const struct tls_provider *p) { return p->cfg.sni; }
+
+bool tls_provider_auto_host_sni(const struct tls_provider *p) { return p->cfg.auto_host_sni; }
 
 uint64_t tls_provider_generation(const struct tls_provider *p) { return atomic_load(&p->generation); }
 
@@ -1101,8 +1205,11 @@ int tls_transport_start(struct transport *t, struct tls_provider *p, bool server
         SSL_set_accept_state(ssl);
     } else {
         SSL_set_connect_state(ssl);
-        if (sni && *sni)
+        if (sni && *sni) {
             SSL_set_tlsext_host_name(ssl, sni);
+            if (p->cfg.auto_sni_san_validation)
+                SSL_set1_host(ssl, sni);
+        }
         if (!p->cfg.no_cache) {
             if (session)
                 SSL_set_session(ssl, session);
@@ -1135,6 +1242,8 @@ static void describe_failure(SSL *ssl, int sslerr, enum tls_fail *fail, char *wh
     const char *detail = "";
     if (f == TLS_FAIL_SAN)
         detail = ":verify cert failed: SAN matcher";
+    else if (f == TLS_FAIL_PIN)
+        detail = ":verify cert failed: cert hash and spki";
     else if (f == TLS_FAIL_VERIFY)
         detail = X509_verify_cert_error_string(SSL_get_verify_result(ssl));
     if (f == TLS_FAIL_IO && !code)
@@ -1297,6 +1406,8 @@ void tls_count(struct stat_block *b, unsigned slot, const struct transport *t, e
             stats_inc(b, slot, SSL_ST_FAIL_VERIFY_ERROR);
         else if (fail == TLS_FAIL_SAN)
             stats_inc(b, slot, SSL_ST_FAIL_VERIFY_SAN);
+        else if (fail == TLS_FAIL_PIN)
+            stats_inc(b, slot, SSL_ST_FAIL_VERIFY_CERT_HASH);
         return;
     }
     stats_inc(b, slot, SSL_ST_HANDSHAKE);

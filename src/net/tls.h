@@ -38,6 +38,8 @@ void tls_provider_free(struct tls_provider *p);
 SSL_CTX *tls_provider_ctx(struct tls_provider *p);
 /* UpstreamTlsContext.sni, or NULL. */
 const char *tls_provider_sni(const struct tls_provider *p);
+/* UpstreamTlsContext.auto_host_sni: send the host's hostname as SNI when it has one. */
+bool tls_provider_auto_host_sni(const struct tls_provider *p);
 /* How many times the context was rebuilt after a file change (tests, logs). */
 uint64_t tls_provider_generation(const struct tls_provider *p);
 
@@ -52,6 +54,7 @@ enum tls_fail {
     TLS_FAIL_NO_CERT,       /* ssl.fail_verify_no_cert: a required client certificate is missing */
     TLS_FAIL_VERIFY,        /* ssl.fail_verify_error: chain, CA, expiry */
     TLS_FAIL_SAN,           /* ssl.fail_verify_san */
+    TLS_FAIL_PIN,           /* ssl.fail_verify_cert_hash: verify_certificate_hash / _spki */
     TLS_FAIL_IO,            /* the peer went away mid-handshake */
 };
 
@@ -77,7 +80,7 @@ int tls_pem_check(const void *data, size_t len, int kind);
 enum ssl_stat {
     SSL_ST_HANDSHAKE, SSL_ST_CONNECTION_ERROR, SSL_ST_NO_CERTIFICATE, SSL_ST_FAIL_VERIFY_NO_CERT,
     SSL_ST_FAIL_VERIFY_ERROR, SSL_ST_FAIL_VERIFY_SAN, SSL_ST_SESSION_REUSED, SSL_ST_TLS12,
-    SSL_ST_TLS13, SSL_ST_COUNT
+    SSL_ST_TLS13, SSL_ST_FAIL_VERIFY_CERT_HASH, SSL_ST_COUNT
 };
 struct stat_schema;
 extern const struct stat_schema ssl_stat_schema;

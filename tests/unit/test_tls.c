@@ -382,6 +382,78 @@ static void ticket_keys(void)
     tls_provider_free(cl);
 }
 
+/* One client handshake against server provider sp; returns the client's failure (NONE = ok). */
+static enum tls_fail try_client(struct tls_provider *sp, const char *client_yaml, const char *sni)
+{
+    char err[512];
+    struct tls_provider *cp = provider(client_yaml, false, err, sizeof err);
+    if (!cp) {
+        fprintf(stderr, "client config: %s\n", err);
+        return TLS_FAIL_IO;
+    }
+    int fds[2];
+    socketpair_nb(fds);
+    struct transport s = transport_plain(fds[0]), c = transport_plain(fds[1]);
+    tls_transport_start(&s, sp, true, NULL, NULL, NULL);
+    tls_transport_start(&c, cp, false, sni, NULL, NULL);
+    enum tls_fail sf = TLS_FAIL_NONE, cf = TLS_FAIL_NONE;
+    int r = handshake_pair(&s, &c, &sf, &cf);
+    transport_close(&s);
+    transport_close(&c);
+    tls_provider_free(cp);
+    if (r == 0)
+        return TLS_FAIL_NONE;
+    return cf != TLS_FAIL_NONE ? cf : sf != TLS_FAIL_NONE ? sf : TLS_FAIL_IO;
+}
+
+/* verify_certificate_hash / verify_certificate_spki, auto_sni_san_validation, require_sni. */
+static void pins_and_sni(void)
+{
+    setup();
+    char err[512], y[20000];
+    snprintf(y, sizeof y, "common_tls_context: {tls_certificates: [{certificate_chain: {inline_string: %s}, "
+             "private_key: {inline_string: %s}}]}", y_srv_cert, y_srv_key);
+    struct tls_provider *sp = provider(y, true, err, sizeof err);
+    snprintf(y, sizeof y, "require_sni: true\ncommon_tls_context: {tls_certificates: [{certificate_chain: {inline_string: %s}, "
+             "private_key: {inline_string: %s}}]}", y_srv_cert, y_srv_key);
+    struct tls_provider *sni_only = provider(y, true, err, sizeof err);
+    CHECK(sp && sni_only);
+    if (!sp || !sni_only)
+        return;
+    BIO *b = BIO_new_mem_buf(srv_cert, -1);
+    X509 *x = PEM_read_bio_X509(b, NULL, NULL, NULL);
+    BIO_free(b);
+    unsigned char md[32], spki[32];
+    unsigned n = 0;
+    X509_digest(x, EVP_sha256(), md, &n);
+    X509_pubkey_digest(x, EVP_sha256(), spki, &n);
+    X509_free(x);
+    char hex[100] = "", *spki64 = pbmap_base64(spki, 32);
+    for (int i = 0; i < 32; i++)
+        snprintf(hex + strlen(hex), sizeof hex - strlen(hex), i ? ":%02X" : "%02X", md[i]);
+    /* Pinned by certificate hash, with no CA: the pin is the trust. */
+    snprintf(y, sizeof y, "common_tls_context: {validation_context: {verify_certificate_hash: [\"%s\"]}}", hex);
+    CHECK_EQ_INT(try_client(sp, y, NULL), TLS_FAIL_NONE);
+    snprintf(y, sizeof y, "common_tls_context: {validation_context: {verify_certificate_spki: [\"%s\"]}}", spki64);
+    CHECK_EQ_INT(try_client(sp, y, NULL), TLS_FAIL_NONE);
+    hex[0] = hex[0] == 'A' ? 'B' : 'A';
+    snprintf(y, sizeof y, "common_tls_context: {validation_context: {verify_certificate_hash: [\"%s\"]}}", hex);
+    CHECK_EQ_INT(try_client(sp, y, NULL), TLS_FAIL_PIN);
+    CHECK(provider("common_tls_context: {validation_context: {verify_certificate_hash: [\"abc\"]}}", false, err, sizeof err) == NULL);
+    CHECK(strstr(err, "verify_certificate_hash[0]") != NULL);
+    free(spki64);
+    /* auto_sni_san_validation: the SNI sent must be a DNS SAN of the server; it replaces the matchers. */
+    snprintf(y, sizeof y, "auto_sni_san_validation: true\ncommon_tls_context: {validation_context: {trusted_ca: "
+             "{inline_string: %s}, match_typed_subject_alt_names: [{san_type: DNS, matcher: {exact: nope.test}}]}}", y_srv_cert);
+    CHECK_EQ_INT(try_client(sp, y, "server.test"), TLS_FAIL_NONE);
+    CHECK_EQ_INT(try_client(sp, y, "other.test"), TLS_FAIL_SAN);
+    /* require_sni. */
+    CHECK_EQ_INT(try_client(sni_only, "common_tls_context: {}", "server.test"), TLS_FAIL_NONE);
+    CHECK(try_client(sni_only, "common_tls_context: {}", NULL) != TLS_FAIL_NONE);
+    tls_provider_free(sp);
+    tls_provider_free(sni_only);
+}
+
 static void tls_inspector(void)
 {
     uint8_t hello[4096];
@@ -505,5 +577,5 @@ static void cleanup(void)
     free(cli_key);
 }
 
-TEST_MAIN(TEST(config_errors), TEST(handshake_and_io), TEST(ticket_keys), TEST(tls_inspector), TEST(http_inspector),
+TEST_MAIN(TEST(config_errors), TEST(handshake_and_io), TEST(ticket_keys), TEST(pins_and_sni), TEST(tls_inspector), TEST(http_inspector),
           TEST(server_name_matching), TEST(pem_checks), TEST(stat_names), TEST(cleanup))
