@@ -87,6 +87,8 @@ struct tls_cfg {
     struct tls_src chain[TLS_MAX_CERTS], key[TLS_MAX_CERTS], password[TLS_MAX_CERTS];
     size_t n_certs;
     struct tls_src ca;
+    struct tls_src crl;            /* PEM CRLs for the chain (all of it, or the leaf only) */
+    bool crl_leaf_only;
     struct san_match *sans;
     size_t n_sans;
     int min_ver, max_ver;          /* OpenSSL version constants, 0 = default */
@@ -436,8 +438,16 @@ static int validation_from(struct perr *e, const ValCtx *v, struct tls_cfg *cfg,
     }
     if (pins_from(e, v, cfg) < 0)
         return -1;
-    if (v->crl)
-        return perr_fail(e, "crl is not supported yet");
+    if (v->crl) {
+        size_t old = ppush(e, ".crl");
+        src_free(&cfg->crl);
+        if (src_from(e, v->crl, &cfg->crl) < 0)
+            return -1;
+        ppop(e, old);
+        cfg->crl_leaf_only = v->only_verify_leaf_cert_crl;
+    }
+    if (v->custom_validator_config)
+        return perr_fail(e, "custom_validator_config is not supported");
     cfg->allow_expired = cfg->allow_expired || v->allow_expired_certificate;
     cfg->accept_untrusted = v->trust_chain_verification == 1;
     if (v->max_verify_depth)
@@ -617,6 +627,7 @@ static void cfg_free(struct tls_cfg *cfg)
         src_free(&cfg->password[i]);
     }
     src_free(&cfg->ca);
+    src_free(&cfg->crl);
     for (size_t i = 0; i < cfg->n_sans; i++) {
         free(cfg->sans[i].value);
         pcre2_code_free(cfg->sans[i].re);
@@ -883,6 +894,34 @@ int tls_pem_check(const void *data, size_t len, int kind)
 
 /* --- building an SSL_CTX --- */
 
+/* Adds the configured CRLs to the store and turns CRL checking on (Envoy: every certificate of
+ * the chain needs a CRL, unless only_verify_leaf_cert_crl). */
+static int load_crls(struct tls_cfg *cfg, X509_STORE *st, char *why, size_t cap)
+{
+    const unsigned char *d;
+    size_t n;
+    unsigned char *owned;
+    if (src_read(&cfg->crl, &d, &n, &owned, why, cap) < 0)
+        return -1;
+    BIO *b = BIO_new_mem_buf(d, (int)n);
+    int count = 0;
+    X509_CRL *crl;
+    while (b && count < 1000 && (crl = PEM_read_bio_X509_CRL(b, NULL, NULL, NULL))) {
+        X509_STORE_add_crl(st, crl);
+        X509_CRL_free(crl);
+        count++;
+    }
+    ERR_clear_error();
+    BIO_free(b);
+    free(owned);
+    if (!count) {
+        snprintf(why, cap, "crl %s: no PEM CRL", cfg->crl.filename ? cfg->crl.filename : "(inline)");
+        return -1;
+    }
+    X509_STORE_set_flags(st, X509_V_FLAG_CRL_CHECK | (cfg->crl_leaf_only ? 0 : X509_V_FLAG_CRL_CHECK_ALL));
+    return 0;
+}
+
 static SSL_CTX *build_ctx(struct tls_provider *p, char *why, size_t cap)
 {
     struct tls_cfg *cfg = &p->cfg;
@@ -989,6 +1028,8 @@ static SSL_CTX *build_ctx(struct tls_provider *p, char *why, size_t cap)
             X509_STORE_add_cert(st, sk_X509_value(sk, j));
         sk_X509_pop_free(sk, X509_free);
         mode = SSL_VERIFY_PEER;
+        if (cfg->crl.set && load_crls(cfg, st, why, cap) < 0)
+            goto fail;
     }
     if (cfg->server && cfg->require_client_cert) {
         if (!cfg->ca.set) {
@@ -1149,7 +1190,7 @@ static bool provider_changed(struct tls_provider *p)
     for (size_t i = 0; i < c->n_certs; i++)
         if (src_changed(&c->chain[i]) || src_changed(&c->key[i]) || src_changed(&c->password[i]))
             return true;
-    return src_changed(&c->ca);
+    return src_changed(&c->ca) || src_changed(&c->crl);
 }
 
 void tls_poll(uint64_t now_ms, bool force)

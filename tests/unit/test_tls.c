@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -454,6 +455,70 @@ static void pins_and_sni(void)
     tls_provider_free(sni_only);
 }
 
+/* A CRL from the client certificate's issuer (it is self-signed) revoking it: the server refuses it. */
+static void crl_revocation(void)
+{
+    setup();
+    BIO *b = BIO_new_mem_buf(cli_cert, -1);
+    X509 *x = PEM_read_bio_X509(b, NULL, NULL, NULL);
+    BIO_free(b);
+    b = BIO_new_mem_buf(cli_key, -1);
+    EVP_PKEY *k = PEM_read_bio_PrivateKey(b, NULL, NULL, NULL);
+    BIO_free(b);
+    char *crl_pem[2];
+    for (int revoke = 0; revoke < 2; revoke++) {
+        X509_CRL *crl = X509_CRL_new();
+        X509_CRL_set_version(crl, 1);
+        X509_CRL_set_issuer_name(crl, X509_get_subject_name(x));
+        ASN1_TIME *t = ASN1_TIME_adj(NULL, time(NULL), 0, -60);
+        X509_CRL_set1_lastUpdate(crl, t);
+        ASN1_TIME_adj(t, time(NULL), 1, 0);
+        X509_CRL_set1_nextUpdate(crl, t);
+        ASN1_TIME_free(t);
+        if (revoke) {
+            X509_REVOKED *r = X509_REVOKED_new();
+            X509_REVOKED_set_serialNumber(r, X509_get_serialNumber(x));
+            ASN1_TIME *rt = ASN1_TIME_adj(NULL, time(NULL), 0, -30);
+            X509_REVOKED_set_revocationDate(r, rt);
+            ASN1_TIME_free(rt);
+            X509_CRL_add0_revoked(crl, r);
+        }
+        X509_CRL_sort(crl);
+        X509_CRL_sign(crl, k, EVP_sha256());
+        BIO *o = BIO_new(BIO_s_mem());
+        PEM_write_bio_X509_CRL(o, crl);
+        char *p;
+        long len = BIO_get_mem_data(o, &p);
+        crl_pem[revoke] = strndup(p, (size_t)len);
+        BIO_free(o);
+        X509_CRL_free(crl);
+    }
+    X509_free(x);
+    EVP_PKEY_free(k);
+    char err[512], y[30000], ycrl[4096];
+    char cli[20000];
+    snprintf(cli, sizeof cli, "common_tls_context: {tls_certificates: [{certificate_chain: {inline_string: %s}, "
+             "private_key: {inline_string: %s}}]}", y_cli_cert, y_cli_key);
+    bool refused[2];
+    for (int revoke = 0; revoke < 2; revoke++) {
+        yq(ycrl, sizeof ycrl, crl_pem[revoke]);
+        snprintf(y, sizeof y, "require_client_certificate: true\ncommon_tls_context: {tls_certificates: [{certificate_chain: "
+                 "{inline_string: %s}, private_key: {inline_string: %s}}], validation_context: {trusted_ca: {inline_string: %s}, "
+                 "crl: {inline_string: %s}}}", y_srv_cert, y_srv_key, y_cli_cert, ycrl);
+        struct tls_provider *sp = provider(y, true, err, sizeof err);
+        CHECK(sp != NULL);
+        if (!sp) {
+            fprintf(stderr, "%s\n", err);
+            continue;
+        }
+        refused[revoke] = try_client(sp, cli, NULL) != TLS_FAIL_NONE;
+        tls_provider_free(sp);
+        free(crl_pem[revoke]);
+    }
+    CHECK(!refused[0]);
+    CHECK(refused[1]);
+}
+
 static void tls_inspector(void)
 {
     uint8_t hello[4096];
@@ -577,5 +642,5 @@ static void cleanup(void)
     free(cli_key);
 }
 
-TEST_MAIN(TEST(config_errors), TEST(handshake_and_io), TEST(ticket_keys), TEST(pins_and_sni), TEST(tls_inspector), TEST(http_inspector),
+TEST_MAIN(TEST(config_errors), TEST(handshake_and_io), TEST(ticket_keys), TEST(pins_and_sni), TEST(crl_revocation), TEST(tls_inspector), TEST(http_inspector),
           TEST(server_name_matching), TEST(pem_checks), TEST(stat_names), TEST(cleanup))
