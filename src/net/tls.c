@@ -135,8 +135,11 @@ static uint64_t last_poll_ms;
 
 static int ex_fail_idx = -1, ex_slot_idx = -1;
 static pthread_once_t ex_once = PTHREAD_ONCE_INIT;
+static void sni_set_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp);
+static int ex_sni_idx;
 static void ex_init(void)
 {
+    ex_sni_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, sni_set_free);
     ex_fail_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
     ex_slot_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
 }
@@ -757,15 +760,98 @@ static int verify_cb(int ok, X509_STORE_CTX *store)
     return ok;
 }
 
-/* require_sni: a ClientHello without a server name is refused. */
-static int require_sni_cb(SSL *ssl, int *alert, void *arg)
+/* With several certificates, one SSL_CTX per certificate, kept on the main SSL_CTX (freed with it). */
+struct sni_set {
+    SSL_CTX *ctx[TLS_MAX_CERTS];
+    size_t n;
+};
+
+static void sni_set_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
 {
-    (void)arg;
-    if (SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name))
-        return SSL_TLSEXT_ERR_OK;
-    *alert = SSL_AD_UNRECOGNIZED_NAME;
-    set_fail(ssl, TLS_FAIL_PROTOCOL);
-    return SSL_TLSEXT_ERR_ALERT_FATAL;
+    (void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
+    struct sni_set *set = ptr;
+    if (!set)
+        return;
+    for (size_t i = 0; i < set->n; i++)
+        SSL_CTX_free(set->ctx[i]);
+    free(set);
+}
+
+/* 2: a DNS SAN of the certificate equals name; 1: a "*.suffix" SAN covers it; 0: neither. */
+static int cert_name_match(X509 *cert, const char *name)
+{
+    GENERAL_NAMES *names = cert ? X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL) : NULL;
+    int best = 0;
+    const char *dot = strchr(name, '.');
+    for (int i = 0; names && i < sk_GENERAL_NAME_num(names) && best < 2; i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(names, i);
+        if (g->type != GEN_DNS)
+            continue;
+        const char *p = (const char *)ASN1_STRING_get0_data(g->d.ia5);
+        size_t n = (size_t)ASN1_STRING_length(g->d.ia5);
+        if (n == strlen(name) && strncasecmp(p, name, n) == 0)
+            best = 2;
+        else if (n > 2 && p[0] == '*' && p[1] == '.' && dot && dot != name && strlen(dot) == n - 1 &&
+                 strncasecmp(dot, p + 1, n - 1) == 0)
+            best = 1;
+    }
+    GENERAL_NAMES_free(names);
+    return best;
+}
+
+/* The ClientHello's server name: require_sni, and with several certificates Envoy's choice, the
+ * first certificate whose DNS SAN equals the name, else the first whose wildcard covers it, else
+ * the default (the first certificate of each key type). */
+static int servername_cb(SSL *ssl, int *alert, void *arg)
+{
+    const struct tls_provider *p = arg;
+    const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    if (!sni) {
+        if (!p->cfg.require_sni)
+            return SSL_TLSEXT_ERR_OK;
+        *alert = SSL_AD_UNRECOGNIZED_NAME;
+        set_fail(ssl, TLS_FAIL_PROTOCOL);
+        return SSL_TLSEXT_ERR_ALERT_FATAL;
+    }
+    const struct sni_set *set = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ex_sni_idx);
+    SSL_CTX *wild = NULL;
+    for (size_t i = 0; set && i < set->n; i++) {
+        int m = cert_name_match(SSL_CTX_get0_certificate(set->ctx[i]), sni);
+        if (m == 2) {
+            SSL_set_SSL_CTX(ssl, set->ctx[i]);
+            return SSL_TLSEXT_ERR_OK;
+        }
+        if (m == 1 && !wild)
+            wild = set->ctx[i];
+    }
+    if (wild)
+        SSL_set_SSL_CTX(ssl, wild);
+    return SSL_TLSEXT_ERR_OK;
+}
+
+static SSL_CTX *build_ctx_certs(struct tls_provider *p, int only, char *why, size_t cap);
+
+static SSL_CTX *build_ctx(struct tls_provider *p, char *why, size_t cap)
+{
+    SSL_CTX *main = build_ctx_certs(p, -1, why, cap);
+    if (!main || !p->cfg.server || p->cfg.n_certs < 2)
+        return main;
+    struct sni_set *set = calloc(1, sizeof *set);
+    if (!set) {
+        SSL_CTX_free(main);
+        snprintf(why, cap, "out of memory");
+        return NULL;
+    }
+    for (size_t i = 0; i < p->cfg.n_certs; i++) {
+        if (!(set->ctx[i] = build_ctx_certs(p, (int)i, why, cap))) {
+            sni_set_free(NULL, set, NULL, 0, 0, NULL);
+            SSL_CTX_free(main);
+            return NULL;
+        }
+        set->n = i + 1;
+    }
+    SSL_CTX_set_ex_data(main, ex_sni_idx, set);
+    return main;
 }
 
 /* Server ALPN: the first of our protocols the client offers; none in common means no ALPN
@@ -922,7 +1008,10 @@ static int load_crls(struct tls_cfg *cfg, X509_STORE *st, char *why, size_t cap)
     return 0;
 }
 
-static SSL_CTX *build_ctx(struct tls_provider *p, char *why, size_t cap)
+/* Builds one SSL_CTX with all of the provider's settings and its certificates: all of them
+ * (only < 0; loaded last to first so that the first of each key type is the one OpenSSL keeps),
+ * or only certificate `only` (the per-certificate contexts of SNI selection). */
+static SSL_CTX *build_ctx_certs(struct tls_provider *p, int only, char *why, size_t cap)
 {
     struct tls_cfg *cfg = &p->cfg;
     char eb[200];
@@ -955,7 +1044,10 @@ static SSL_CTX *build_ctx(struct tls_provider *p, char *why, size_t cap)
         snprintf(why, cap, "tls_params.signature_algorithms: unknown algorithm in '%s'", cfg->sigalgs);
         goto fail;
     }
-    for (size_t i = 0; i < cfg->n_certs; i++) {
+    for (size_t k = 0; k < cfg->n_certs; k++) {
+        size_t i = cfg->n_certs - 1 - k;
+        if (only >= 0 && i != (size_t)only)
+            continue;
         const unsigned char *d;
         size_t n;
         unsigned char *owned;
@@ -1044,8 +1136,10 @@ static SSL_CTX *build_ctx(struct tls_provider *p, char *why, size_t cap)
     }
     if (!cfg->ca.set && (cfg->n_cert_hashes || cfg->n_spki_hashes))
         mode = SSL_VERIFY_PEER; /* pinning without a CA: the pins are the trust */
-    if (cfg->server && cfg->require_sni)
-        SSL_CTX_set_tlsext_servername_callback(ctx, require_sni_cb);
+    if (cfg->server && (cfg->require_sni || cfg->n_certs > 1)) {
+        SSL_CTX_set_tlsext_servername_callback(ctx, servername_cb);
+        SSL_CTX_set_tlsext_servername_arg(ctx, p);
+    }
     SSL_CTX_set_verify(ctx, mode, mode == SSL_VERIFY_NONE ? NULL : verify_cb);
     if (cfg->max_depth)
         SSL_CTX_set_verify_depth(ctx, (int)cfg->max_depth);

@@ -519,6 +519,47 @@ static void crl_revocation(void)
     CHECK(refused[1]);
 }
 
+/* Several certificates in one context: chosen by SNI (exact SAN, then wildcard), else the first. */
+static void sni_certificate_selection(void)
+{
+    setup();
+    char *c2, *k2, *c3, *k3;
+    make_cert("DNS:other.test", &c2, &k2);
+    make_cert("DNS:*.wild.test", &c3, &k3);
+    static char yc2[4096], yk2[4096], yc3[4096], yk3[4096], y[40000];
+    yq(yc2, sizeof yc2, c2);
+    yq(yk2, sizeof yk2, k2);
+    yq(yc3, sizeof yc3, c3);
+    yq(yk3, sizeof yk3, k3);
+    snprintf(y, sizeof y, "common_tls_context: {tls_certificates: [{certificate_chain: {inline_string: %s}, private_key: "
+             "{inline_string: %s}}, {certificate_chain: {inline_string: %s}, private_key: {inline_string: %s}}, "
+             "{certificate_chain: {inline_string: %s}, private_key: {inline_string: %s}}]}",
+             y_srv_cert, y_srv_key, yc2, yk2, yc3, yk3);
+    char err[512];
+    struct tls_provider *sp = provider(y, true, err, sizeof err);
+    struct tls_provider *cp = provider("common_tls_context: {}", false, err, sizeof err);
+    CHECK(sp && cp);
+    const char *snis[] = {"other.test", "server.test", NULL, "a.wild.test", "unknown.test"};
+    const char *want[] = {"other.test", "server.test", "server.test", "*.wild.test", "server.test"};
+    for (int i = 0; sp && cp && i < 5; i++) {
+        int fds[2];
+        socketpair_nb(fds);
+        struct transport s = transport_plain(fds[0]), c = transport_plain(fds[1]);
+        tls_transport_start(&s, sp, true, NULL, NULL, NULL);
+        tls_transport_start(&c, cp, false, snis[i], NULL, NULL);
+        enum tls_fail sf, cf;
+        CHECK(handshake_pair(&s, &c, &sf, &cf) == 0);
+        char sans[256];
+        transport_peer_sans(&c, TRANSPORT_SAN_DNS, sans, sizeof sans);
+        CHECK_EQ_STR(sans, want[i]);
+        transport_close(&s);
+        transport_close(&c);
+    }
+    tls_provider_free(sp);
+    tls_provider_free(cp);
+    free(c2), free(k2), free(c3), free(k3);
+}
+
 static void tls_inspector(void)
 {
     uint8_t hello[4096];
@@ -642,5 +683,5 @@ static void cleanup(void)
     free(cli_key);
 }
 
-TEST_MAIN(TEST(config_errors), TEST(handshake_and_io), TEST(ticket_keys), TEST(pins_and_sni), TEST(crl_revocation), TEST(tls_inspector), TEST(http_inspector),
+TEST_MAIN(TEST(config_errors), TEST(handshake_and_io), TEST(ticket_keys), TEST(pins_and_sni), TEST(crl_revocation), TEST(sni_certificate_selection), TEST(tls_inspector), TEST(http_inspector),
           TEST(server_name_matching), TEST(pem_checks), TEST(stat_names), TEST(cleanup))
