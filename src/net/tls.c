@@ -86,6 +86,8 @@ struct tls_cfg {
     bool server;
     struct tls_src chain[TLS_MAX_CERTS], key[TLS_MAX_CERTS], password[TLS_MAX_CERTS];
     size_t n_certs;
+    char *cert_secret[TLS_MAX_CERTS];  /* the Secret certificate i came from, or NULL (inline/file) */
+    char *ca_secret;               /* the Secret the trust anchors came from, or NULL */
     struct tls_src ca;
     struct tls_src crl;            /* PEM CRLs for the chain (all of it, or the leaf only) */
     bool crl_leaf_only;
@@ -567,6 +569,7 @@ static int common_from(struct perr *e, const CommonCtx *c, struct tls_cfg *cfg, 
         const Secret *s = find_secret(e, find, arg, c->tls_certificate_sds_secret_configs[i], 2);
         if (!s || cert_from(e, s->tls_certificate, cfg) < 0)
             return -1;
+        cfg->cert_secret[cfg->n_certs - 1] = strdup(s->name);
         ppop(e, old);
     }
     for (size_t i = 0; i < c->n_alpn_protocols; i++) {
@@ -594,6 +597,7 @@ static int common_from(struct perr *e, const CommonCtx *c, struct tls_cfg *cfg, 
         const Secret *s = find_secret(e, find, arg, c->validation_context_sds_secret_config, 4);
         if (!s || validation_from(e, s->validation_context, cfg, true) < 0)
             return -1;
+        cfg->ca_secret = strdup(s->name);
         ppop(e, old);
         break;
     }
@@ -607,6 +611,7 @@ static int common_from(struct perr *e, const CommonCtx *c, struct tls_cfg *cfg, 
             const Secret *s = find_secret(e, find, arg, cv->validation_context_sds_secret_config, 4);
             if (!s || validation_from(e, s->validation_context, cfg, true) < 0)
                 return -1;
+            cfg->ca_secret = strdup(s->name);
             ppop(e, o2);
         }
         size_t o3 = ppush(e, ".default_validation_context");
@@ -625,10 +630,12 @@ static int common_from(struct perr *e, const CommonCtx *c, struct tls_cfg *cfg, 
 static void cfg_free(struct tls_cfg *cfg)
 {
     for (size_t i = 0; i < TLS_MAX_CERTS; i++) {
+        free(cfg->cert_secret[i]);
         src_free(&cfg->chain[i]);
         src_free(&cfg->key[i]);
         src_free(&cfg->password[i]);
     }
+    free(cfg->ca_secret);
     src_free(&cfg->ca);
     src_free(&cfg->crl);
     for (size_t i = 0; i < cfg->n_sans; i++) {
@@ -1287,6 +1294,8 @@ static bool provider_changed(struct tls_provider *p)
     return src_changed(&c->ca) || src_changed(&c->crl);
 }
 
+static void publish(struct tls_provider *p, SSL_CTX *ctx, uint64_t now_ms);
+
 void tls_poll(uint64_t now_ms, bool force)
 {
     pthread_mutex_lock(&reg_lock);
@@ -1303,9 +1312,7 @@ void tls_poll(uint64_t now_ms, bool force)
                 log_warn("TLS certificate reload failed, keeping the previous certificates: %s", why);
                 continue;
             }
-            SSL_CTX *old = atomic_exchange_explicit(&p->cur, ctx, memory_order_acq_rel);
-            atomic_fetch_add(&p->generation, 1);
-            retire(old, now_ms);
+            publish(p, ctx, now_ms);
             log_info("TLS certificates reloaded (%s)", p->cfg.n_certs && p->cfg.chain[0].filename
                                                           ? p->cfg.chain[0].filename : "trusted_ca");
         }
@@ -1321,6 +1328,94 @@ void tls_poll(uint64_t now_ms, bool force)
         }
     }
     pthread_mutex_unlock(&reg_lock);
+}
+
+/* Swaps in the new SSL_CTX of a provider whose sources changed (reg_lock held). */
+static void publish(struct tls_provider *p, SSL_CTX *ctx, uint64_t now_ms)
+{
+    SSL_CTX *old = atomic_exchange_explicit(&p->cur, ctx, memory_order_acq_rel);
+    atomic_fetch_add(&p->generation, 1);
+    retire(old, now_ms);
+}
+
+int tls_secret_update(const struct ProtobufCMessage *secret, uint64_t now_ms, char *err, size_t errlen)
+{
+    const Secret *sec = (const Secret *)secret;
+    struct perr e = {.err = err, .errlen = errlen};
+    err[0] = '\0';
+    if (!sec->name || !*sec->name) {
+        snprintf(err, errlen, "name is required");
+        return -1;
+    }
+    bool is_cert = sec->type_case == ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__TYPE_TLS_CERTIFICATE;
+    bool is_ca = sec->type_case == ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__TYPE_VALIDATION_CONTEXT;
+    if (!is_cert && !is_ca) {
+        snprintf(err, errlen, "secret '%s': only tls_certificate and validation_context secrets are used", sec->name);
+        return -1;
+    }
+    int updated = 0, failed = 0;
+    pthread_mutex_lock(&reg_lock);
+    for (struct tls_provider *p = providers; p; p = p->next) {
+        struct tls_cfg *c = &p->cfg;
+        /* New sources first; the old ones come back if the new context does not build. */
+        struct tls_src saved[3 * TLS_MAX_CERTS + 2];
+        bool hit = false;
+        int bad = 0;
+        for (size_t i = 0; i < c->n_certs && is_cert; i++) {
+            if (!c->cert_secret[i] || strcmp(c->cert_secret[i], sec->name) != 0)
+                continue;
+            const TlsCert *tc = sec->tls_certificate;
+            saved[3 * i] = c->chain[i], saved[3 * i + 1] = c->key[i], saved[3 * i + 2] = c->password[i];
+            memset(&c->chain[i], 0, sizeof c->chain[i]);
+            memset(&c->key[i], 0, sizeof c->key[i]);
+            memset(&c->password[i], 0, sizeof c->password[i]);
+            if (!tc || !tc->certificate_chain || !tc->private_key || src_from(&e, tc->certificate_chain, &c->chain[i]) < 0 ||
+                src_from(&e, tc->private_key, &c->key[i]) < 0 || src_from(&e, tc->password, &c->password[i]) < 0)
+                bad = 1;
+            hit = true;
+        }
+        if (is_ca && c->ca_secret && strcmp(c->ca_secret, sec->name) == 0) {
+            const ValCtx *v = sec->validation_context;
+            saved[3 * TLS_MAX_CERTS] = c->ca, saved[3 * TLS_MAX_CERTS + 1] = c->crl;
+            memset(&c->ca, 0, sizeof c->ca);
+            memset(&c->crl, 0, sizeof c->crl);
+            if (!v || !v->trusted_ca || src_from(&e, v->trusted_ca, &c->ca) < 0 || src_from(&e, v->crl, &c->crl) < 0)
+                bad = 1;
+            hit = true;
+        }
+        if (!hit)
+            continue;
+        char why[384] = "certificate_chain, private_key (or trusted_ca) are required";
+        SSL_CTX *ctx = bad ? NULL : build_ctx(p, why, sizeof why);
+        for (size_t i = 0; i < c->n_certs && is_cert; i++) {
+            if (!c->cert_secret[i] || strcmp(c->cert_secret[i], sec->name) != 0)
+                continue;
+            if (ctx) {
+                src_free(&saved[3 * i]), src_free(&saved[3 * i + 1]), src_free(&saved[3 * i + 2]);
+            } else {
+                src_free(&c->chain[i]), src_free(&c->key[i]), src_free(&c->password[i]);
+                c->chain[i] = saved[3 * i], c->key[i] = saved[3 * i + 1], c->password[i] = saved[3 * i + 2];
+            }
+        }
+        if (is_ca && c->ca_secret && strcmp(c->ca_secret, sec->name) == 0) {
+            if (ctx) {
+                src_free(&saved[3 * TLS_MAX_CERTS]), src_free(&saved[3 * TLS_MAX_CERTS + 1]);
+            } else {
+                src_free(&c->ca), src_free(&c->crl);
+                c->ca = saved[3 * TLS_MAX_CERTS], c->crl = saved[3 * TLS_MAX_CERTS + 1];
+            }
+        }
+        if (!ctx) {
+            if (!failed)
+                snprintf(err, errlen, "secret '%s': %s", sec->name, why);
+            failed++;
+            continue;
+        }
+        publish(p, ctx, now_ms);
+        updated++;
+    }
+    pthread_mutex_unlock(&reg_lock);
+    return failed ? -1 : updated;
 }
 
 /* --- connections --- */

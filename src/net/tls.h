@@ -43,6 +43,13 @@ bool tls_provider_auto_host_sni(const struct tls_provider *p);
 /* How many times the context was rebuilt after a file change (tests, logs). */
 uint64_t tls_provider_generation(const struct tls_provider *p);
 
+/* Main thread: a new version of a secret (an envoy...tls.v3.Secret with tls_certificate or
+ * validation_context), as SDS will deliver it. Every provider whose certificates or trust anchors
+ * came from the secret of that name gets a new SSL_CTX built from it (matchers and other
+ * settings stay); one that does not build keeps its last good context. Returns the number of
+ * providers updated, or -1 with err set when any failed. */
+int tls_secret_update(const struct ProtobufCMessage *secret, uint64_t now_ms, char *err, size_t errlen);
+
 /* Main thread, about once a second: checks every provider's files and rebuilds the ones that
  * changed; frees SSL_CTXs retired longer than the grace period (all with force). */
 void tls_poll(uint64_t now_ms, bool force);

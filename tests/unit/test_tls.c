@@ -560,6 +560,107 @@ static void sni_certificate_selection(void)
     free(c2), free(k2), free(c3), free(k3);
 }
 
+static ProtobufCMessage *secret_msg(const char *yaml)
+{
+    struct pbmap_error pe;
+    ProtobufCMessage *m = pbmap_from_yaml(&envoy__extensions__transport_sockets__tls__v3__secret__descriptor, yaml,
+                                          strlen(yaml), "secret.yaml", &pe);
+    if (!m)
+        fprintf(stderr, "secret yaml: %s\n", pe.msg);
+    return m;
+}
+
+static ProtobufCMessage *secrets[2];
+static const ProtobufCMessage *find_by_name(void *arg, const char *name)
+{
+    (void)arg;
+    for (int i = 0; i < 2; i++) {
+        const Envoy__Extensions__TransportSockets__Tls__V3__Secret *s = (const void *)secrets[i];
+        if (s && strcmp(s->name, name) == 0)
+            return secrets[i];
+    }
+    return NULL;
+}
+
+/* SDS-shaped secrets: a provider made from named secrets takes a new version of one. */
+static void secret_updates(void)
+{
+    setup();
+    static char y[20000];
+    snprintf(y, sizeof y, "name: srv\ntls_certificate: {certificate_chain: {inline_string: %s}, private_key: {inline_string: %s}}",
+             y_srv_cert, y_srv_key);
+    secrets[0] = secret_msg(y);
+    snprintf(y, sizeof y, "name: ca\nvalidation_context: {trusted_ca: {inline_string: %s}}", y_cli_cert);
+    secrets[1] = secret_msg(y);
+    const char *dyaml = "require_client_certificate: true\ncommon_tls_context: {tls_certificate_sds_secret_configs: [{name: srv}], "
+                        "validation_context_sds_secret_config: {name: ca}}";
+    struct pbmap_error pe;
+    ProtobufCMessage *dm = pbmap_from_yaml(&envoy__extensions__transport_sockets__tls__v3__downstream_tls_context__descriptor,
+                                           dyaml, strlen(dyaml), "d.yaml", &pe);
+    char err[512];
+    struct tls_provider *sp = dm ? tls_provider_new(dm, true, find_by_name, NULL, err, sizeof err) : NULL;
+    CHECK(sp != NULL);
+    char cli[20000];
+    snprintf(cli, sizeof cli, "common_tls_context: {tls_certificates: [{certificate_chain: {inline_string: %s}, "
+             "private_key: {inline_string: %s}}]}", y_cli_cert, y_cli_key);
+    if (sp) {
+        CHECK_EQ_INT(try_client(sp, cli, NULL), TLS_FAIL_NONE);
+        char *c2, *k2;
+        make_cert("DNS:rotated.test", &c2, &k2);
+        static char yc2[4096], yk2[4096];
+        yq(yc2, sizeof yc2, c2);
+        yq(yk2, sizeof yk2, k2);
+        snprintf(y, sizeof y, "name: srv\ntls_certificate: {certificate_chain: {inline_string: %s}, private_key: {inline_string: %s}}",
+                 yc2, yk2);
+        ProtobufCMessage *u = secret_msg(y);
+        CHECK_EQ_INT(tls_secret_update(u, 0, err, sizeof err), 1);
+        CHECK_EQ_INT(tls_provider_generation(sp), 1);
+        protobuf_c_message_free_unpacked(u, NULL);
+        /* A new connection gets the rotated certificate. */
+        struct tls_provider *cp = provider(cli, false, err, sizeof err);
+        int fds[2];
+        socketpair_nb(fds);
+        struct transport s = transport_plain(fds[0]), c = transport_plain(fds[1]);
+        tls_transport_start(&s, sp, true, NULL, NULL, NULL);
+        tls_transport_start(&c, cp, false, NULL, NULL, NULL);
+        enum tls_fail sf, cf;
+        CHECK(handshake_pair(&s, &c, &sf, &cf) == 0);
+        char sans[128];
+        transport_peer_sans(&c, TRANSPORT_SAN_DNS, sans, sizeof sans);
+        CHECK_EQ_STR(sans, "rotated.test");
+        transport_close(&s);
+        transport_close(&c);
+        tls_provider_free(cp);
+        /* A broken version is refused and the last good one stays. */
+        snprintf(y, sizeof y, "name: srv\ntls_certificate: {certificate_chain: {inline_string: %s}, private_key: {inline_string: %s}}",
+                 yc2, y_srv_key);
+        u = secret_msg(y);
+        CHECK_EQ_INT(tls_secret_update(u, 0, err, sizeof err), -1);
+        CHECK(strstr(err, "secret 'srv': private_key does not match") != NULL);
+        CHECK_EQ_INT(tls_provider_generation(sp), 1);
+        CHECK_EQ_INT(try_client(sp, cli, NULL), TLS_FAIL_NONE);
+        protobuf_c_message_free_unpacked(u, NULL);
+        /* A new trust anchor: the old client certificate is no longer trusted. */
+        snprintf(y, sizeof y, "name: ca\nvalidation_context: {trusted_ca: {inline_string: %s}}", yc2);
+        u = secret_msg(y);
+        CHECK_EQ_INT(tls_secret_update(u, 0, err, sizeof err), 1);
+        CHECK(try_client(sp, cli, NULL) != TLS_FAIL_NONE);
+        protobuf_c_message_free_unpacked(u, NULL);
+        /* A name nobody uses updates nothing. */
+        u = secret_msg("name: unused\nvalidation_context: {}");
+        CHECK_EQ_INT(tls_secret_update(u, 0, err, sizeof err), 0);
+        protobuf_c_message_free_unpacked(u, NULL);
+        free(c2), free(k2);
+    }
+    tls_provider_free(sp);
+    if (dm)
+        protobuf_c_message_free_unpacked(dm, NULL);
+    for (int i = 0; i < 2; i++)
+        if (secrets[i])
+            protobuf_c_message_free_unpacked(secrets[i], NULL);
+    tls_poll(0, true);
+}
+
 static void tls_inspector(void)
 {
     uint8_t hello[4096];
@@ -683,5 +784,5 @@ static void cleanup(void)
     free(cli_key);
 }
 
-TEST_MAIN(TEST(config_errors), TEST(handshake_and_io), TEST(ticket_keys), TEST(pins_and_sni), TEST(crl_revocation), TEST(sni_certificate_selection), TEST(tls_inspector), TEST(http_inspector),
+TEST_MAIN(TEST(config_errors), TEST(handshake_and_io), TEST(ticket_keys), TEST(pins_and_sni), TEST(crl_revocation), TEST(sni_certificate_selection), TEST(secret_updates), TEST(tls_inspector), TEST(http_inspector),
           TEST(server_name_matching), TEST(pem_checks), TEST(stat_names), TEST(cleanup))
