@@ -1281,6 +1281,25 @@ SSL_CTX *tls_provider_ctx(struct tls_provider *p)
 
 const char *tls_provider_sni(const struct tls_provider *p) { return p->cfg.sni; }
 
+void tls_provider_restrict_alpn(struct tls_provider *p, const char *const *supported, size_t n)
+{
+    struct tls_cfg *c = &p->cfg;
+    unsigned char kept[TLS_MAX_ALPN + 1];
+    size_t len = 0;
+    for (size_t i = 0; i < c->alpn_len; i += 1 + c->alpn[i]) {
+        size_t l = c->alpn[i];
+        for (size_t j = 0; j < n; j++) {
+            if (strlen(supported[j]) == l && memcmp(c->alpn + i + 1, supported[j], l) == 0) {
+                memcpy(kept + len, c->alpn + i, 1 + l);
+                len += 1 + l;
+                break;
+            }
+        }
+    }
+    memcpy(c->alpn, kept, len);
+    c->alpn_len = len; /* alpn_select reads the list at each handshake; an empty one selects nothing */
+}
+
 bool tls_provider_auto_host_sni(const struct tls_provider *p) { return p->cfg.auto_host_sni; }
 
 uint64_t tls_provider_generation(const struct tls_provider *p) { return atomic_load(&p->generation); }

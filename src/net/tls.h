@@ -38,6 +38,9 @@ void tls_provider_free(struct tls_provider *p);
 SSL_CTX *tls_provider_ctx(struct tls_provider *p);
 /* UpstreamTlsContext.sni, or NULL. */
 const char *tls_provider_sni(const struct tls_provider *p);
+/* Keeps only the ALPN protocols the chain's codec speaks (in the configured order), so that a
+ * server never selects one its network filter cannot handle. Config time only. */
+void tls_provider_restrict_alpn(struct tls_provider *p, const char *const *supported, size_t n);
 /* UpstreamTlsContext.auto_host_sni: send the host's hostname as SNI when it has one. */
 bool tls_provider_auto_host_sni(const struct tls_provider *p);
 /* How many times the context was rebuilt after a file change (tests, logs). */
