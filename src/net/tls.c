@@ -59,6 +59,7 @@ static const struct stat_def ssl_stat_defs[SSL_ST_COUNT] = {
     [SSL_ST_SESSION_REUSED] = {"session_reused", STAT_COUNTER},
     [SSL_ST_TLS12] = {"versions.TLSv1.2", STAT_COUNTER},
     [SSL_ST_TLS13] = {"versions.TLSv1.3", STAT_COUNTER},
+    [SSL_ST_FAIL_VERIFY_CERT_HASH] = {"fail_verify_cert_hash", STAT_COUNTER},
 };
 const struct stat_schema ssl_stat_schema = {"ssl", ssl_stat_defs, SSL_ST_COUNT, NULL};
 
@@ -85,7 +86,11 @@ struct tls_cfg {
     bool server;
     struct tls_src chain[TLS_MAX_CERTS], key[TLS_MAX_CERTS], password[TLS_MAX_CERTS];
     size_t n_certs;
+    char *cert_secret[TLS_MAX_CERTS];  /* the Secret certificate i came from, or NULL (inline/file) */
+    char *ca_secret;               /* the Secret the trust anchors came from, or NULL */
     struct tls_src ca;
+    struct tls_src crl;            /* PEM CRLs for the chain (all of it, or the leaf only) */
+    bool crl_leaf_only;
     struct san_match *sans;
     size_t n_sans;
     int min_ver, max_ver;          /* OpenSSL version constants, 0 = default */
@@ -93,6 +98,12 @@ struct tls_cfg {
     unsigned char alpn[TLS_MAX_ALPN + 1];
     size_t alpn_len;               /* wire format: length-prefixed names */
     bool require_client_cert, allow_expired, accept_untrusted;
+    bool require_sni;
+    bool auto_host_sni, auto_sni_san_validation;
+    /* Pins (SHA-256): verify_certificate_hash (of the DER certificate) and
+     * verify_certificate_spki (of the DER SubjectPublicKeyInfo). Either list matching accepts. */
+    unsigned char (*cert_hashes)[32], (*spki_hashes)[32];
+    size_t n_cert_hashes, n_spki_hashes;
     char *sni;
     bool no_tickets, no_cache;
     uint64_t session_timeout_s;
@@ -126,8 +137,11 @@ static uint64_t last_poll_ms;
 
 static int ex_fail_idx = -1, ex_slot_idx = -1;
 static pthread_once_t ex_once = PTHREAD_ONCE_INIT;
+static void sni_set_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp);
+static int ex_sni_idx;
 static void ex_init(void)
 {
+    ex_sni_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, sni_set_free);
     ex_fail_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
     ex_slot_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
 }
@@ -350,6 +364,72 @@ static int san_matchers(struct perr *e, const ValCtx *v, struct tls_cfg *cfg)
     return 0;
 }
 
+static int hexval(int c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* verify_certificate_hash: hex, colons allowed; verify_certificate_spki: base64. 32 bytes each. */
+static int pins_from(struct perr *e, const ValCtx *v, struct tls_cfg *cfg)
+{
+    if (v->n_verify_certificate_hash) {
+        cfg->cert_hashes = calloc(v->n_verify_certificate_hash, 32);
+        for (size_t i = 0; i < v->n_verify_certificate_hash; i++) {
+            const char *h = v->verify_certificate_hash[i];
+            size_t n = 0;
+            int hi = -1;
+            for (; *h; h++) {
+                if (*h == ':')
+                    continue;
+                int x = hexval(*h);
+                if (x < 0 || n == 32)
+                    break;
+                if (hi < 0) {
+                    hi = x;
+                } else {
+                    cfg->cert_hashes[i][n++] = (unsigned char)(hi << 4 | x);
+                    hi = -1;
+                }
+            }
+            if (*h || n != 32 || hi >= 0) {
+                ppush(e, ".verify_certificate_hash[%zu]", i);
+                return perr_fail(e, "a SHA-256 in hex (64 digits, colons allowed) is expected");
+            }
+            cfg->n_cert_hashes = i + 1;
+        }
+    }
+    if (v->n_verify_certificate_spki) {
+        cfg->spki_hashes = calloc(v->n_verify_certificate_spki, 32);
+        for (size_t i = 0; i < v->n_verify_certificate_spki; i++) {
+            unsigned char out[64];
+            const char *b = v->verify_certificate_spki[i];
+            int n = (int)strlen(b) == 44 ? EVP_DecodeBlock(out, (const unsigned char *)b, 44) : -1;
+            if (n != 33 || b[43] != '=') {
+                ppush(e, ".verify_certificate_spki[%zu]", i);
+                return perr_fail(e, "a base64 SHA-256 (44 characters) is expected");
+            }
+            memcpy(cfg->spki_hashes[i], out, 32);
+            cfg->n_spki_hashes = i + 1;
+        }
+    }
+    return 0;
+}
+
+static bool pins_ok(const struct tls_cfg *cfg, X509 *cert)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    if (cfg->n_cert_hashes && X509_digest(cert, EVP_sha256(), md, &n) && n == 32)
+        for (size_t i = 0; i < cfg->n_cert_hashes; i++)
+            if (memcmp(md, cfg->cert_hashes[i], 32) == 0)
+                return true;
+    if (cfg->n_spki_hashes && X509_pubkey_digest(cert, EVP_sha256(), md, &n) && n == 32)
+        for (size_t i = 0; i < cfg->n_spki_hashes; i++)
+            if (memcmp(md, cfg->spki_hashes[i], 32) == 0)
+                return true;
+    return false;
+}
+
 static int validation_from(struct perr *e, const ValCtx *v, struct tls_cfg *cfg, bool with_ca)
 {
     if (!v)
@@ -361,10 +441,18 @@ static int validation_from(struct perr *e, const ValCtx *v, struct tls_cfg *cfg,
             return -1;
         ppop(e, old);
     }
-    if (v->n_verify_certificate_spki || v->n_verify_certificate_hash)
-        return perr_fail(e, "verify_certificate_spki/verify_certificate_hash are not supported yet");
-    if (v->crl)
-        return perr_fail(e, "crl is not supported yet");
+    if (pins_from(e, v, cfg) < 0)
+        return -1;
+    if (v->crl) {
+        size_t old = ppush(e, ".crl");
+        src_free(&cfg->crl);
+        if (src_from(e, v->crl, &cfg->crl) < 0)
+            return -1;
+        ppop(e, old);
+        cfg->crl_leaf_only = v->only_verify_leaf_cert_crl;
+    }
+    if (v->custom_validator_config)
+        return perr_fail(e, "custom_validator_config is not supported");
     cfg->allow_expired = cfg->allow_expired || v->allow_expired_certificate;
     cfg->accept_untrusted = v->trust_chain_verification == 1;
     if (v->max_verify_depth)
@@ -481,6 +569,7 @@ static int common_from(struct perr *e, const CommonCtx *c, struct tls_cfg *cfg, 
         const Secret *s = find_secret(e, find, arg, c->tls_certificate_sds_secret_configs[i], 2);
         if (!s || cert_from(e, s->tls_certificate, cfg) < 0)
             return -1;
+        cfg->cert_secret[cfg->n_certs - 1] = strdup(s->name);
         ppop(e, old);
     }
     for (size_t i = 0; i < c->n_alpn_protocols; i++) {
@@ -508,6 +597,7 @@ static int common_from(struct perr *e, const CommonCtx *c, struct tls_cfg *cfg, 
         const Secret *s = find_secret(e, find, arg, c->validation_context_sds_secret_config, 4);
         if (!s || validation_from(e, s->validation_context, cfg, true) < 0)
             return -1;
+        cfg->ca_secret = strdup(s->name);
         ppop(e, old);
         break;
     }
@@ -521,6 +611,7 @@ static int common_from(struct perr *e, const CommonCtx *c, struct tls_cfg *cfg, 
             const Secret *s = find_secret(e, find, arg, cv->validation_context_sds_secret_config, 4);
             if (!s || validation_from(e, s->validation_context, cfg, true) < 0)
                 return -1;
+            cfg->ca_secret = strdup(s->name);
             ppop(e, o2);
         }
         size_t o3 = ppush(e, ".default_validation_context");
@@ -539,11 +630,14 @@ static int common_from(struct perr *e, const CommonCtx *c, struct tls_cfg *cfg, 
 static void cfg_free(struct tls_cfg *cfg)
 {
     for (size_t i = 0; i < TLS_MAX_CERTS; i++) {
+        free(cfg->cert_secret[i]);
         src_free(&cfg->chain[i]);
         src_free(&cfg->key[i]);
         src_free(&cfg->password[i]);
     }
+    free(cfg->ca_secret);
     src_free(&cfg->ca);
+    src_free(&cfg->crl);
     for (size_t i = 0; i < cfg->n_sans; i++) {
         free(cfg->sans[i].value);
         pcre2_code_free(cfg->sans[i].re);
@@ -553,6 +647,8 @@ static void cfg_free(struct tls_cfg *cfg)
     free(cfg->curves);
     free(cfg->sigalgs);
     free(cfg->sni);
+    free(cfg->cert_hashes);
+    free(cfg->spki_hashes);
     if (cfg->ticket_keys)
         OPENSSL_cleanse(cfg->ticket_keys, cfg->n_ticket_keys * 80);
     free(cfg->ticket_keys);
@@ -637,9 +733,14 @@ static int verify_cb(int ok, X509_STORE_CTX *store)
     SSL *ssl = X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx());
     const struct tls_provider *p = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
     const struct tls_cfg *cfg = &p->cfg;
+    bool pinned_only = !cfg->ca.set && (cfg->n_cert_hashes || cfg->n_spki_hashes);
     if (!ok) {
         int err = X509_STORE_CTX_get_error(store);
-        if (cfg->accept_untrusted ||
+        if (err == X509_V_ERR_HOSTNAME_MISMATCH) {
+            set_fail(ssl, TLS_FAIL_SAN); /* auto_sni_san_validation */
+            return 0;
+        }
+        if (cfg->accept_untrusted || pinned_only ||
             (cfg->allow_expired && (err == X509_V_ERR_CERT_HAS_EXPIRED || err == X509_V_ERR_CERT_NOT_YET_VALID))) {
             X509_STORE_CTX_set_error(store, X509_V_OK);
             ok = 1;
@@ -648,7 +749,15 @@ static int verify_cb(int ok, X509_STORE_CTX *store)
             return 0;
         }
     }
-    if (X509_STORE_CTX_get_error_depth(store) == 0 && cfg->n_sans) {
+    if (X509_STORE_CTX_get_error_depth(store) == 0 && (cfg->n_cert_hashes || cfg->n_spki_hashes) &&
+        !pins_ok(cfg, X509_STORE_CTX_get_current_cert(store))) {
+        set_fail(ssl, TLS_FAIL_PIN);
+        X509_STORE_CTX_set_error(store, X509_V_ERR_APPLICATION_VERIFICATION);
+        return 0;
+    }
+    /* auto_sni_san_validation replaces the SAN matchers with OpenSSL's host name check. */
+    bool by_sni = cfg->auto_sni_san_validation && SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    if (X509_STORE_CTX_get_error_depth(store) == 0 && cfg->n_sans && !by_sni) {
         if (!sans_ok(cfg, X509_STORE_CTX_get_current_cert(store))) {
             set_fail(ssl, TLS_FAIL_SAN);
             X509_STORE_CTX_set_error(store, X509_V_ERR_APPLICATION_VERIFICATION);
@@ -656,6 +765,100 @@ static int verify_cb(int ok, X509_STORE_CTX *store)
         }
     }
     return ok;
+}
+
+/* With several certificates, one SSL_CTX per certificate, kept on the main SSL_CTX (freed with it). */
+struct sni_set {
+    SSL_CTX *ctx[TLS_MAX_CERTS];
+    size_t n;
+};
+
+static void sni_set_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+{
+    (void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
+    struct sni_set *set = ptr;
+    if (!set)
+        return;
+    for (size_t i = 0; i < set->n; i++)
+        SSL_CTX_free(set->ctx[i]);
+    free(set);
+}
+
+/* 2: a DNS SAN of the certificate equals name; 1: a "*.suffix" SAN covers it; 0: neither. */
+static int cert_name_match(X509 *cert, const char *name)
+{
+    GENERAL_NAMES *names = cert ? X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL) : NULL;
+    int best = 0;
+    const char *dot = strchr(name, '.');
+    for (int i = 0; names && i < sk_GENERAL_NAME_num(names) && best < 2; i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(names, i);
+        if (g->type != GEN_DNS)
+            continue;
+        const char *p = (const char *)ASN1_STRING_get0_data(g->d.ia5);
+        size_t n = (size_t)ASN1_STRING_length(g->d.ia5);
+        if (n == strlen(name) && strncasecmp(p, name, n) == 0)
+            best = 2;
+        else if (n > 2 && p[0] == '*' && p[1] == '.' && dot && dot != name && strlen(dot) == n - 1 &&
+                 strncasecmp(dot, p + 1, n - 1) == 0)
+            best = 1;
+    }
+    GENERAL_NAMES_free(names);
+    return best;
+}
+
+/* The ClientHello's server name: require_sni, and with several certificates Envoy's choice, the
+ * first certificate whose DNS SAN equals the name, else the first whose wildcard covers it, else
+ * the default (the first certificate of each key type). */
+static int servername_cb(SSL *ssl, int *alert, void *arg)
+{
+    const struct tls_provider *p = arg;
+    const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    if (!sni) {
+        if (!p->cfg.require_sni)
+            return SSL_TLSEXT_ERR_OK;
+        *alert = SSL_AD_UNRECOGNIZED_NAME;
+        set_fail(ssl, TLS_FAIL_PROTOCOL);
+        return SSL_TLSEXT_ERR_ALERT_FATAL;
+    }
+    const struct sni_set *set = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ex_sni_idx);
+    SSL_CTX *wild = NULL;
+    for (size_t i = 0; set && i < set->n; i++) {
+        int m = cert_name_match(SSL_CTX_get0_certificate(set->ctx[i]), sni);
+        if (m == 2) {
+            SSL_set_SSL_CTX(ssl, set->ctx[i]);
+            return SSL_TLSEXT_ERR_OK;
+        }
+        if (m == 1 && !wild)
+            wild = set->ctx[i];
+    }
+    if (wild)
+        SSL_set_SSL_CTX(ssl, wild);
+    return SSL_TLSEXT_ERR_OK;
+}
+
+static SSL_CTX *build_ctx_certs(struct tls_provider *p, int only, char *why, size_t cap);
+
+static SSL_CTX *build_ctx(struct tls_provider *p, char *why, size_t cap)
+{
+    SSL_CTX *main = build_ctx_certs(p, -1, why, cap);
+    if (!main || !p->cfg.server || p->cfg.n_certs < 2)
+        return main;
+    struct sni_set *set = calloc(1, sizeof *set);
+    if (!set) {
+        SSL_CTX_free(main);
+        snprintf(why, cap, "out of memory");
+        return NULL;
+    }
+    for (size_t i = 0; i < p->cfg.n_certs; i++) {
+        if (!(set->ctx[i] = build_ctx_certs(p, (int)i, why, cap))) {
+            sni_set_free(NULL, set, NULL, 0, 0, NULL);
+            SSL_CTX_free(main);
+            return NULL;
+        }
+        set->n = i + 1;
+    }
+    SSL_CTX_set_ex_data(main, ex_sni_idx, set);
+    return main;
 }
 
 /* Server ALPN: the first of our protocols the client offers; none in common means no ALPN
@@ -784,7 +987,38 @@ int tls_pem_check(const void *data, size_t len, int kind)
 
 /* --- building an SSL_CTX --- */
 
-static SSL_CTX *build_ctx(struct tls_provider *p, char *why, size_t cap)
+/* Adds the configured CRLs to the store and turns CRL checking on (Envoy: every certificate of
+ * the chain needs a CRL, unless only_verify_leaf_cert_crl). */
+static int load_crls(struct tls_cfg *cfg, X509_STORE *st, char *why, size_t cap)
+{
+    const unsigned char *d;
+    size_t n;
+    unsigned char *owned;
+    if (src_read(&cfg->crl, &d, &n, &owned, why, cap) < 0)
+        return -1;
+    BIO *b = BIO_new_mem_buf(d, (int)n);
+    int count = 0;
+    X509_CRL *crl;
+    while (b && count < 1000 && (crl = PEM_read_bio_X509_CRL(b, NULL, NULL, NULL))) {
+        X509_STORE_add_crl(st, crl);
+        X509_CRL_free(crl);
+        count++;
+    }
+    ERR_clear_error();
+    BIO_free(b);
+    free(owned);
+    if (!count) {
+        snprintf(why, cap, "crl %s: no PEM CRL", cfg->crl.filename ? cfg->crl.filename : "(inline)");
+        return -1;
+    }
+    X509_STORE_set_flags(st, X509_V_FLAG_CRL_CHECK | (cfg->crl_leaf_only ? 0 : X509_V_FLAG_CRL_CHECK_ALL));
+    return 0;
+}
+
+/* Builds one SSL_CTX with all of the provider's settings and its certificates: all of them
+ * (only < 0; loaded last to first so that the first of each key type is the one OpenSSL keeps),
+ * or only certificate `only` (the per-certificate contexts of SNI selection). */
+static SSL_CTX *build_ctx_certs(struct tls_provider *p, int only, char *why, size_t cap)
 {
     struct tls_cfg *cfg = &p->cfg;
     char eb[200];
@@ -817,7 +1051,10 @@ static SSL_CTX *build_ctx(struct tls_provider *p, char *why, size_t cap)
         snprintf(why, cap, "tls_params.signature_algorithms: unknown algorithm in '%s'", cfg->sigalgs);
         goto fail;
     }
-    for (size_t i = 0; i < cfg->n_certs; i++) {
+    for (size_t k = 0; k < cfg->n_certs; k++) {
+        size_t i = cfg->n_certs - 1 - k;
+        if (only >= 0 && i != (size_t)only)
+            continue;
         const unsigned char *d;
         size_t n;
         unsigned char *owned;
@@ -890,6 +1127,8 @@ static SSL_CTX *build_ctx(struct tls_provider *p, char *why, size_t cap)
             X509_STORE_add_cert(st, sk_X509_value(sk, j));
         sk_X509_pop_free(sk, X509_free);
         mode = SSL_VERIFY_PEER;
+        if (cfg->crl.set && load_crls(cfg, st, why, cap) < 0)
+            goto fail;
     }
     if (cfg->server && cfg->require_client_cert) {
         if (!cfg->ca.set) {
@@ -901,6 +1140,12 @@ static SSL_CTX *build_ctx(struct tls_provider *p, char *why, size_t cap)
     if (!cfg->ca.set && cfg->n_sans) {
         snprintf(why, cap, "match_typed_subject_alt_names needs trusted_ca");
         goto fail;
+    }
+    if (!cfg->ca.set && (cfg->n_cert_hashes || cfg->n_spki_hashes))
+        mode = SSL_VERIFY_PEER; /* pinning without a CA: the pins are the trust */
+    if (cfg->server && (cfg->require_sni || cfg->n_certs > 1)) {
+        SSL_CTX_set_tlsext_servername_callback(ctx, servername_cb);
+        SSL_CTX_set_tlsext_servername_arg(ctx, p);
     }
     SSL_CTX_set_verify(ctx, mode, mode == SSL_VERIFY_NONE ? NULL : verify_cb);
     if (cfg->max_depth)
@@ -946,10 +1191,7 @@ struct tls_provider *tls_provider_new(const struct ProtobufCMessage *msg, bool s
         const DownCtx *d = (const DownCtx *)msg;
         common = d->common_tls_context;
         cfg->require_client_cert = d->require_client_certificate && d->require_client_certificate->value;
-        if (d->require_sni && d->require_sni->value) {
-            perr_fail(&e, "require_sni is not supported yet");
-            goto fail;
-        }
+        cfg->require_sni = d->require_sni && d->require_sni->value;
         if (d->session_ticket_keys_type_case ==
             ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__DOWNSTREAM_TLS_CONTEXT__SESSION_TICKET_KEYS_TYPE_DISABLE_STATELESS_SESSION_RESUMPTION) {
             cfg->no_tickets = d->disable_stateless_session_resumption;
@@ -978,6 +1220,8 @@ struct tls_provider *tls_provider_new(const struct ProtobufCMessage *msg, bool s
         if (u->sni && *u->sni)
             cfg->sni = strdup(u->sni);
         cfg->no_cache = u->max_session_keys && u->max_session_keys->value == 0; /* 0: no resumption */
+        cfg->auto_host_sni = u->auto_host_sni;
+        cfg->auto_sni_san_validation = u->auto_sni_san_validation;
     }
     size_t old = ppush(&e, "common_tls_context");
     if (common_from(&e, common, cfg, find, find_arg) < 0)
@@ -1037,6 +1281,27 @@ SSL_CTX *tls_provider_ctx(struct tls_provider *p)
 
 const char *tls_provider_sni(const struct tls_provider *p) { return p->cfg.sni; }
 
+void tls_provider_restrict_alpn(struct tls_provider *p, const char *const *supported, size_t n)
+{
+    struct tls_cfg *c = &p->cfg;
+    unsigned char kept[TLS_MAX_ALPN + 1];
+    size_t len = 0;
+    for (size_t i = 0; i < c->alpn_len; i += 1 + c->alpn[i]) {
+        size_t l = c->alpn[i];
+        for (size_t j = 0; j < n; j++) {
+            if (strlen(supported[j]) == l && memcmp(c->alpn + i + 1, supported[j], l) == 0) {
+                memcpy(kept + len, c->alpn + i, 1 + l);
+                len += 1 + l;
+                break;
+            }
+        }
+    }
+    memcpy(c->alpn, kept, len);
+    c->alpn_len = len; /* alpn_select reads the list at each handshake; an empty one selects nothing */
+}
+
+bool tls_provider_auto_host_sni(const struct tls_provider *p) { return p->cfg.auto_host_sni; }
+
 uint64_t tls_provider_generation(const struct tls_provider *p) { return atomic_load(&p->generation); }
 
 static bool provider_changed(struct tls_provider *p)
@@ -1045,8 +1310,10 @@ static bool provider_changed(struct tls_provider *p)
     for (size_t i = 0; i < c->n_certs; i++)
         if (src_changed(&c->chain[i]) || src_changed(&c->key[i]) || src_changed(&c->password[i]))
             return true;
-    return src_changed(&c->ca);
+    return src_changed(&c->ca) || src_changed(&c->crl);
 }
+
+static void publish(struct tls_provider *p, SSL_CTX *ctx, uint64_t now_ms);
 
 void tls_poll(uint64_t now_ms, bool force)
 {
@@ -1064,9 +1331,7 @@ void tls_poll(uint64_t now_ms, bool force)
                 log_warn("TLS certificate reload failed, keeping the previous certificates: %s", why);
                 continue;
             }
-            SSL_CTX *old = atomic_exchange_explicit(&p->cur, ctx, memory_order_acq_rel);
-            atomic_fetch_add(&p->generation, 1);
-            retire(old, now_ms);
+            publish(p, ctx, now_ms);
             log_info("TLS certificates reloaded (%s)", p->cfg.n_certs && p->cfg.chain[0].filename
                                                           ? p->cfg.chain[0].filename : "trusted_ca");
         }
@@ -1082,6 +1347,94 @@ void tls_poll(uint64_t now_ms, bool force)
         }
     }
     pthread_mutex_unlock(&reg_lock);
+}
+
+/* Swaps in the new SSL_CTX of a provider whose sources changed (reg_lock held). */
+static void publish(struct tls_provider *p, SSL_CTX *ctx, uint64_t now_ms)
+{
+    SSL_CTX *old = atomic_exchange_explicit(&p->cur, ctx, memory_order_acq_rel);
+    atomic_fetch_add(&p->generation, 1);
+    retire(old, now_ms);
+}
+
+int tls_secret_update(const struct ProtobufCMessage *secret, uint64_t now_ms, char *err, size_t errlen)
+{
+    const Secret *sec = (const Secret *)secret;
+    struct perr e = {.err = err, .errlen = errlen};
+    err[0] = '\0';
+    if (!sec->name || !*sec->name) {
+        snprintf(err, errlen, "name is required");
+        return -1;
+    }
+    bool is_cert = sec->type_case == ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__TYPE_TLS_CERTIFICATE;
+    bool is_ca = sec->type_case == ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__TYPE_VALIDATION_CONTEXT;
+    if (!is_cert && !is_ca) {
+        snprintf(err, errlen, "secret '%s': only tls_certificate and validation_context secrets are used", sec->name);
+        return -1;
+    }
+    int updated = 0, failed = 0;
+    pthread_mutex_lock(&reg_lock);
+    for (struct tls_provider *p = providers; p; p = p->next) {
+        struct tls_cfg *c = &p->cfg;
+        /* New sources first; the old ones come back if the new context does not build. */
+        struct tls_src saved[3 * TLS_MAX_CERTS + 2];
+        bool hit = false;
+        int bad = 0;
+        for (size_t i = 0; i < c->n_certs && is_cert; i++) {
+            if (!c->cert_secret[i] || strcmp(c->cert_secret[i], sec->name) != 0)
+                continue;
+            const TlsCert *tc = sec->tls_certificate;
+            saved[3 * i] = c->chain[i], saved[3 * i + 1] = c->key[i], saved[3 * i + 2] = c->password[i];
+            memset(&c->chain[i], 0, sizeof c->chain[i]);
+            memset(&c->key[i], 0, sizeof c->key[i]);
+            memset(&c->password[i], 0, sizeof c->password[i]);
+            if (!tc || !tc->certificate_chain || !tc->private_key || src_from(&e, tc->certificate_chain, &c->chain[i]) < 0 ||
+                src_from(&e, tc->private_key, &c->key[i]) < 0 || src_from(&e, tc->password, &c->password[i]) < 0)
+                bad = 1;
+            hit = true;
+        }
+        if (is_ca && c->ca_secret && strcmp(c->ca_secret, sec->name) == 0) {
+            const ValCtx *v = sec->validation_context;
+            saved[3 * TLS_MAX_CERTS] = c->ca, saved[3 * TLS_MAX_CERTS + 1] = c->crl;
+            memset(&c->ca, 0, sizeof c->ca);
+            memset(&c->crl, 0, sizeof c->crl);
+            if (!v || !v->trusted_ca || src_from(&e, v->trusted_ca, &c->ca) < 0 || src_from(&e, v->crl, &c->crl) < 0)
+                bad = 1;
+            hit = true;
+        }
+        if (!hit)
+            continue;
+        char why[384] = "certificate_chain, private_key (or trusted_ca) are required";
+        SSL_CTX *ctx = bad ? NULL : build_ctx(p, why, sizeof why);
+        for (size_t i = 0; i < c->n_certs && is_cert; i++) {
+            if (!c->cert_secret[i] || strcmp(c->cert_secret[i], sec->name) != 0)
+                continue;
+            if (ctx) {
+                src_free(&saved[3 * i]), src_free(&saved[3 * i + 1]), src_free(&saved[3 * i + 2]);
+            } else {
+                src_free(&c->chain[i]), src_free(&c->key[i]), src_free(&c->password[i]);
+                c->chain[i] = saved[3 * i], c->key[i] = saved[3 * i + 1], c->password[i] = saved[3 * i + 2];
+            }
+        }
+        if (is_ca && c->ca_secret && strcmp(c->ca_secret, sec->name) == 0) {
+            if (ctx) {
+                src_free(&saved[3 * TLS_MAX_CERTS]), src_free(&saved[3 * TLS_MAX_CERTS + 1]);
+            } else {
+                src_free(&c->ca), src_free(&c->crl);
+                c->ca = saved[3 * TLS_MAX_CERTS], c->crl = saved[3 * TLS_MAX_CERTS + 1];
+            }
+        }
+        if (!ctx) {
+            if (!failed)
+                snprintf(err, errlen, "secret '%s': %s", sec->name, why);
+            failed++;
+            continue;
+        }
+        publish(p, ctx, now_ms);
+        updated++;
+    }
+    pthread_mutex_unlock(&reg_lock);
+    return failed ? -1 : updated;
 }
 
 /* --- connections --- */
@@ -1101,8 +1454,11 @@ int tls_transport_start(struct transport *t, struct tls_provider *p, bool server
         SSL_set_accept_state(ssl);
     } else {
         SSL_set_connect_state(ssl);
-        if (sni && *sni)
+        if (sni && *sni) {
             SSL_set_tlsext_host_name(ssl, sni);
+            if (p->cfg.auto_sni_san_validation)
+                SSL_set1_host(ssl, sni);
+        }
         if (!p->cfg.no_cache) {
             if (session)
                 SSL_set_session(ssl, session);
@@ -1135,6 +1491,8 @@ static void describe_failure(SSL *ssl, int sslerr, enum tls_fail *fail, char *wh
     const char *detail = "";
     if (f == TLS_FAIL_SAN)
         detail = ":verify cert failed: SAN matcher";
+    else if (f == TLS_FAIL_PIN)
+        detail = ":verify cert failed: cert hash and spki";
     else if (f == TLS_FAIL_VERIFY)
         detail = X509_verify_cert_error_string(SSL_get_verify_result(ssl));
     if (f == TLS_FAIL_IO && !code)
@@ -1176,115 +1534,6 @@ void tls_session_free(SSL_SESSION *s)
     SSL_SESSION_free(s);
 }
 
-ssize_t tls_transport_recv(struct transport *t, void *buf, size_t n)
-{
-    size_t total = 0;
-    t->rd_wants_write = false;
-    while (total < n) {
-        size_t got = 0;
-        int r = SSL_read_ex(t->ssl, (char *)buf + total, n - total, &got);
-        if (r == 1) {
-            total += got;
-            continue;
-        }
-        int e = SSL_get_error(t->ssl, r);
-        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-            if (e == SSL_ERROR_WANT_WRITE) {
-                t->rd_wants_write = true;
-                if (t->loop && t->io)
-                    io_want_write(t->loop, t->io, true);
-            }
-            if (total)
-                return (ssize_t)total;
-            errno = EAGAIN;
-            return -1;
-        }
-        if (total)
-            return (ssize_t)total; /* the EOF or error comes again on the next call */
-        if (e == SSL_ERROR_ZERO_RETURN)
-            return 0;
-        t->failed = true;
-        ERR_clear_error();
-        if (e != SSL_ERROR_SYSCALL || errno == 0 || errno == EAGAIN)
-            errno = ECONNRESET;
-        return -1;
-    }
-    return (ssize_t)total;
-}
-
-ssize_t tls_transport_sendv(struct transport *t, const struct iovec *iov, int iovcnt)
-{
-    static _Thread_local char scratch[16384];
-    size_t total = 0;
-    int i = 0;
-    size_t off = 0;
-    t->wr_wants_read = false;
-    for (;;) {
-        while (i < iovcnt && off == iov[i].iov_len) {
-            i++;
-            off = 0;
-        }
-        if (i >= iovcnt)
-            break;
-        const char *p;
-        size_t len, seg = iov[i].iov_len - off;
-        if (seg >= sizeof scratch || i == iovcnt - 1) {
-            p = (const char *)iov[i].iov_base + off;
-            len = seg;
-        } else {
-            /* Gather small buffers into one record: one SSL_write, one send. */
-            len = 0;
-            int j = i;
-            size_t o = off;
-            while (j < iovcnt && len < sizeof scratch) {
-                size_t take = iov[j].iov_len - o;
-                if (take > sizeof scratch - len)
-                    take = sizeof scratch - len;
-                memcpy(scratch + len, (const char *)iov[j].iov_base + o, take);
-                len += take;
-                o += take;
-                if (o == iov[j].iov_len) {
-                    j++;
-                    o = 0;
-                }
-            }
-            p = scratch;
-        }
-        size_t w = 0;
-        int r = SSL_write_ex(t->ssl, p, len, &w);
-        if (r != 1) {
-            int e = SSL_get_error(t->ssl, r);
-            if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
-                t->wr_wants_read = e == SSL_ERROR_WANT_READ;
-                if (total)
-                    return (ssize_t)total;
-                errno = EAGAIN;
-                return -1;
-            }
-            t->failed = true;
-            ERR_clear_error();
-            if (total)
-                return (ssize_t)total;
-            errno = EPIPE;
-            return -1;
-        }
-        total += w;
-        /* Advance through the iovec by w bytes. */
-        while (w > 0 && i < iovcnt) {
-            size_t left = iov[i].iov_len - off;
-            if (w < left) {
-                off += w;
-                w = 0;
-            } else {
-                w -= left;
-                i++;
-                off = 0;
-            }
-        }
-    }
-    return (ssize_t)total;
-}
-
 void tls_count(struct stat_block *b, unsigned slot, const struct transport *t, enum tls_fail fail)
 {
     if (!b)
@@ -1297,6 +1546,8 @@ void tls_count(struct stat_block *b, unsigned slot, const struct transport *t, e
             stats_inc(b, slot, SSL_ST_FAIL_VERIFY_ERROR);
         else if (fail == TLS_FAIL_SAN)
             stats_inc(b, slot, SSL_ST_FAIL_VERIFY_SAN);
+        else if (fail == TLS_FAIL_PIN)
+            stats_inc(b, slot, SSL_ST_FAIL_VERIFY_CERT_HASH);
         return;
     }
     stats_inc(b, slot, SSL_ST_HANDSHAKE);
@@ -1312,90 +1563,4 @@ void tls_count(struct stat_block *b, unsigned slot, const struct transport *t, e
         if (!peer)
             stats_inc(b, slot, SSL_ST_NO_CERTIFICATE);
     }
-}
-
-/* --- transport helpers shared by plaintext and TLS --- */
-
-void transport_attach(struct transport *t, struct loop *l, struct io *io)
-{
-    t->loop = l;
-    t->io = io;
-    if (t->ssl)
-        SSL_set_app_data(t->ssl, t);
-}
-
-int transport_shutdown(struct transport *t)
-{
-    if (t->ssl && !t->failed) {
-        SSL_shutdown(t->ssl); /* sends close_notify; we do not wait for the peer's */
-        ERR_clear_error();
-    }
-    return shutdown(t->fd, SHUT_WR) < 0 ? -errno : 0;
-}
-
-void transport_close(struct transport *t)
-{
-    if (t->ssl) {
-        if (!t->failed && SSL_is_init_finished(t->ssl))
-            SSL_shutdown(t->ssl);
-        ERR_clear_error();
-        SSL_free(t->ssl);
-        t->ssl = NULL;
-    }
-    free(t->server_name);
-    free(t->peer_uri_san);
-    t->server_name = t->peer_uri_san = NULL;
-    if (t->fd >= 0)
-        close(t->fd);
-    t->fd = -1;
-}
-
-const char *transport_alpn(const struct transport *t, size_t *len)
-{
-    if (!t->ssl)
-        return NULL;
-    const unsigned char *p = NULL;
-    unsigned n = 0;
-    SSL_get0_alpn_selected(t->ssl, &p, &n);
-    *len = n;
-    return n ? (const char *)p : NULL;
-}
-
-const char *transport_tls_version(const struct transport *t)
-{
-    return t->ssl ? SSL_get_version(t->ssl) : NULL;
-}
-
-bool transport_session_reused(const struct transport *t)
-{
-    return t->ssl && SSL_session_reused(t->ssl);
-}
-
-int transport_peer_sans(const struct transport *t, int type, char *out, size_t cap)
-{
-    if (cap)
-        out[0] = '\0';
-    X509 *peer = t->ssl ? SSL_get0_peer_certificate(t->ssl) : NULL;
-    if (!peer)
-        return 0;
-    GENERAL_NAMES *names = X509_get_ext_d2i(peer, NID_subject_alt_name, NULL, NULL);
-    int count = 0;
-    size_t used = 0;
-    for (int i = 0; names && i < sk_GENERAL_NAME_num(names); i++) {
-        const GENERAL_NAME *g = sk_GENERAL_NAME_value(names, i);
-        if (g->type != type)
-            continue;
-        const char *p = (const char *)ASN1_STRING_get0_data(g->d.ia5);
-        size_t n = (size_t)ASN1_STRING_length(g->d.ia5);
-        if (used + n + 2 > cap)
-            break;
-        if (count)
-            out[used++] = ',';
-        memcpy(out + used, p, n);
-        used += n;
-        out[used] = '\0';
-        count++;
-    }
-    GENERAL_NAMES_free(names);
-    return count;
 }

@@ -38,8 +38,20 @@ void tls_provider_free(struct tls_provider *p);
 SSL_CTX *tls_provider_ctx(struct tls_provider *p);
 /* UpstreamTlsContext.sni, or NULL. */
 const char *tls_provider_sni(const struct tls_provider *p);
+/* Keeps only the ALPN protocols the chain's codec speaks (in the configured order), so that a
+ * server never selects one its network filter cannot handle. Config time only. */
+void tls_provider_restrict_alpn(struct tls_provider *p, const char *const *supported, size_t n);
+/* UpstreamTlsContext.auto_host_sni: send the host's hostname as SNI when it has one. */
+bool tls_provider_auto_host_sni(const struct tls_provider *p);
 /* How many times the context was rebuilt after a file change (tests, logs). */
 uint64_t tls_provider_generation(const struct tls_provider *p);
+
+/* Main thread: a new version of a secret (an envoy...tls.v3.Secret with tls_certificate or
+ * validation_context), as SDS will deliver it. Every provider whose certificates or trust anchors
+ * came from the secret of that name gets a new SSL_CTX built from it (matchers and other
+ * settings stay); one that does not build keeps its last good context. Returns the number of
+ * providers updated, or -1 with err set when any failed. */
+int tls_secret_update(const struct ProtobufCMessage *secret, uint64_t now_ms, char *err, size_t errlen);
 
 /* Main thread, about once a second: checks every provider's files and rebuilds the ones that
  * changed; frees SSL_CTXs retired longer than the grace period (all with force). */
@@ -52,6 +64,7 @@ enum tls_fail {
     TLS_FAIL_NO_CERT,       /* ssl.fail_verify_no_cert: a required client certificate is missing */
     TLS_FAIL_VERIFY,        /* ssl.fail_verify_error: chain, CA, expiry */
     TLS_FAIL_SAN,           /* ssl.fail_verify_san */
+    TLS_FAIL_PIN,           /* ssl.fail_verify_cert_hash: verify_certificate_hash / _spki */
     TLS_FAIL_IO,            /* the peer went away mid-handshake */
 };
 
@@ -77,7 +90,7 @@ int tls_pem_check(const void *data, size_t len, int kind);
 enum ssl_stat {
     SSL_ST_HANDSHAKE, SSL_ST_CONNECTION_ERROR, SSL_ST_NO_CERTIFICATE, SSL_ST_FAIL_VERIFY_NO_CERT,
     SSL_ST_FAIL_VERIFY_ERROR, SSL_ST_FAIL_VERIFY_SAN, SSL_ST_SESSION_REUSED, SSL_ST_TLS12,
-    SSL_ST_TLS13, SSL_ST_COUNT
+    SSL_ST_TLS13, SSL_ST_FAIL_VERIFY_CERT_HASH, SSL_ST_COUNT
 };
 struct stat_schema;
 extern const struct stat_schema ssl_stat_schema;

@@ -958,6 +958,12 @@ static int build_filter_chain(struct ctx *c, const FilterChain *pf, struct filte
             return fail(c, "%s must be the last network filter", fc->kind == NF_HTTP ? "http_connection_manager" : "tcp_proxy");
         pop(c, old);
     }
+    if (fc->tls && fc->kind == NF_HTTP) {
+        /* The connection manager speaks HTTP/1.x: never let ALPN pick "h2" for it (a client would
+         * then send HTTP/2). Add "h2" here with the HTTP/2 codec. */
+        static const char *const hcm_alpn[] = {"http/1.1", "http/1.0"};
+        tls_provider_restrict_alpn(fc->tls, hcm_alpn, 2);
+    }
     return 0;
 }
 

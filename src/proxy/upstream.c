@@ -191,6 +191,8 @@ static void start_tls(struct uconn *u)
     struct cluster *c = u->wc->c;
     bool pooled = u->host != UPSTREAM_NO_POOL;
     const char *sni = tls_provider_sni(c->tls);
+    if (pooled && tls_provider_auto_host_sni(c->tls) && u->wc->hs->hosts[u->host].hostname)
+        sni = u->wc->hs->hosts[u->host].hostname;
     struct upool *p = pooled ? &u->wc->pools[u->host] : NULL;
     if (tls_transport_start(&u->tp, c->tls, false, sni, p ? p->tls_session : NULL, p ? &p->tls_session : NULL) < 0) {
         u->error = ENOMEM;

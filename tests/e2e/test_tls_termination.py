@@ -35,7 +35,7 @@ llog = pki.path("listener.log")
 fmt = "HTTP %RESPONSE_CODE% sni=%REQUESTED_SERVER_NAME% san=%DOWNSTREAM_PEER_URI_SAN% ver=%DOWNSTREAM_TLS_VERSION%"
 lfmt = "FAIL %DOWNSTREAM_REMOTE_ADDRESS% reason=%DOWNSTREAM_TRANSPORT_FAILURE_REASON% flags=%RESPONSE_FLAGS%"
 listeners = (
-    listener("tls", port, [hcm_chain("tls", "be", tls=downstream_tls(srv_crt, srv_key, alpn=["http/1.1"]),
+    listener("tls", port, [hcm_chain("tls", "be", tls=downstream_tls(srv_crt, srv_key, alpn=["h2", "http/1.1"]),
                                      access_log=file_log(log, fmt))], access_log=file_log(llog, lfmt)) +
     listener("mtls", mport, [hcm_chain("mtls", "be", access_log=file_log(log, fmt), tls=downstream_tls(
         srv_crt, srv_key, ca=pki.ca, require_client=True,
@@ -75,6 +75,12 @@ check("access log: SNI and TLS version", "sni=localhost" in text and "ver=TLSv1.
 s = proxy.stats()
 check("ssl.handshake and versions.TLSv1.3 counted", s.get(lstat + "handshake", 0) >= 1 and
       s.get(lstat + "versions.TLSv1.3", 0) >= 1 and s.get(lstat + "no_certificate", 0) >= 1, {k: v for k, v in s.items() if ".ssl." in k})
+
+# alpn_protocols [h2, http/1.1] on an HTTP/1.1 connection manager: ALPN never picks h2 for it.
+rc, out = s_client(port, "-alpn", "h2,http/1.1", "-CAfile", pki.ca)
+check("HCM chain: ALPN http/1.1 even when h2 is listed first", "ALPN protocol: http/1.1" in out, out[-400:])
+st, _, _ = curl("https://localhost:%d/h2" % port, "--http2", "--cacert", pki.ca, "--resolve", "localhost:%d:127.0.0.1" % port)
+check("curl --http2 falls back to HTTP/1.1", st == 200)
 
 # Keep-alive over TLS: several requests on one connection, with a body.
 st, h, body = curl("https://localhost:%d/a" % port, "--cacert", pki.ca, "--resolve", "localhost:%d:127.0.0.1" % port,

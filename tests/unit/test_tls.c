@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -382,6 +383,284 @@ static void ticket_keys(void)
     tls_provider_free(cl);
 }
 
+/* One client handshake against server provider sp; returns the client's failure (NONE = ok). */
+static enum tls_fail try_client(struct tls_provider *sp, const char *client_yaml, const char *sni)
+{
+    char err[512];
+    struct tls_provider *cp = provider(client_yaml, false, err, sizeof err);
+    if (!cp) {
+        fprintf(stderr, "client config: %s\n", err);
+        return TLS_FAIL_IO;
+    }
+    int fds[2];
+    socketpair_nb(fds);
+    struct transport s = transport_plain(fds[0]), c = transport_plain(fds[1]);
+    tls_transport_start(&s, sp, true, NULL, NULL, NULL);
+    tls_transport_start(&c, cp, false, sni, NULL, NULL);
+    enum tls_fail sf = TLS_FAIL_NONE, cf = TLS_FAIL_NONE;
+    int r = handshake_pair(&s, &c, &sf, &cf);
+    transport_close(&s);
+    transport_close(&c);
+    tls_provider_free(cp);
+    if (r == 0)
+        return TLS_FAIL_NONE;
+    return cf != TLS_FAIL_NONE ? cf : sf != TLS_FAIL_NONE ? sf : TLS_FAIL_IO;
+}
+
+/* verify_certificate_hash / verify_certificate_spki, auto_sni_san_validation, require_sni. */
+static void pins_and_sni(void)
+{
+    setup();
+    char err[512], y[20000];
+    snprintf(y, sizeof y, "common_tls_context: {tls_certificates: [{certificate_chain: {inline_string: %s}, "
+             "private_key: {inline_string: %s}}]}", y_srv_cert, y_srv_key);
+    struct tls_provider *sp = provider(y, true, err, sizeof err);
+    snprintf(y, sizeof y, "require_sni: true\ncommon_tls_context: {tls_certificates: [{certificate_chain: {inline_string: %s}, "
+             "private_key: {inline_string: %s}}]}", y_srv_cert, y_srv_key);
+    struct tls_provider *sni_only = provider(y, true, err, sizeof err);
+    CHECK(sp && sni_only);
+    if (!sp || !sni_only)
+        return;
+    BIO *b = BIO_new_mem_buf(srv_cert, -1);
+    X509 *x = PEM_read_bio_X509(b, NULL, NULL, NULL);
+    BIO_free(b);
+    unsigned char md[32], spki[32];
+    unsigned n = 0;
+    X509_digest(x, EVP_sha256(), md, &n);
+    X509_pubkey_digest(x, EVP_sha256(), spki, &n);
+    X509_free(x);
+    char hex[100] = "", *spki64 = pbmap_base64(spki, 32);
+    for (int i = 0; i < 32; i++)
+        snprintf(hex + strlen(hex), sizeof hex - strlen(hex), i ? ":%02X" : "%02X", md[i]);
+    /* Pinned by certificate hash, with no CA: the pin is the trust. */
+    snprintf(y, sizeof y, "common_tls_context: {validation_context: {verify_certificate_hash: [\"%s\"]}}", hex);
+    CHECK_EQ_INT(try_client(sp, y, NULL), TLS_FAIL_NONE);
+    snprintf(y, sizeof y, "common_tls_context: {validation_context: {verify_certificate_spki: [\"%s\"]}}", spki64);
+    CHECK_EQ_INT(try_client(sp, y, NULL), TLS_FAIL_NONE);
+    hex[0] = hex[0] == 'A' ? 'B' : 'A';
+    snprintf(y, sizeof y, "common_tls_context: {validation_context: {verify_certificate_hash: [\"%s\"]}}", hex);
+    CHECK_EQ_INT(try_client(sp, y, NULL), TLS_FAIL_PIN);
+    CHECK(provider("common_tls_context: {validation_context: {verify_certificate_hash: [\"abc\"]}}", false, err, sizeof err) == NULL);
+    CHECK(strstr(err, "verify_certificate_hash[0]") != NULL);
+    free(spki64);
+    /* auto_sni_san_validation: the SNI sent must be a DNS SAN of the server; it replaces the matchers. */
+    snprintf(y, sizeof y, "auto_sni_san_validation: true\ncommon_tls_context: {validation_context: {trusted_ca: "
+             "{inline_string: %s}, match_typed_subject_alt_names: [{san_type: DNS, matcher: {exact: nope.test}}]}}", y_srv_cert);
+    CHECK_EQ_INT(try_client(sp, y, "server.test"), TLS_FAIL_NONE);
+    CHECK_EQ_INT(try_client(sp, y, "other.test"), TLS_FAIL_SAN);
+    /* require_sni. */
+    CHECK_EQ_INT(try_client(sni_only, "common_tls_context: {}", "server.test"), TLS_FAIL_NONE);
+    CHECK(try_client(sni_only, "common_tls_context: {}", NULL) != TLS_FAIL_NONE);
+    tls_provider_free(sp);
+    tls_provider_free(sni_only);
+}
+
+/* A CRL from the client certificate's issuer (it is self-signed) revoking it: the server refuses it. */
+static void crl_revocation(void)
+{
+    setup();
+    BIO *b = BIO_new_mem_buf(cli_cert, -1);
+    X509 *x = PEM_read_bio_X509(b, NULL, NULL, NULL);
+    BIO_free(b);
+    b = BIO_new_mem_buf(cli_key, -1);
+    EVP_PKEY *k = PEM_read_bio_PrivateKey(b, NULL, NULL, NULL);
+    BIO_free(b);
+    char *crl_pem[2];
+    for (int revoke = 0; revoke < 2; revoke++) {
+        X509_CRL *crl = X509_CRL_new();
+        X509_CRL_set_version(crl, 1);
+        X509_CRL_set_issuer_name(crl, X509_get_subject_name(x));
+        ASN1_TIME *t = ASN1_TIME_adj(NULL, time(NULL), 0, -60);
+        X509_CRL_set1_lastUpdate(crl, t);
+        ASN1_TIME_adj(t, time(NULL), 1, 0);
+        X509_CRL_set1_nextUpdate(crl, t);
+        ASN1_TIME_free(t);
+        if (revoke) {
+            X509_REVOKED *r = X509_REVOKED_new();
+            X509_REVOKED_set_serialNumber(r, X509_get_serialNumber(x));
+            ASN1_TIME *rt = ASN1_TIME_adj(NULL, time(NULL), 0, -30);
+            X509_REVOKED_set_revocationDate(r, rt);
+            ASN1_TIME_free(rt);
+            X509_CRL_add0_revoked(crl, r);
+        }
+        X509_CRL_sort(crl);
+        X509_CRL_sign(crl, k, EVP_sha256());
+        BIO *o = BIO_new(BIO_s_mem());
+        PEM_write_bio_X509_CRL(o, crl);
+        char *p;
+        long len = BIO_get_mem_data(o, &p);
+        crl_pem[revoke] = strndup(p, (size_t)len);
+        BIO_free(o);
+        X509_CRL_free(crl);
+    }
+    X509_free(x);
+    EVP_PKEY_free(k);
+    char err[512], y[30000], ycrl[4096];
+    char cli[20000];
+    snprintf(cli, sizeof cli, "common_tls_context: {tls_certificates: [{certificate_chain: {inline_string: %s}, "
+             "private_key: {inline_string: %s}}]}", y_cli_cert, y_cli_key);
+    bool refused[2];
+    for (int revoke = 0; revoke < 2; revoke++) {
+        yq(ycrl, sizeof ycrl, crl_pem[revoke]);
+        snprintf(y, sizeof y, "require_client_certificate: true\ncommon_tls_context: {tls_certificates: [{certificate_chain: "
+                 "{inline_string: %s}, private_key: {inline_string: %s}}], validation_context: {trusted_ca: {inline_string: %s}, "
+                 "crl: {inline_string: %s}}}", y_srv_cert, y_srv_key, y_cli_cert, ycrl);
+        struct tls_provider *sp = provider(y, true, err, sizeof err);
+        CHECK(sp != NULL);
+        if (!sp) {
+            fprintf(stderr, "%s\n", err);
+            continue;
+        }
+        refused[revoke] = try_client(sp, cli, NULL) != TLS_FAIL_NONE;
+        tls_provider_free(sp);
+        free(crl_pem[revoke]);
+    }
+    CHECK(!refused[0]);
+    CHECK(refused[1]);
+}
+
+/* Several certificates in one context: chosen by SNI (exact SAN, then wildcard), else the first. */
+static void sni_certificate_selection(void)
+{
+    setup();
+    char *c2, *k2, *c3, *k3;
+    make_cert("DNS:other.test", &c2, &k2);
+    make_cert("DNS:*.wild.test", &c3, &k3);
+    static char yc2[4096], yk2[4096], yc3[4096], yk3[4096], y[40000];
+    yq(yc2, sizeof yc2, c2);
+    yq(yk2, sizeof yk2, k2);
+    yq(yc3, sizeof yc3, c3);
+    yq(yk3, sizeof yk3, k3);
+    snprintf(y, sizeof y, "common_tls_context: {tls_certificates: [{certificate_chain: {inline_string: %s}, private_key: "
+             "{inline_string: %s}}, {certificate_chain: {inline_string: %s}, private_key: {inline_string: %s}}, "
+             "{certificate_chain: {inline_string: %s}, private_key: {inline_string: %s}}]}",
+             y_srv_cert, y_srv_key, yc2, yk2, yc3, yk3);
+    char err[512];
+    struct tls_provider *sp = provider(y, true, err, sizeof err);
+    struct tls_provider *cp = provider("common_tls_context: {}", false, err, sizeof err);
+    CHECK(sp && cp);
+    const char *snis[] = {"other.test", "server.test", NULL, "a.wild.test", "unknown.test"};
+    const char *want[] = {"other.test", "server.test", "server.test", "*.wild.test", "server.test"};
+    for (int i = 0; sp && cp && i < 5; i++) {
+        int fds[2];
+        socketpair_nb(fds);
+        struct transport s = transport_plain(fds[0]), c = transport_plain(fds[1]);
+        tls_transport_start(&s, sp, true, NULL, NULL, NULL);
+        tls_transport_start(&c, cp, false, snis[i], NULL, NULL);
+        enum tls_fail sf, cf;
+        CHECK(handshake_pair(&s, &c, &sf, &cf) == 0);
+        char sans[256];
+        transport_peer_sans(&c, TRANSPORT_SAN_DNS, sans, sizeof sans);
+        CHECK_EQ_STR(sans, want[i]);
+        transport_close(&s);
+        transport_close(&c);
+    }
+    tls_provider_free(sp);
+    tls_provider_free(cp);
+    free(c2), free(k2), free(c3), free(k3);
+}
+
+static ProtobufCMessage *secret_msg(const char *yaml)
+{
+    struct pbmap_error pe;
+    ProtobufCMessage *m = pbmap_from_yaml(&envoy__extensions__transport_sockets__tls__v3__secret__descriptor, yaml,
+                                          strlen(yaml), "secret.yaml", &pe);
+    if (!m)
+        fprintf(stderr, "secret yaml: %s\n", pe.msg);
+    return m;
+}
+
+static ProtobufCMessage *secrets[2];
+static const ProtobufCMessage *find_by_name(void *arg, const char *name)
+{
+    (void)arg;
+    for (int i = 0; i < 2; i++) {
+        const Envoy__Extensions__TransportSockets__Tls__V3__Secret *s = (const void *)secrets[i];
+        if (s && strcmp(s->name, name) == 0)
+            return secrets[i];
+    }
+    return NULL;
+}
+
+/* SDS-shaped secrets: a provider made from named secrets takes a new version of one. */
+static void secret_updates(void)
+{
+    setup();
+    static char y[20000];
+    snprintf(y, sizeof y, "name: srv\ntls_certificate: {certificate_chain: {inline_string: %s}, private_key: {inline_string: %s}}",
+             y_srv_cert, y_srv_key);
+    secrets[0] = secret_msg(y);
+    snprintf(y, sizeof y, "name: ca\nvalidation_context: {trusted_ca: {inline_string: %s}}", y_cli_cert);
+    secrets[1] = secret_msg(y);
+    const char *dyaml = "require_client_certificate: true\ncommon_tls_context: {tls_certificate_sds_secret_configs: [{name: srv}], "
+                        "validation_context_sds_secret_config: {name: ca}}";
+    struct pbmap_error pe;
+    ProtobufCMessage *dm = pbmap_from_yaml(&envoy__extensions__transport_sockets__tls__v3__downstream_tls_context__descriptor,
+                                           dyaml, strlen(dyaml), "d.yaml", &pe);
+    char err[512];
+    struct tls_provider *sp = dm ? tls_provider_new(dm, true, find_by_name, NULL, err, sizeof err) : NULL;
+    CHECK(sp != NULL);
+    char cli[20000];
+    snprintf(cli, sizeof cli, "common_tls_context: {tls_certificates: [{certificate_chain: {inline_string: %s}, "
+             "private_key: {inline_string: %s}}]}", y_cli_cert, y_cli_key);
+    if (sp) {
+        CHECK_EQ_INT(try_client(sp, cli, NULL), TLS_FAIL_NONE);
+        char *c2, *k2;
+        make_cert("DNS:rotated.test", &c2, &k2);
+        static char yc2[4096], yk2[4096];
+        yq(yc2, sizeof yc2, c2);
+        yq(yk2, sizeof yk2, k2);
+        snprintf(y, sizeof y, "name: srv\ntls_certificate: {certificate_chain: {inline_string: %s}, private_key: {inline_string: %s}}",
+                 yc2, yk2);
+        ProtobufCMessage *u = secret_msg(y);
+        CHECK_EQ_INT(tls_secret_update(u, 0, err, sizeof err), 1);
+        CHECK_EQ_INT(tls_provider_generation(sp), 1);
+        protobuf_c_message_free_unpacked(u, NULL);
+        /* A new connection gets the rotated certificate. */
+        struct tls_provider *cp = provider(cli, false, err, sizeof err);
+        int fds[2];
+        socketpair_nb(fds);
+        struct transport s = transport_plain(fds[0]), c = transport_plain(fds[1]);
+        tls_transport_start(&s, sp, true, NULL, NULL, NULL);
+        tls_transport_start(&c, cp, false, NULL, NULL, NULL);
+        enum tls_fail sf, cf;
+        CHECK(handshake_pair(&s, &c, &sf, &cf) == 0);
+        char sans[128];
+        transport_peer_sans(&c, TRANSPORT_SAN_DNS, sans, sizeof sans);
+        CHECK_EQ_STR(sans, "rotated.test");
+        transport_close(&s);
+        transport_close(&c);
+        tls_provider_free(cp);
+        /* A broken version is refused and the last good one stays. */
+        snprintf(y, sizeof y, "name: srv\ntls_certificate: {certificate_chain: {inline_string: %s}, private_key: {inline_string: %s}}",
+                 yc2, y_srv_key);
+        u = secret_msg(y);
+        CHECK_EQ_INT(tls_secret_update(u, 0, err, sizeof err), -1);
+        CHECK(strstr(err, "secret 'srv': private_key does not match") != NULL);
+        CHECK_EQ_INT(tls_provider_generation(sp), 1);
+        CHECK_EQ_INT(try_client(sp, cli, NULL), TLS_FAIL_NONE);
+        protobuf_c_message_free_unpacked(u, NULL);
+        /* A new trust anchor: the old client certificate is no longer trusted. */
+        snprintf(y, sizeof y, "name: ca\nvalidation_context: {trusted_ca: {inline_string: %s}}", yc2);
+        u = secret_msg(y);
+        CHECK_EQ_INT(tls_secret_update(u, 0, err, sizeof err), 1);
+        CHECK(try_client(sp, cli, NULL) != TLS_FAIL_NONE);
+        protobuf_c_message_free_unpacked(u, NULL);
+        /* A name nobody uses updates nothing. */
+        u = secret_msg("name: unused\nvalidation_context: {}");
+        CHECK_EQ_INT(tls_secret_update(u, 0, err, sizeof err), 0);
+        protobuf_c_message_free_unpacked(u, NULL);
+        free(c2), free(k2);
+    }
+    tls_provider_free(sp);
+    if (dm)
+        protobuf_c_message_free_unpacked(dm, NULL);
+    for (int i = 0; i < 2; i++)
+        if (secrets[i])
+            protobuf_c_message_free_unpacked(secrets[i], NULL);
+    tls_poll(0, true);
+}
+
 static void tls_inspector(void)
 {
     uint8_t hello[4096];
@@ -505,5 +784,5 @@ static void cleanup(void)
     free(cli_key);
 }
 
-TEST_MAIN(TEST(config_errors), TEST(handshake_and_io), TEST(ticket_keys), TEST(tls_inspector), TEST(http_inspector),
+TEST_MAIN(TEST(config_errors), TEST(handshake_and_io), TEST(ticket_keys), TEST(pins_and_sni), TEST(crl_revocation), TEST(sni_certificate_selection), TEST(secret_updates), TEST(tls_inspector), TEST(http_inspector),
           TEST(server_name_matching), TEST(pem_checks), TEST(stat_names), TEST(cleanup))
