@@ -140,7 +140,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(all + 24, data, size);
     struct sockaddr_storage peer = {.ss_family = AF_INET}, local = {.ss_family = AF_INET};
     struct mem m = {.data = all, .len = size + 24, .w = &W};
-    struct h2c *c = h2c_new(&io, &m, &W, &H, &peer, &local);
+    struct h2c *c = h2c_new(&io, &m, &W, &H, &peer, &local, NULL);
     if (c) {
         for (int i = 0; i < 100000 && !m.closed && m.at < m.len; i++)
             h2c_run(c);

@@ -59,6 +59,7 @@ struct h2c {
     struct worker *w;
     struct hcm_config *hcm;
     const struct sockaddr_storage *peer, *local;
+    const struct transport *tp;
     nghttp2_session *ng;
     struct h2s *streams;
     struct h2s *free;
@@ -155,6 +156,7 @@ static struct h2s *stream_new(struct h2c *c, int32_t id)
     s->hcm = c->hcm;
     s->peer = c->peer;
     s->local = c->local;
+    s->tp = c->tp;
     s->id = id;
     s->in_use = true;
     s->protocol = "HTTP/2";
@@ -598,7 +600,8 @@ static bool service_streams(struct h2c *c)
 /* --- the connection --- */
 
 struct h2c *h2c_new(const struct h2c_io *io, void *d, struct worker *w, struct hcm_config *hcm,
-                    const struct sockaddr_storage *peer, const struct sockaddr_storage *local)
+                    const struct sockaddr_storage *peer, const struct sockaddr_storage *local,
+                    const struct transport *tp)
 {
     struct h2c *c = calloc(1, sizeof *c);
     if (!c)
@@ -609,6 +612,7 @@ struct h2c *h2c_new(const struct h2c_io *io, void *d, struct worker *w, struct h
     c->hcm = hcm;
     c->peer = peer;
     c->local = local;
+    c->tp = tp;
     uint32_t maxs = hcm->h2.max_concurrent_streams;
     if (maxs > H2_DEFAULT_MAX_STREAMS && maxs == 2147483647u)
         maxs = H2_DEFAULT_MAX_STREAMS; /* Envoy's "unlimited" default: Weft's bounded pool instead */

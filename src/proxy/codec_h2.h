@@ -33,8 +33,11 @@ struct h2c_io {
 /* Creates the session for a connection (io and ctx are not owned; the connection owns the
  * returned object and frees it with h2c_free after h2c_shutdown). The SETTINGS frame is
  * queued. Returns NULL when out of memory. */
+struct transport;
+/* tp: the connection's transport (TLS facts for x-forwarded-proto and access logs), or NULL. */
 struct h2c *h2c_new(const struct h2c_io *io, void *ctx, struct worker *w, struct hcm_config *hcm,
-                    const struct sockaddr_storage *peer, const struct sockaddr_storage *local);
+                    const struct sockaddr_storage *peer, const struct sockaddr_storage *local,
+                    const struct transport *tp);
 /* Does all the work that can be done now: reads what there is, runs streams, writes frames.
  * Returns 1 when the connection has closed itself (io->close), else 0. */
 int h2c_run(struct h2c *c);

@@ -32,6 +32,7 @@ struct wcluster;
 struct uconn;
 struct uh2_stream;
 struct hstream;
+struct transport;
 
 /* What the router needs from the downstream codec. */
 struct hstream_ops {
@@ -51,6 +52,7 @@ struct hstream {
     struct worker *w;
     struct hcm_config *hcm;
     const struct sockaddr_storage *peer, *local;
+    const struct transport *tp;     /* the downstream connection's transport, or NULL */
     int32_t id;                     /* codec stream id (HTTP/2 stream identifier) */
     bool in_use;
     const char *protocol;           /* "HTTP/2" for the access log */

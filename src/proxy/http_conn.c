@@ -299,7 +299,7 @@ static bool choose_codec(struct hconn *d)
         hstat(d, HS_DOWNSTREAM_CX_HTTP1_ACTIVE, 1);
         return true;
     }
-    d->h2 = h2c_new(&h2_io, d, d->w, d->hcm, &d->peer, &d->local);
+    d->h2 = h2c_new(&h2_io, d, d->w, d->hcm, &d->peer, &d->local, &d->tp);
     if (!d->h2) {
         d->draining = true;
         return true;
@@ -1161,6 +1161,7 @@ static void bridge_start(struct hconn *d)
     hs->hcm = d->hcm;
     hs->peer = &d->peer;
     hs->local = &d->local;
+    hs->tp = &d->tp;
     hs->in_use = true;
     hs->protocol = s->si.protocol;
     hs->rq = s->rq;

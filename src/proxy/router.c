@@ -15,6 +15,7 @@
 
 #include "common/log.h"
 #include "common/sock.h"
+#include "net/transport.h"
 #include "proxy/access_log.h"
 #include "proxy/config.h"
 #include "proxy/grpc_headers.h"
@@ -250,7 +251,8 @@ static int build_upstream_head(struct hstream *s, const struct route_request *rr
     }
     if (s->si.forwarded_for && http_put_header(b, "x-forwarded-for", s->si.forwarded_for, strlen(s->si.forwarded_for)))
         return -1;
-    if (!have_xfp && http_put_header(b, "x-forwarded-proto", "http", 4))
+    bool tls = s->tp && transport_is_tls(s->tp);
+    if (!have_xfp && http_put_header(b, "x-forwarded-proto", tls ? "https" : "http", tls ? 5 : 4))
         return -1;
     if (s->si.request_id && http_put_header(b, "x-request-id", s->si.request_id, strlen(s->si.request_id)))
         return -1;
@@ -328,6 +330,7 @@ void router_start(struct hstream *s)
     s->si.rq = &s->rq;
     s->si.downstream_remote = (const struct sockaddr *)s->peer;
     s->si.downstream_local = (const struct sockaddr *)s->local;
+    s->si.downstream_tp = s->tp;
     s->si.grpc_status = -1;
     s->cluster = -1;
     s->cluster_weight = -1;

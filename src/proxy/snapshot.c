@@ -959,10 +959,16 @@ static int build_filter_chain(struct ctx *c, const FilterChain *pf, struct filte
         pop(c, old);
     }
     if (fc->tls && fc->kind == NF_HTTP) {
-        /* The connection manager speaks HTTP/1.x: never let ALPN pick "h2" for it (a client would
-         * then send HTTP/2). Add "h2" here with the HTTP/2 codec. */
-        static const char *const hcm_alpn[] = {"http/1.1", "http/1.0"};
-        tls_provider_restrict_alpn(fc->tls, hcm_alpn, 2);
+        /* ALPN may only pick what the connection manager's codec_type speaks: AUTO both HTTP/2
+         * and HTTP/1.x, HTTP1 only HTTP/1.x, HTTP2 only h2. */
+        static const char *const any[] = {"h2", "http/1.1", "http/1.0"};
+        static const char *const h2[] = {"h2"};
+        if (fc->hcm->codec_type == 2)
+            tls_provider_restrict_alpn(fc->tls, h2, 1);
+        else if (fc->hcm->codec_type == 1)
+            tls_provider_restrict_alpn(fc->tls, any + 1, 2);
+        else
+            tls_provider_restrict_alpn(fc->tls, any, 3);
     }
     return 0;
 }

@@ -76,11 +76,14 @@ s = proxy.stats()
 check("ssl.handshake and versions.TLSv1.3 counted", s.get(lstat + "handshake", 0) >= 1 and
       s.get(lstat + "versions.TLSv1.3", 0) >= 1 and s.get(lstat + "no_certificate", 0) >= 1, {k: v for k, v in s.items() if ".ssl." in k})
 
-# alpn_protocols [h2, http/1.1] on an HTTP/1.1 connection manager: ALPN never picks h2 for it.
+# alpn_protocols [h2, http/1.1] on a codec_type AUTO connection manager: ALPN picks h2 when the
+# client offers it, http/1.1 when that is all it offers.
 rc, out = s_client(port, "-alpn", "h2,http/1.1", "-CAfile", pki.ca)
-check("HCM chain: ALPN http/1.1 even when h2 is listed first", "ALPN protocol: http/1.1" in out, out[-400:])
+check("HCM chain (AUTO): ALPN h2 when offered first", "ALPN protocol: h2" in out, out[-400:])
+rc, out = s_client(port, "-alpn", "http/1.1", "-CAfile", pki.ca)
+check("HCM chain (AUTO): ALPN http/1.1 for an HTTP/1.1-only client", "ALPN protocol: http/1.1" in out, out[-400:])
 st, _, _ = curl("https://localhost:%d/h2" % port, "--http2", "--cacert", pki.ca, "--resolve", "localhost:%d:127.0.0.1" % port)
-check("curl --http2 falls back to HTTP/1.1", st == 200)
+check("curl --http2 over TLS (HTTP/2 by ALPN) gets its answer", st == 200)
 
 # Keep-alive over TLS: several requests on one connection, with a body.
 st, h, body = curl("https://localhost:%d/a" % port, "--cacert", pki.ca, "--resolve", "localhost:%d:127.0.0.1" % port,
