@@ -461,13 +461,22 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t code, void 
     return 0;
 }
 
+/* An invalid HTTP message (a bad pseudo-header, a connection-specific header, content-length
+ * against DATA...): as in Envoy, the whole connection ends (GOAWAY PROTOCOL_ERROR) unless
+ * override_stream_error_on_invalid_http_message asks for a stream reset only. */
 static int on_invalid_frame(nghttp2_session *ng, const nghttp2_frame *f, int err, void *ud)
 {
-    (void)ng;
     (void)f;
     struct h2c *c = ud;
-    if (err == NGHTTP2_ERR_HTTP_HEADER || err == NGHTTP2_ERR_HTTP_MESSAGING)
+    if (err == NGHTTP2_ERR_HTTP_HEADER || err == NGHTTP2_ERR_HTTP_MESSAGING) {
         h2stat(c, H2S_RX_MESSAGING_ERROR, 1);
+        if (!c->hcm->h2.override_stream_error_on_invalid_http_message && !c->goaway_sent) {
+            hstat(c, HS_DOWNSTREAM_CX_PROTOCOL_ERROR, 1);
+            nghttp2_session_terminate_session(ng, NGHTTP2_PROTOCOL_ERROR);
+            c->goaway_sent = true;
+            c->fatal = true;
+        }
+    }
     return 0;
 }
 

@@ -22,10 +22,12 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 PROTOCOL_ERROR, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR, ENHANCE_YOUR_CALM = 1, 3, 6, 11
 
 be = backend("be")
-admin, port, port2 = free_port(), free_port(), free_port()
+admin, port, port2, port3 = free_port(), free_port(), free_port(), free_port()
 listeners = "\n".join([
     http_listener("h2", port, extra="codec_type: HTTP2\nstream_idle_timeout: 1s\nmax_request_headers_kb: 8"),
     http_listener("auto", port2, stat_prefix="auto"),
+    http_listener("lenient", port3, stat_prefix="lenient",
+                  extra="http2_protocol_options: {override_stream_error_on_invalid_http_message: true}"),
 ])
 proxy = Proxy(bootstrap(admin, listeners, static_cluster("be", [be])), admin)
 
@@ -151,6 +153,12 @@ c = Conn()
 c.send(c.headers(1, REQ, end_stream=False), DataFrame(1, b"y" * 20000))
 check("a frame above SETTINGS_MAX_FRAME_SIZE: GOAWAY FRAME_SIZE_ERROR", c.goaway() == FRAME_SIZE_ERROR)
 c = Conn()
+c.send(c.headers(1, [h for h in REQ if h[0] != ":path"]))
+check("an invalid message (no :path), by default: GOAWAY PROTOCOL_ERROR (Envoy's default)",
+      c.goaway() == PROTOCOL_ERROR)
+c.close()
+# With override_stream_error_on_invalid_http_message, only the stream is reset.
+c = Conn(p=port3)
 c.send(c.headers(1, [h for h in REQ if h[0] != ":path"]))
 check("a request without :path: RST_STREAM PROTOCOL_ERROR", c.rst(1) == PROTOCOL_ERROR)
 c.send(c.headers(3, REQ + [("connection", "keep-alive")]))
