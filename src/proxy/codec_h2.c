@@ -25,6 +25,7 @@
 
 #include "common/log.h"
 #include "proxy/config.h"
+#include "proxy/h2_mem.h"
 #include "proxy/hstream.h"
 #include "proxy/worker.h"
 
@@ -649,7 +650,7 @@ struct h2c *h2c_new(const struct h2c_io *io, void *d, struct worker *w, struct h
     nghttp2_option_set_max_outbound_ack(opt, hcm->h2.max_outbound_control_frames);
     nghttp2_option_set_max_settings(opt, 32);
     nghttp2_option_set_max_deflate_dynamic_table_size(opt, hcm->h2.hpack_table_size);
-    int r = nghttp2_session_server_new2(&c->ng, cb, c, opt);
+    int r = nghttp2_session_server_new3(&c->ng, cb, c, opt, h2_mem_get(&w->h2mem));
     nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cb);
     if (r != 0) {
