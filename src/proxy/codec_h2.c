@@ -703,6 +703,14 @@ int h2c_run(struct h2c *c)
         }
         if (service_streams(c))
             progress = true;
+        /* A client that does not read while frames pile up for it (Envoy's
+         * max_outbound_frames): drop the connection, GOAWAY could not get through anyway. */
+        if (nghttp2_session_get_outbound_queue_size(c->ng) > c->hcm->h2.max_outbound_frames) {
+            h2stat(c, H2S_OUTBOUND_FLOOD, 1);
+            log_debug("http2: outbound frame flood, closing");
+            result = 1;
+            goto out;
+        }
         for (;;) {
             int r = nghttp2_session_send(c->ng);
             long f = c->io->flush(c->d);
