@@ -722,6 +722,17 @@ void h1_chunked_init(struct h1_chunked *c, size_t max_trailer_bytes)
     c->max_trailer_bytes = max_trailer_bytes ? max_trailer_bytes : H1_DEFAULT_MAX_HEADERS_BYTES;
 }
 
+enum h1_chunk_phase h1_chunked_phase(const struct h1_chunked *c)
+{
+    if (c->state == CK_DATA)
+        return H1_PHASE_DATA;
+    if (c->state >= CK_TRAILER_START && c->state <= CK_FINAL_LF)
+        return H1_PHASE_TRAILERS;
+    if (c->state == CK_DONE || c->state == CK_ERROR)
+        return H1_PHASE_DONE;
+    return H1_PHASE_FRAMING;
+}
+
 static int hexval(unsigned char ch)
 {
     return IS_DIGIT(ch) ? ch - '0' : lower(ch) - 'a' + 10;

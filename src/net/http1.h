@@ -108,6 +108,13 @@ struct h1_chunked {
 };
 enum h1_chunk_result { H1_CHUNK_DATA = 1, H1_CHUNK_NEED_MORE = 0, H1_CHUNK_DONE = 2, H1_CHUNK_BAD = -2 };
 
+/* Where the decoder is: in chunk framing (size lines, CRLFs), in chunk data, in the trailer
+ * section (trailer lines and the final CRLF), or done/failed. Lets a caller that translates
+ * to another protocol (HTTP/2) keep the trailer bytes: feed one byte at a time outside data
+ * and collect what is consumed in H1_PHASE_TRAILERS. */
+enum h1_chunk_phase { H1_PHASE_FRAMING, H1_PHASE_DATA, H1_PHASE_TRAILERS, H1_PHASE_DONE };
+enum h1_chunk_phase h1_chunked_phase(const struct h1_chunked *c);
+
 /* Resets c for a new body; max_trailer_bytes 0 means H1_DEFAULT_MAX_HEADERS_BYTES. */
 void h1_chunked_init(struct h1_chunked *c, size_t max_trailer_bytes);
 

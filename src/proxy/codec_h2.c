@@ -25,6 +25,7 @@
 
 #include "common/log.h"
 #include "proxy/config.h"
+#include "proxy/h2_mem.h"
 #include "proxy/hstream.h"
 #include "proxy/worker.h"
 
@@ -463,13 +464,22 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t code, void 
     return 0;
 }
 
+/* An invalid HTTP message (a bad pseudo-header, a connection-specific header, content-length
+ * against DATA...): as in Envoy, the whole connection ends (GOAWAY PROTOCOL_ERROR) unless
+ * override_stream_error_on_invalid_http_message asks for a stream reset only. */
 static int on_invalid_frame(nghttp2_session *ng, const nghttp2_frame *f, int err, void *ud)
 {
-    (void)ng;
     (void)f;
     struct h2c *c = ud;
-    if (err == NGHTTP2_ERR_HTTP_HEADER || err == NGHTTP2_ERR_HTTP_MESSAGING)
+    if (err == NGHTTP2_ERR_HTTP_HEADER || err == NGHTTP2_ERR_HTTP_MESSAGING) {
         h2stat(c, H2S_RX_MESSAGING_ERROR, 1);
+        if (!c->hcm->h2.override_stream_error_on_invalid_http_message && !c->goaway_sent) {
+            hstat(c, HS_DOWNSTREAM_CX_PROTOCOL_ERROR, 1);
+            nghttp2_session_terminate_session(ng, NGHTTP2_PROTOCOL_ERROR);
+            c->goaway_sent = true;
+            c->fatal = true;
+        }
+    }
     return 0;
 }
 
@@ -644,7 +654,7 @@ struct h2c *h2c_new(const struct h2c_io *io, void *d, struct worker *w, struct h
     nghttp2_option_set_max_outbound_ack(opt, hcm->h2.max_outbound_control_frames);
     nghttp2_option_set_max_settings(opt, 32);
     nghttp2_option_set_max_deflate_dynamic_table_size(opt, hcm->h2.hpack_table_size);
-    int r = nghttp2_session_server_new2(&c->ng, cb, c, opt);
+    int r = nghttp2_session_server_new3(&c->ng, cb, c, opt, h2_mem_get(&w->h2mem));
     nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cb);
     if (r != 0) {
@@ -697,6 +707,14 @@ int h2c_run(struct h2c *c)
         }
         if (service_streams(c))
             progress = true;
+        /* A client that does not read while frames pile up for it (Envoy's
+         * max_outbound_frames): drop the connection, GOAWAY could not get through anyway. */
+        if (nghttp2_session_get_outbound_queue_size(c->ng) > c->hcm->h2.max_outbound_frames) {
+            h2stat(c, H2S_OUTBOUND_FLOOD, 1);
+            log_debug("http2: outbound frame flood, closing");
+            result = 1;
+            goto out;
+        }
         for (;;) {
             int r = nghttp2_session_send(c->ng);
             long f = c->io->flush(c->d);

@@ -100,6 +100,7 @@ struct hstream {
     int urs_kind;                   /* enum h1_body_kind */
     uint64_t urs_remaining;
     struct h1_chunked urs_chunk;
+    size_t urs_trailer_at;          /* where kept chunked trailer bytes start in rsbuf (0 = none) */
     size_t urs_ready;               /* framed payload bytes at the front of the body buffer */
     struct buf *rsbody;             /* response payload (HTTP/2 upstream, local replies) */
     bool local_reply;

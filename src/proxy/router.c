@@ -505,8 +505,18 @@ static size_t frame_request_body(struct hstream *s)
     }
     if (s->rq_end && (!s->rqbody || buf_len(s->rqbody) == 0) && !s->rq_sent) {
         if (s->uhead_chunked) {
-            if (buf_append(ub, "0\r\n\r\n", 5) == 0)
+            /* The last chunk, with the request's trailers (HTTP/2 trailing HEADERS) if any. */
+            size_t mark = ub->tail;
+            int bad = buf_append(ub, "0\r\n", 3);
+            for (size_t i = 0; i < s->n_rq_trailers && !bad; i++) {
+                const struct h1_header *t = &s->rq_trailers[i];
+                bad = buf_append(ub, t->name.p, t->name.n) || buf_append(ub, ": ", 2) ||
+                      buf_append(ub, t->value.p, t->value.n) || buf_append(ub, "\r\n", 2);
+            }
+            if (!bad && buf_append(ub, "\r\n", 2) == 0)
                 s->rq_sent = true;
+            else
+                ub->tail = mark; /* retried when the buffer has drained */
         } else {
             s->rq_sent = true;
         }
@@ -678,6 +688,50 @@ static bool handle_h1_response_head(struct hstream *s)
     }
 }
 
+/* Trailer section bytes of a chunked HTTP/1.1 response, kept in rsbuf after the head text
+ * (s->urs_trailer_at marks their start); parsed into s->rs_trailers when the body ends. */
+static void keep_trailer_bytes(struct hstream *s, const char *p, size_t n)
+{
+    struct buf *b = s->rsbuf;
+    if (!b)
+        return;
+    if (!s->urs_trailer_at)
+        s->urs_trailer_at = b->tail;
+    buf_append(b, p, n); /* beyond the buffer: dropped (the decoder bounds the section anyway) */
+}
+
+static void parse_kept_trailers(struct hstream *s)
+{
+    struct buf *b = s->rsbuf;
+    if (!b || !s->urs_trailer_at)
+        return;
+    size_t text = s->urs_trailer_at, end = b->tail;
+    size_t at = (end + 15) & ~(size_t)15;
+    if (at + HSTREAM_MAX_TRAILERS * sizeof(struct h1_header) > BUF_SIZE)
+        return;
+    s->rs_trailers = (struct h1_header *)(b->data + at);
+    b->tail = at + HSTREAM_MAX_TRAILERS * sizeof(struct h1_header);
+    s->n_rs_trailers = 0;
+    const char *p = b->data + text, *e = b->data + end;
+    while (p < e && s->n_rs_trailers < HSTREAM_MAX_TRAILERS) {
+        const char *nl = memchr(p, '\n', (size_t)(e - p));
+        if (!nl)
+            break;
+        const char *line_end = nl > p && nl[-1] == '\r' ? nl - 1 : nl;
+        const char *colon = memchr(p, ':', (size_t)(line_end - p));
+        if (colon && colon > p) {
+            const char *v = colon + 1, *ve = line_end;
+            while (v < ve && (*v == ' ' || *v == '\t'))
+                v++;
+            while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+                ve--;
+            s->rs_trailers[s->n_rs_trailers++] =
+                (struct h1_header){{p, (size_t)(colon - p)}, {v, (size_t)(ve - v)}};
+        }
+        p = nl + 1;
+    }
+}
+
 /* Frames newly read response bytes: payload is kept contiguous at the front of u->in
  * (chunk framing is squeezed out), urs_ready counts it. */
 static int frame_h1_response(struct hstream *s)
@@ -701,23 +755,30 @@ static int frame_h1_response(struct hstream *s)
         s->urs_ready += unframed;
         return 0;
     case H1_BODY_CHUNKED: {
+        /* Data spans go through in bulk; framing is fed a byte at a time so that the trailer
+         * section's bytes can be kept (they become HTTP/2 trailers). */
         size_t out = 0, in = 0;
         while (in < unframed) {
+            enum h1_chunk_phase ph = h1_chunked_phase(&s->urs_chunk);
             size_t used = 0, dlen = 0;
             const char *data;
-            int r = h1_chunked_feed(&s->urs_chunk, at + in, unframed - in, &used, &data, &dlen);
+            int r = h1_chunked_feed(&s->urs_chunk, at + in, ph == H1_PHASE_DATA ? unframed - in : 1, &used, &data,
+                                    &dlen);
             if (r == H1_CHUNK_BAD)
                 return -1;
+            if (ph == H1_PHASE_TRAILERS && used)
+                keep_trailer_bytes(s, at + in, used);
             if (r == H1_CHUNK_DATA) {
                 memmove(at + out, data, dlen);
                 out += dlen;
             }
             in += used;
             if (r == H1_CHUNK_DONE) {
+                parse_kept_trailers(s);
                 s->rs_end = true;
                 break;
             }
-            if (r == H1_CHUNK_NEED_MORE)
+            if (used == 0)
                 break;
         }
         /* Unconsumed framing (a partial size line) moves down behind the payload. */

@@ -27,6 +27,7 @@
 #include "common/log.h"
 #include "common/sock.h"
 #include "proxy/config.h"
+#include "proxy/h2_mem.h"
 #include "proxy/hstream.h"
 #include "proxy/worker.h"
 
@@ -641,7 +642,7 @@ static struct uh2c *conn_new(struct worker *w, struct wcluster *wc, uint32_t hos
     nghttp2_option_new(&opt);
     nghttp2_option_set_no_auto_window_update(opt, 1);
     nghttp2_option_set_max_outbound_ack(opt, wc->c->h2.max_outbound_control_frames);
-    int r = nghttp2_session_client_new2(&c->ng, cb, c, opt);
+    int r = nghttp2_session_client_new3(&c->ng, cb, c, opt, h2_mem_get(&w->h2mem));
     nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cb);
     if (r != 0) {

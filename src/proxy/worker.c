@@ -1,4 +1,5 @@
 #include "proxy/worker.h"
+#include "proxy/h2_mem.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -240,6 +241,7 @@ void worker_join_and_free(struct worker *w)
     route_scratch_free(w->scratch);
     buf_pool_drain(&w->bufs);
     loop_free(w->loop);
+    h2_mem_free(w->h2mem); /* after loop_free: deferred frees delete nghttp2 sessions */
     snapshot_unref(w->snap);
     free(w);
 }

@@ -14,6 +14,7 @@
 
 struct uconn;
 struct uh2c;
+struct h2_mem;
 struct lb_state;
 struct route_scratch;
 
@@ -75,6 +76,7 @@ struct worker {
     bool drain_started;
     struct timer drain_tick;
     char *log_buf;                 /* per-worker access log line buffer */
+    struct h2_mem *h2mem;          /* nghttp2's allocator for this worker's sessions (h2_mem.c) */
 };
 
 /* Creates a worker bound to snapshot s (takes a reference). Listening sockets are opened here

@@ -5,6 +5,7 @@ real clients: curl --http2-prior-knowledge, nghttp, h2load. HTTP/1.1 and h2c sha
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import tempfile
@@ -75,6 +76,39 @@ out, _ = curl_v(url + "/dead", H2)
 check("503 UF local reply over HTTP/2", out.startswith("HTTP/2 503") and "connection failure" in out, out)
 out, _ = curl_v(url + "/expect", H2, "-H", "expect: 100-continue", "--data-binary", "z" * 2000)
 check("Expect: 100-continue over HTTP/2", "HTTP/2 200" in out and '"body_len": 2000' in out, out[:200])
+
+# Trailers both ways between HTTP/2 and chunked HTTP/1.1.
+r = subprocess.run(["nghttp", "-nv", "-H", "x-chunked: 1", url + "/trailers"], capture_output=True, timeout=20)
+out = r.stdout.decode()
+check("chunked HTTP/1.1 response trailers become HTTP/2 trailing HEADERS",
+      re.search(r"recv \(stream_id=\d+\) x-trailer: yes", out) is not None and out.count("END_STREAM") >= 1, out[-900:])
+import h2.config
+import h2.connection
+import h2.events
+sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+hc = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+hc.initiate_connection()
+hc.send_headers(1, [(":method", "POST"), (":scheme", "http"), (":path", "/rqtrailers"), (":authority", "t"),
+                    ("te", "trailers")])
+hc.send_data(1, b"body bytes")
+hc.send_headers(1, [("x-checksum", "abc123")], end_stream=True)
+sock.sendall(hc.data_to_send())
+got, done = b"", False
+while not done:
+    data = sock.recv(65536)
+    if not data:
+        break
+    for ev in hc.receive_data(data):
+        if isinstance(ev, h2.events.DataReceived):
+            got += ev.data
+            hc.acknowledge_received_data(ev.flow_controlled_length, 1)
+        if isinstance(ev, (h2.events.StreamEnded, h2.events.StreamReset)):
+            done = True
+    sock.sendall(hc.data_to_send())
+sock.close()
+j = json.loads(got)
+check("HTTP/2 request trailers go upstream as chunked trailers",
+      j.get("trailers") == {"x-checksum": "abc123"} and j["body"] == "body bytes", j)
 
 # HTTP/1.1 on the same (AUTO) listener.
 st, hd, body = curl(url + "/h1")

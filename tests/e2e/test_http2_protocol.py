@@ -22,10 +22,14 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 PROTOCOL_ERROR, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR, ENHANCE_YOUR_CALM = 1, 3, 6, 11
 
 be = backend("be")
-admin, port, port2 = free_port(), free_port(), free_port()
+admin, port, port2, port3, port4 = free_port(), free_port(), free_port(), free_port(), free_port()
 listeners = "\n".join([
     http_listener("h2", port, extra="codec_type: HTTP2\nstream_idle_timeout: 1s\nmax_request_headers_kb: 8"),
     http_listener("auto", port2, stat_prefix="auto"),
+    http_listener("lenient", port3, stat_prefix="lenient",
+                  extra="http2_protocol_options: {override_stream_error_on_invalid_http_message: true}"),
+    http_listener("tight", port4, stat_prefix="tight",
+                  extra="http2_protocol_options: {max_outbound_frames: 20}"),
 ])
 proxy = Proxy(bootstrap(admin, listeners, static_cluster("be", [be])), admin)
 
@@ -152,6 +156,12 @@ c.send(c.headers(1, REQ, end_stream=False), DataFrame(1, b"y" * 20000))
 check("a frame above SETTINGS_MAX_FRAME_SIZE: GOAWAY FRAME_SIZE_ERROR", c.goaway() == FRAME_SIZE_ERROR)
 c = Conn()
 c.send(c.headers(1, [h for h in REQ if h[0] != ":path"]))
+check("an invalid message (no :path), by default: GOAWAY PROTOCOL_ERROR (Envoy's default)",
+      c.goaway() == PROTOCOL_ERROR)
+c.close()
+# With override_stream_error_on_invalid_http_message, only the stream is reset.
+c = Conn(p=port3)
+c.send(c.headers(1, [h for h in REQ if h[0] != ":path"]))
 check("a request without :path: RST_STREAM PROTOCOL_ERROR", c.rst(1) == PROTOCOL_ERROR)
 c.send(c.headers(3, REQ + [("connection", "keep-alive")]))
 check("a connection-specific header: RST_STREAM PROTOCOL_ERROR", c.rst(3) == PROTOCOL_ERROR)
@@ -214,6 +224,20 @@ check("PING flood (acks never read): the connection is dropped", c.goaway(5) is 
 time.sleep(0.3)
 check("...counted as http2.outbound_control_flood", proxy.stats()["http2.outbound_control_flood"] >= 1,
       proxy.stats()["http2.outbound_control_flood"])
+
+# Outbound flood: many responses queue up for a client that never reads (max_outbound_frames 20).
+c = Conn(settings={4: 1 << 20}, p=port4)
+c.s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+c.send(WindowUpdateFrame(0, window_increment=1 << 30),
+       *[c.headers(1 + 2 * k, REQ + [("x-body-size", "1000000")]) for k in range(100)])
+time.sleep(2)
+check("outbound frame flood: the connection is dropped (http2.outbound_flood)",
+      proxy.stats()["http2.outbound_flood"] >= 1, proxy.stats()["http2.outbound_flood"])
+c.close()
+c = Conn(p=port4)
+c.send(c.headers(1, REQ))
+check("...while a client that reads is served on the same listener", response(c, 1) == "200")
+c.close()
 
 # Rapid reset (CVE-2023-44487): open streams and cancel them at once.
 c = Conn()

@@ -44,9 +44,12 @@ class Handler(BaseHTTPRequestHandler):
                 line = self.rfile.readline()
                 size = int(line.split(b";")[0].strip(), 16)
                 if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return data
+                    while True:
+                        line = self.rfile.readline()
+                        if line in (b"\r\n", b"\n", b""):
+                            return data
+                        k, _, v = line.decode("latin-1").partition(":")
+                        self.trailers[k.strip().lower()] = v.strip()
                 data += self.rfile.read(size)
                 self.rfile.readline()
         n = int(self.headers.get("content-length", "0") or 0)
@@ -56,6 +59,7 @@ class Handler(BaseHTTPRequestHandler):
         h = {k.lower(): v for k, v in self.headers.items()}
         if h.get("upgrade", "").lower() == "websocket":
             return self._websocket()
+        self.trailers = {}
         body = self._body()
         if h.get("x-reset"):
             self.close_connection = True
@@ -72,6 +76,7 @@ class Handler(BaseHTTPRequestHandler):
                 "name": self.server.name, "method": self.command, "path": self.path,
                 "headers": h, "body_len": len(body), "body": body.decode("latin-1"),
                 "tls": self._tls(),
+                **({"trailers": self.trailers} if self.trailers else {}),
             }).encode()
             ctype = "application/json"
         self.send_response(status)
