@@ -11,7 +11,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "lib"))
-from weft import check, finish  # noqa
+from weft import check, finish, free_port  # noqa
 
 BIN = os.path.join(os.environ.get("WEFT_BIN", "build/bin"), "weftd")
 SRC = os.environ.get("WEFT_SRC", ".")
@@ -88,7 +88,9 @@ try:
     for f in os.listdir(SAMPLE):
         shutil.copy(os.path.join(SAMPLE, f), work)
     log = open(os.path.join(work, "weftd.log.txt"), "w+")
-    proc = subprocess.Popen([BIN, "--config-dir", work], stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([BIN, "--config-dir", work, "--grpc-addr", "127.0.0.1:%d" % free_port(),
+                             "--debug-addr", "127.0.0.1:%d" % free_port()],
+                            stdout=log, stderr=subprocess.STDOUT)
 
     def wait_log(text, timeout=10.0):
         end = time.time() + timeout
