@@ -676,6 +676,7 @@ static int on_delta(struct ads_conn *c, const uint8_t *msg, size_t len, const ch
             free(k->name);
             memmove(k, k + 1, (size_t)(w->known + w->n_known - k - 1) * sizeof *k);
             w->n_known--;
+            w->n_resources = w->n_known;
         }
     }
     if (force)
