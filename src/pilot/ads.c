@@ -43,6 +43,7 @@ struct ads_conn {
     struct ads_server *s;
     struct ads_conn *next, *prev;
     bool delta, have_proxy, grpc, finished;
+    bool proxyless;             /* node metadata GENERATOR: grpc (gRPC's own xDS client) */
     ads_send_fn send;
     void *ctx;
     struct pilot_proxy proxy;
@@ -217,7 +218,10 @@ static int generate(struct ads_conn *c, enum pilot_type t, struct packed *p)
     struct ads_watch *w = &c->w[t];
     struct istio_errors warn = {0};
     memset(p, 0, sizeof *p);
-    if (pilot_translate(c->s->model, &c->proxy, t, &p->res, &warn) < 0) {
+    int rc = c->proxyless ? pilot_translate_grpc(c->s->model, &c->proxy, t, w->names, w->n_names,
+                                                 w->wildcard, &p->res, &warn)
+                          : pilot_translate(c->s->model, &c->proxy, t, &p->res, &warn);
+    if (rc < 0) {
         for (size_t i = 0; i < warn.n; i++)
             log_warn("ads: %s: %s: %s", c->proxy.id, pilot_type_name(t), warn.msgs[i]);
         istio_errors_free(&warn);
@@ -499,7 +503,15 @@ static int take_node(struct ads_conn *c, const Envoy__Config__Core__V3__Node *no
     }
     pilot_proxy_complete(&c->proxy, c->s->model);
     c->have_proxy = true;
-    log_info("ads: %s connected (%s)", c->proxy.id, c->delta ? "delta" : "sotw");
+    const Google__Protobuf__Struct *md = node->metadata;
+    for (size_t i = 0; md && i < md->n_fields; i++) {
+        const Google__Protobuf__Value *v = md->fields[i]->value;
+        if (!strcmp(md->fields[i]->key, "GENERATOR") && v &&
+            v->kind_case == GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE && !strcmp(v->string_value, "grpc"))
+            c->proxyless = true;
+    }
+    log_info("ads: %s connected (%s%s)", c->proxy.id, c->delta ? "delta" : "sotw",
+             c->proxyless ? ", proxyless gRPC" : "");
     return 0;
 }
 
