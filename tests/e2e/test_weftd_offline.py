@@ -119,6 +119,9 @@ try:
 finally:
     if proc and proc.poll() is None:
         proc.kill()
+    if os.environ.get("KEEP"):
+        log.seek(0)
+        print(log.read()[-3000:])
     shutil.rmtree(work)
 
 finish()
