@@ -185,7 +185,6 @@ static int do_serve(struct pilot_store *store, const char *grpc_addr, const char
         return 1;
     }
     struct pilot_model *m = pilot_store_snapshot(store);
-    log_model(m);
     struct ads_config acfg = {.debounce_ms = debounce_ms ? debounce_ms : 100};
     w.ads = ads_server_new(w.loop, m, &acfg);
     pilot_model_unref(m);
@@ -212,6 +211,7 @@ static int do_serve(struct pilot_store *store, const char *grpc_addr, const char
         return 1;
     }
     io_start(w.loop, &w.sig, w.sfd, EPOLLIN, on_signal, &w);
+    log_model(ads_server_model(w.ads));   /* after the watch is set: tests wait for this line */
     log_info("weftd: xDS (ADS gRPC) on %s:%d, debug and metrics on http://%s:%d, debounce %llums",
              ghost, gbound, dhost, dbound, (unsigned long long)acfg.debounce_ms);
     loop_run(w.loop);

@@ -102,13 +102,15 @@ try:
         return False
 
     check("initial version", wait_log("config version 1: 20 objects"))
-    with open(os.path.join(work, "vs.yaml"), "w") as f:
+    with open(os.path.join(work, ".vs.yaml.tmp"), "w") as f:   # written whole, then renamed in
         f.write("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\n"
                 "spec:\n  hosts: [reviews]\n  http:\n  - route: [{destination: {host: reviews, subset: v1}}]\n")
+    os.rename(os.path.join(work, ".vs.yaml.tmp"), os.path.join(work, "vs.yaml"))
     check("new file picked up", wait_log("config version 2: 21 objects, 6 services, 0 errors"))
-    with open(os.path.join(work, "vs.yaml"), "w") as f:
+    with open(os.path.join(work, ".vs.yaml.tmp"), "w") as f:   # written whole, then renamed in
         f.write("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\n"
                 "spec:\n  hosts: [reviews]\n  http:\n  - route: [{destination: {host: reviews, subset: V1}}]\n")
+    os.rename(os.path.join(work, ".vs.yaml.tmp"), os.path.join(work, "vs.yaml"))
     check("invalid change keeps the last good object", wait_log("config version 3: 21 objects, 6 services, 2 errors"))
     check("the error is logged", wait_log("vs.yaml:7: spec.http[0].route[0].destination.subset"))
     os.unlink(os.path.join(work, "vs.yaml"))
