@@ -810,9 +810,17 @@ void ads_server_push_all(struct ads_server *s)
     s->batch_start_ms = s->deb.pending ? s->deb.first_ms : now_ms(s);
     ads_debounce_reset(&s->deb);
     timer_stop(s->loop, &s->timer);
+    uint64_t t0 = now_ms(s);
+    size_t n = 0;
     for (struct ads_conn *c = s->conns; c; c = c->next)
-        if (c->have_proxy)
+        if (c->have_proxy) {
             push_conn(c, true);
+            n++;
+        }
+    uint64_t t1 = now_ms(s);
+    log_info("ads: pushed config version %llu to %zu streams in %llu ms (%llu ms after the first change)",
+             (unsigned long long)s->model->version, n, (unsigned long long)(t1 - t0),
+             (unsigned long long)(t1 - s->batch_start_ms));
 }
 
 void ads_server_get_stats(const struct ads_server *s, struct ads_stats *out)
