@@ -12,6 +12,7 @@
 
 #include "common/log.h"
 #include "envoy/service/discovery/v3/discovery.pb-c.h"
+#include "istio/networking/v1alpha3/workload_entry.pb-c.h"
 #include "net/grpc_server.h"
 
 static const enum pilot_type push_order[PILOT_TYPE_COUNT] = {PILOT_CDS, PILOT_EDS, PILOT_LDS, PILOT_RDS};
@@ -59,6 +60,13 @@ struct ads_server {
     uint64_t nonce_seq;
     struct ads_conn *conns;
     struct ads_stats st;
+    /* generation cache: results shared by streams with the same key, for one model version */
+    struct packed *cache;
+    size_t cache_bytes;
+    uint64_t cache_version;
+    bool cache_ready;
+    const char **ep_addrs;
+    size_t n_ep_addrs;
 };
 
 /* ---- debounce ---- */
@@ -192,69 +200,209 @@ static void observe_convergence(struct ads_server *s)
 
 /* ---- generating a response ---- */
 
-/* The serialized resources of type t that stream c receives, filtered by its subscription. */
+/* The serialized resources of type t that stream c receives, filtered by its subscription.
+ * Shared through the server's generation cache (see gen_key) while the model is current. */
 struct packed {
-    char **names;       /* borrowed from res */
+    char **names;       /* owned */
     uint8_t **bytes;
     size_t *lens;
     uint64_t *hashes;
-    size_t n;
-    struct pilot_resources res;
+    size_t n, total;
+    bool cached;
+    uint64_t key;
+    char *keymat;       /* what the key was made of (compared on a hit) */
+    size_t keylen;
+    struct packed *next;
 };
 
 static void packed_free(struct packed *p)
 {
-    for (size_t i = 0; i < p->n; i++)
+    if (!p)
+        return;
+    for (size_t i = 0; i < p->n; i++) {
         free(p->bytes[i]);
+        free(p->names[i]);
+    }
     free(p->names);
     free(p->bytes);
     free(p->lens);
     free(p->hashes);
-    pilot_resources_free(&p->res);
+    free(p->keymat);
+    free(p);
 }
 
-static int generate(struct ads_conn *c, enum pilot_type t, struct packed *p)
+/* Releases a result of generate(): cached ones stay with the server. */
+static void packed_put(struct packed *p)
 {
+    if (p && !p->cached)
+        packed_free(p);
+}
+
+static int cmp_cstr(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static void cache_clear(struct ads_server *s)
+{
+    while (s->cache) {
+        struct packed *p = s->cache;
+        s->cache = p->next;
+        packed_free(p);
+    }
+    s->cache_bytes = 0;
+    free(s->ep_addrs);
+    s->ep_addrs = NULL;
+    s->n_ep_addrs = 0;
+}
+
+/* Every endpoint and WorkloadEntry address of the model, sorted: a proxy whose IP is none of
+ * them gets the same resources as any other proxy of its kind, namespace and labels. */
+static void cache_prepare(struct ads_server *s)
+{
+    if (s->cache_version == s->model->version && s->cache_ready)
+        return;
+    cache_clear(s);
+    s->cache_version = s->model->version;
+    s->cache_ready = true;
+    const struct registry *r = s->model->reg;
+    size_t n = 0;
+    for (size_t i = 0; i < r->n; i++)
+        for (size_t k = 0; k < r->svcs[i].n_ports; k++)
+            n += r->svcs[i].n_eps[k];
+    size_t first, nwe = pilot_model_kind(s->model, ISTIO_WORKLOAD_ENTRY, &first);
+    s->ep_addrs = calloc(n + nwe + 1, sizeof *s->ep_addrs);
+    if (!s->ep_addrs)
+        return;
+    for (size_t i = 0; i < r->n; i++)
+        for (size_t k = 0; k < r->svcs[i].n_ports; k++)
+            for (size_t e = 0; e < r->svcs[i].n_eps[k]; e++)
+                if (r->svcs[i].eps[k][e].address)
+                    s->ep_addrs[s->n_ep_addrs++] = r->svcs[i].eps[k][e].address;
+    for (size_t i = first; i < first + nwe; i++) {
+        const Istio__Networking__V1alpha3__WorkloadEntry *we = (const void *)s->model->objs[i]->spec;
+        if (we->address && *we->address)
+            s->ep_addrs[s->n_ep_addrs++] = we->address;
+    }
+    qsort(s->ep_addrs, s->n_ep_addrs, sizeof *s->ep_addrs, cmp_cstr);
+}
+
+/* The key material of what generate() depends on: the type, the generator, the proxy's kind,
+ * namespace, service account and labels, its IP only when it is some endpoint's address (the
+ * translator reads the IP to find the proxy's own endpoints; tests/unit/test_pilot_ads.c checks
+ * that two proxies differing only in a non-endpoint IP get identical bytes), and the
+ * subscription. Returns a malloc'd buffer (length in *len), or NULL. */
+static char *gen_key(struct ads_conn *c, enum pilot_type t, size_t *len)
+{
+    struct ads_server *s = c->s;
+    const struct ads_watch *w = &c->w[t];
+    const struct pilot_proxy *p = &c->proxy;
+    const char *ip = p->ip;
+    bool ip_rel = s->ep_addrs ? bsearch(&ip, s->ep_addrs, s->n_ep_addrs, sizeof ip, cmp_cstr) != NULL : true;
+    size_t cap = 64 + strlen(p->ns) + strlen(p->service_account) + strlen(p->ip);
+    for (size_t i = 0; i < p->n_labels; i++)
+        cap += strlen(p->labels[i].key) + strlen(p->labels[i].value) + 2;
+    if (!w->wildcard)
+        for (size_t i = 0; i < w->n_names; i++)
+            cap += strlen(w->names[i]) + 1;
+    char *k = malloc(cap);
+    if (!k)
+        return NULL;
+    size_t o = (size_t)snprintf(k, cap, "%d|%d|%d|%d|%s|%s|%s|", (int)t, c->proxyless, (int)p->type,
+                                w->wildcard, p->ns, p->service_account, ip_rel ? p->ip : "");
+    for (size_t i = 0; i < p->n_labels; i++) {
+        size_t kl = strlen(p->labels[i].key), vl = strlen(p->labels[i].value);
+        memcpy(k + o, p->labels[i].key, kl);
+        o += kl;
+        k[o++] = '=';
+        memcpy(k + o, p->labels[i].value, vl);
+        o += vl;
+        k[o++] = '\0';
+    }
+    k[o++] = '|';
+    if (!w->wildcard)
+        for (size_t i = 0; i < w->n_names; i++) {
+            size_t nl = strlen(w->names[i]) + 1;
+            memcpy(k + o, w->names[i], nl);
+            o += nl;
+        }
+    *len = o;
+    return k;
+}
+
+static struct packed *generate(struct ads_conn *c, enum pilot_type t)
+{
+    struct ads_server *s = c->s;
     struct ads_watch *w = &c->w[t];
+    cache_prepare(s);
+    size_t klen = 0;
+    char *km = gen_key(c, t, &klen);
+    uint64_t key = km ? XXH3_64bits(km, klen) : 0;
+    for (struct packed *p = s->cache; km && p; p = p->next)
+        if (p->key == key && p->keylen == klen && !memcmp(p->keymat, km, klen)) {
+            free(km);
+            s->st.cache_hits++;
+            return p;
+        }
+    s->st.cache_misses++;
+    struct pilot_resources res = {0};
     struct istio_errors warn = {0};
-    memset(p, 0, sizeof *p);
-    int rc = c->proxyless ? pilot_translate_grpc(c->s->model, &c->proxy, t, w->names, w->n_names,
-                                                 w->wildcard, &p->res, &warn)
-                          : pilot_translate(c->s->model, &c->proxy, t, &p->res, &warn);
+    int rc = c->proxyless ? pilot_translate_grpc(s->model, &c->proxy, t, w->names, w->n_names,
+                                                 w->wildcard, &res, &warn)
+                          : pilot_translate(s->model, &c->proxy, t, &res, &warn);
     if (rc < 0) {
         for (size_t i = 0; i < warn.n; i++)
             log_warn("ads: %s: %s: %s", c->proxy.id, pilot_type_name(t), warn.msgs[i]);
         istio_errors_free(&warn);
-        c->s->st.internal_errors++;
-        return -1;
+        s->st.internal_errors++;
+        free(km);
+        return NULL;
     }
     istio_errors_free(&warn);
-    size_t n = p->res.n ? p->res.n : 1;
+    struct packed *p = calloc(1, sizeof *p);
+    size_t n = res.n ? res.n : 1;
+    if (!p)
+        goto oom;
+    p->keymat = km;
+    p->keylen = klen;
+    p->key = key;
+    km = NULL;
     p->names = calloc(n, sizeof *p->names);
     p->bytes = calloc(n, sizeof *p->bytes);
     p->lens = calloc(n, sizeof *p->lens);
     p->hashes = calloc(n, sizeof *p->hashes);
     if (!p->names || !p->bytes || !p->lens || !p->hashes)
         goto oom;
-    for (size_t i = 0; i < p->res.n; i++) {
-        if (!w->wildcard && !names_has(w->names, w->n_names, p->res.names[i]))
+    for (size_t i = 0; i < res.n; i++) {
+        if (!w->wildcard && !names_has(w->names, w->n_names, res.names[i]))
             continue;
-        size_t len = protobuf_c_message_get_packed_size(p->res.msgs[i]);
+        size_t len = protobuf_c_message_get_packed_size(res.msgs[i]);
         uint8_t *b = malloc(len ? len : 1);
         if (!b)
             goto oom;
-        protobuf_c_message_pack(p->res.msgs[i], b);
-        p->names[p->n] = p->res.names[i];
+        protobuf_c_message_pack(res.msgs[i], b);
+        p->names[p->n] = res.names[i];     /* taken over */
+        res.names[i] = NULL;
         p->bytes[p->n] = b;
         p->lens[p->n] = len;
         p->hashes[p->n] = XXH3_64bits(b, len);
+        p->total += len + strlen(p->names[p->n]) + 64;
         p->n++;
     }
-    return 0;
+    pilot_resources_free(&res);
+    if (p->keymat && s->cache_bytes + p->total <= ADS_CACHE_MAX_BYTES) {
+        p->cached = true;
+        p->next = s->cache;
+        s->cache = p;
+        s->cache_bytes += p->total;
+    }
+    return p;
 oom:
+    free(km);
+    pilot_resources_free(&res);
     packed_free(p);
-    c->s->st.internal_errors++;
-    return -1;
+    s->st.internal_errors++;
+    return NULL;
 }
 
 static uint64_t packed_hash(const struct packed *p)
@@ -286,9 +434,10 @@ static int send_packed(struct ads_conn *c, const ProtobufCMessage *m)
 static int push_sotw(struct ads_conn *c, enum pilot_type t, bool force, bool conv)
 {
     struct ads_watch *w = &c->w[t];
-    struct packed p;
-    if (generate(c, t, &p) < 0)
+    struct packed *pp = generate(c, t);
+    if (!pp)
         return -ENOMEM;
+    const struct packed p = *pp;
     uint64_t h = packed_hash(&p);
     int rc = 0;
     if (!force && w->sent_any && h == w->sent_hash)
@@ -332,7 +481,7 @@ static int push_sotw(struct ads_conn *c, enum pilot_type t, bool force, bool con
             observe_convergence(c->s);
     }
 out:
-    packed_free(&p);
+    packed_put(pp);
     return rc;
 }
 
@@ -341,9 +490,10 @@ out:
 static int push_delta(struct ads_conn *c, enum pilot_type t, bool force, bool conv)
 {
     struct ads_watch *w = &c->w[t];
-    struct packed p;
-    if (generate(c, t, &p) < 0)
+    struct packed *pp = generate(c, t);
+    if (!pp)
         return -ENOMEM;
+    const struct packed p = *pp;
     int rc = 0;
     size_t cap = p.n + w->n_known + 1;
     Envoy__Service__Discovery__V3__Resource *rs = calloc(cap, sizeof *rs);
@@ -423,7 +573,7 @@ out:
     free(vers);
     free(removed);
     free(nk);
-    packed_free(&p);
+    packed_put(pp);
     return rc;
 }
 
@@ -785,6 +935,7 @@ void ads_server_free(struct ads_server *s)
     while (s->conns)
         ads_conn_free(s->conns);
     timer_stop(s->loop, &s->timer);
+    cache_clear(s);
     pilot_model_unref(s->model);
     free(s);
 }
@@ -799,6 +950,8 @@ void ads_server_set_model(struct ads_server *s, struct pilot_model *m)
     pilot_model_ref(m);
     pilot_model_unref(s->model);
     s->model = m;
+    cache_clear(s);          /* results of the old model must not outlive it */
+    s->cache_ready = false;
     uint64_t now = now_ms(s);
     ads_debounce_event(&s->deb, now);
     uint64_t due = ads_debounce_deadline(&s->deb);

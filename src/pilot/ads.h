@@ -38,6 +38,7 @@ struct grpc_server;
 #define ADS_MAX_NAMES 100000      /* subscribed resource names per stream and type */
 #define ADS_MAX_CONNS 100000      /* ADS streams per weftd */
 #define ADS_ERROR_MAX 1024        /* bytes of a NACK's error message kept per type */
+#define ADS_CACHE_MAX_BYTES (512u * 1024 * 1024) /* generated resources shared per model version */
 
 /* Debounce bookkeeping, separate from the timer so it can be tested alone. */
 struct ads_debounce {
@@ -113,6 +114,7 @@ struct ads_stats {
     uint64_t internal_errors;               /* translation or encoding failures */
     uint64_t stale_requests;                /* requests with a nonce that is not the last sent */
     uint64_t conns, live_conns, pending_pushes;
+    uint64_t cache_hits, cache_misses;      /* generation cache (streams with the same inputs) */
     /* pilot_proxy_convergence_time: time from the first config change of a debounced batch
      * to the push reaching a stream, bucketed (seconds, Istio's buckets) */
     uint64_t conv_buckets[9];   /* .1 .5 1 3 5 10 20 30 +Inf (cumulative when rendered) */
