@@ -1033,6 +1033,7 @@ char *ads_server_syncz_json(const struct ads_server *s)
                             c->proxy.type == PILOT_PROXY_ROUTER ? "router" : "sidecar"));
         json_object_set_new(o, "namespace", json_string(c->have_proxy ? c->proxy.ns : ""));
         json_object_set_new(o, "delta", json_boolean(c->delta));
+        json_object_set_new(o, "proxyless_grpc", json_boolean(c->proxyless));
         for (int t = 0; t < PILOT_TYPE_COUNT; t++) {
             struct ads_type_state st;
             ads_conn_type_state(c, (enum pilot_type)t, &st);
@@ -1148,6 +1149,11 @@ char *ads_server_metrics(const struct ads_server *s)
     mb_printf(&b, "# HELP weftd_xds_pending_pushes Pushes waiting for a slow proxy to read.\n"
                   "# TYPE weftd_xds_pending_pushes gauge\nweftd_xds_pending_pushes %llu\n",
               (unsigned long long)st->pending_pushes);
+    mb_printf(&b, "# HELP weftd_xds_cache_hits Generated resources shared between streams with the same inputs.\n"
+                  "# TYPE weftd_xds_cache_hits counter\nweftd_xds_cache_hits %llu\n"
+                  "# HELP weftd_xds_cache_misses Resources generated for a stream.\n"
+                  "# TYPE weftd_xds_cache_misses counter\nweftd_xds_cache_misses %llu\n",
+              (unsigned long long)st->cache_hits, (unsigned long long)st->cache_misses);
     if (b.oom) {
         free(b.p);
         return NULL;
