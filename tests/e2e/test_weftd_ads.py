@@ -157,6 +157,27 @@ try:
     cd = json.loads(get("/debug/config_dump?proxyID=" + PRODUCTPAGE))
     check("config_dump has the four types", [x["typeUrl"] for x in cd] == [xds.CDS, xds.EDS, xds.LDS, xds.RDS])
 
+    # --- the debug server's strict HTTP/1.1 handling
+    import socket
+
+    def raw_http(data):
+        so = socket.create_connection(("127.0.0.1", dport), timeout=5)
+        so.sendall(data)
+        out = b""
+        while True:
+            chunk = so.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+        so.close()
+        return out.split(b"\r\n", 1)[0]
+    check("unknown debug path is 404", raw_http(b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n") == b"HTTP/1.1 404 Not Found")
+    check("POST is 405", raw_http(b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+          == b"HTTP/1.1 405 Method Not Allowed")
+    check("a malformed request is 400", raw_http(b"GET /metrics HTTP/1.1\r\nHost : x\r\n\r\n") == b"HTTP/1.1 400 Bad Request")
+    check("config_dump without proxyID is 400",
+          raw_http(b"GET /debug/config_dump HTTP/1.1\r\nHost: x\r\n\r\n") == b"HTTP/1.1 400 Bad Request")
+
     # --- Delta: subscribe, unsubscribe
     d = xds.Stream(gport, delta=True)
     d.send(node=xds.node(PRODUCTPAGE), type_url=xds.CDS)
