@@ -81,4 +81,13 @@ void pilot_resources_free(struct pilot_resources *r);
 char *pilot_dump_json(const struct pilot_model *m, const struct pilot_proxy *p, int t,
                       struct istio_errors *warnings);
 
+/* For a proxyless gRPC client (node metadata GENERATOR: grpc): the resources of type t as
+ * Istio's grpcgen builds them (see translate_grpc.c): api_listener Listeners and
+ * RouteConfigurations named "HOST:PORT" as requested (names[0..n_names), or every service
+ * when wildcard), EDS clusters and their ClusterLoadAssignments. Returns and ownership as
+ * pilot_translate. */
+int pilot_translate_grpc(const struct pilot_model *m, const struct pilot_proxy *p, enum pilot_type t,
+                         char *const *names, size_t n_names, int wildcard,
+                         struct pilot_resources *out, struct istio_errors *warnings);
+
 #endif

@@ -11,7 +11,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "lib"))
-from weft import check, finish  # noqa
+from weft import check, finish, free_port  # noqa
 
 BIN = os.path.join(os.environ.get("WEFT_BIN", "build/bin"), "weftd")
 SRC = os.environ.get("WEFT_SRC", ".")
@@ -88,7 +88,9 @@ try:
     for f in os.listdir(SAMPLE):
         shutil.copy(os.path.join(SAMPLE, f), work)
     log = open(os.path.join(work, "weftd.log.txt"), "w+")
-    proc = subprocess.Popen([BIN, "--config-dir", work], stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([BIN, "--config-dir", work, "--grpc-addr", "127.0.0.1:%d" % free_port(),
+                             "--debug-addr", "127.0.0.1:%d" % free_port()],
+                            stdout=log, stderr=subprocess.STDOUT)
 
     def wait_log(text, timeout=10.0):
         end = time.time() + timeout
@@ -100,11 +102,11 @@ try:
         return False
 
     check("initial version", wait_log("config version 1: 20 objects"))
-    with open(os.path.join(work, "vs.yaml"), "w") as f:
+    with open(os.path.join(work, "vs.yaml"), "w") as f:   # saved in place, as an editor or `cat >` does
         f.write("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\n"
                 "spec:\n  hosts: [reviews]\n  http:\n  - route: [{destination: {host: reviews, subset: v1}}]\n")
     check("new file picked up", wait_log("config version 2: 21 objects, 6 services, 0 errors"))
-    with open(os.path.join(work, "vs.yaml"), "w") as f:
+    with open(os.path.join(work, "vs.yaml"), "w") as f:   # saved in place, as an editor or `cat >` does
         f.write("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\n"
                 "spec:\n  hosts: [reviews]\n  http:\n  - route: [{destination: {host: reviews, subset: V1}}]\n")
     check("invalid change keeps the last good object", wait_log("config version 3: 21 objects, 6 services, 2 errors"))
