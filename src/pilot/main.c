@@ -12,6 +12,7 @@
 #include "common/log.h"
 #include "common/loop.h"
 #include "common/pbmap.h"
+#include "istio/networking/v1alpha3/workload_entry.pb-c.h"
 #include "pilot/store.h"
 #include "pilot/translate.h"
 
@@ -21,12 +22,42 @@ static void usage(FILE *f)
             "usage: weftd --config-dir DIR [--domain-suffix SUFFIX]\n"
             "             [--validate | --dump PROXY_ID [--type lds|rds|cds|eds] [--label K=V]...]\n"
             "  --validate   print every configuration error (FILE:LINE: field.path: problem);\n"
-            "               exit 1 when there is any\n"
+            "               exit 1 when there is any; then warnings about references between\n"
+            "               objects (undefined subsets, unknown hosts), which do not change the exit code\n"
             "  --dump ID    print the resources the proxy with node id ID\n"
             "               (sidecar~IP~POD.NS~NS.svc.cluster.local) would receive, as JSON\n"
             "               DiscoveryResponses (all four types in ADS order without --type)\n"
             "  --label K=V  the proxy's labels (default: those of the WorkloadEntry at its IP)\n"
             "without --validate or --dump, weftd watches DIR and logs each config version\n");
+}
+
+/* What istioctl analyze would point out and validation cannot: references between objects
+ * (a subset no DestinationRule defines, a host not in the registry). Translates for every
+ * WorkloadEntry as a sidecar and collects the warnings (each once). */
+static void print_warnings(const struct pilot_model *m)
+{
+    struct istio_errors warn = {0};
+    size_t first, n = pilot_model_kind(m, ISTIO_WORKLOAD_ENTRY, &first);
+    for (size_t i = first; i < first + n; i++) {
+        const struct istio_object *o = m->objs[i];
+        const Istio__Networking__V1alpha3__WorkloadEntry *we = (const void *)o->spec;
+        char id[600], err[256];
+        snprintf(id, sizeof id, "sidecar~%s~%s.%s~%s.svc.%s", we->address, o->name, o->ns, o->ns,
+                 m->domain_suffix);
+        struct pilot_proxy p = {0};
+        if (pilot_proxy_parse(id, &p, err, sizeof err) == 0) {
+            pilot_proxy_complete(&p, m);
+            for (int t = 0; t < PILOT_TYPE_COUNT; t++) {
+                struct pilot_resources r;
+                if (pilot_translate(m, &p, (enum pilot_type)t, &r, &warn) == 0)
+                    pilot_resources_free(&r);
+            }
+        }
+        pilot_proxy_free(&p);
+    }
+    for (size_t i = 0; i < warn.n; i++)
+        printf("warning: %s\n", warn.msgs[i]);
+    istio_errors_free(&warn);
 }
 
 static int do_dump(struct pilot_model *m, const char *id, int type, char **labels, int nlabels)
@@ -179,6 +210,7 @@ int main(int argc, char **argv)
         if (validate) {
             for (size_t i = 0; i < m->errors.n; i++)
                 printf("%s\n", m->errors.msgs[i]);
+            print_warnings(m);
             if (!m->errors.n)
                 printf("%s: %zu objects, no errors\n", dir, m->n_objs);
             rc = m->errors.n ? 1 : 0;
