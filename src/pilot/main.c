@@ -12,7 +12,6 @@
 #include "common/log.h"
 #include "common/loop.h"
 #include "common/pbmap.h"
-#include "istio/networking/v1alpha3/workload_entry.pb-c.h"
 #include "pilot/store.h"
 #include "pilot/translate.h"
 
@@ -32,29 +31,11 @@ static void usage(FILE *f)
 }
 
 /* What istioctl analyze would point out and validation cannot: references between objects
- * (a subset no DestinationRule defines, a host not in the registry). Translates for every
- * WorkloadEntry as a sidecar and collects the warnings (each once). */
+ * (a subset no DestinationRule defines, a host not in the registry). */
 static void print_warnings(const struct pilot_model *m)
 {
     struct istio_errors warn = {0};
-    size_t first, n = pilot_model_kind(m, ISTIO_WORKLOAD_ENTRY, &first);
-    for (size_t i = first; i < first + n; i++) {
-        const struct istio_object *o = m->objs[i];
-        const Istio__Networking__V1alpha3__WorkloadEntry *we = (const void *)o->spec;
-        char id[600], err[256];
-        snprintf(id, sizeof id, "sidecar~%s~%s.%s~%s.svc.%s", we->address, o->name, o->ns, o->ns,
-                 m->domain_suffix);
-        struct pilot_proxy p = {0};
-        if (pilot_proxy_parse(id, &p, err, sizeof err) == 0) {
-            pilot_proxy_complete(&p, m);
-            for (int t = 0; t < PILOT_TYPE_COUNT; t++) {
-                struct pilot_resources r;
-                if (pilot_translate(m, &p, (enum pilot_type)t, &r, &warn) == 0)
-                    pilot_resources_free(&r);
-            }
-        }
-        pilot_proxy_free(&p);
-    }
+    pilot_check_references(m, &warn);
     for (size_t i = 0; i < warn.n; i++)
         printf("warning: %s\n", warn.msgs[i]);
     istio_errors_free(&warn);

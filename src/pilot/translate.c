@@ -421,10 +421,7 @@ const struct istio_object *t_find_dr(struct tctx *c, const char *host, const cha
     for (size_t i = first; i < first + n; i++) {
         const struct istio_object *o = c->m->objs[i];
         const DestinationRule *dr = (const void *)o->spec;
-        char *h = istio_resolve_host(dr->host, o->ns, c->m->domain_suffix);
-        int match = h && t_host_match(h, host);
-        free(h);
-        if (!match)
+        if (!c->m->n_hosts[i] || !t_host_match(c->m->hosts[i][0], host))
             continue;
         int exported = !dr->n_export_to;
         for (size_t e = 0; e < dr->n_export_to; e++)
@@ -486,15 +483,11 @@ size_t t_find_vs(struct tctx *c, const char *host, const char *gw_ns, const char
                         !strcmp(vs->export_to[e], c->p->ns);
         if (!exported)
             continue;
-        for (size_t h = 0; h < vs->n_hosts; h++) {
-            char *rh = istio_resolve_host(vs->hosts[h], o->ns, c->m->domain_suffix);
-            int match = rh && t_host_match(rh, host);
-            free(rh);
-            if (match) {
+        for (size_t h = 0; h < c->m->n_hosts[i]; h++)
+            if (t_host_match(c->m->hosts[i][h], host)) {
                 out[k++] = o;
                 break;
             }
-        }
     }
     return k;
 }
@@ -670,4 +663,19 @@ char *pilot_dump_json(const struct pilot_model *m, const struct pilot_proxy *p, 
 out:
     json_decref(all);
     return text;
+}
+
+int pilot_check_references(const struct pilot_model *m, struct istio_errors *warnings)
+{
+    size_t first, n = pilot_model_kind(m, ISTIO_VIRTUAL_SERVICE, &first);
+    for (size_t i = first; i < first + n; i++) {
+        const struct istio_object *o = m->objs[i];
+        /* as a proxy of the VirtualService's own namespace sees it */
+        struct pilot_proxy p = {.type = PILOT_PROXY_SIDECAR, .id = "", .ip = "", .pod = "",
+                                .ns = o->ns, .service_account = ""};
+        struct tctx c = {.m = m, .p = &p, .warn = warnings};
+        if (t_check_vs(&c, o) < 0)
+            return -1;
+    }
+    return 0;
 }

@@ -74,6 +74,12 @@ int pilot_translate(const struct pilot_model *m, const struct pilot_proxy *p, en
                     struct pilot_resources *out, struct istio_errors *warnings);
 void pilot_resources_free(struct pilot_resources *r);
 
+/* The problems istioctl analyze would report about references between objects and
+ * validation cannot see: VirtualService destinations whose host is not in the registry or
+ * whose subset no DestinationRule defines. Appends one line per problem to warnings.
+ * Returns 0, or -1 when out of memory. */
+int pilot_check_references(const struct pilot_model *m, struct istio_errors *warnings);
+
 /* What `weftd --dump` prints: for type t (or every type in ADS order, CDS EDS LDS RDS, when
  * t < 0) a DiscoveryResponse {versionInfo: model version, resources: [Any...], typeUrl} as
  * pretty-printed proto3 JSON (a JSON array of them when t < 0). Returns a malloc'd string,

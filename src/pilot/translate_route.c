@@ -854,3 +854,33 @@ int t_gen_routes(struct tctx *c, json_t *out)
             return -1;
     return 0;
 }
+
+int t_check_vs(struct tctx *c, const struct istio_object *vso)
+{
+    const VirtualService *vs = (const void *)vso->spec;
+    for (size_t i = 0; i < vs->n_http; i++) {
+        const HTTPRoute *r = vs->http[i];
+        for (size_t k = 0; k < r->n_route + (r->mirror != NULL) + r->n_mirrors; k++) {
+            const Istio__Networking__V1alpha3__Destination *d =
+                k < r->n_route ? r->route[k]->destination
+                : k == r->n_route && r->mirror ? r->mirror
+                : r->mirrors[k - r->n_route - (r->mirror != NULL)]->destination;
+            char *cl = dest_cluster(c, vso, d, 0);
+            if (!cl)
+                return -1;
+            free(cl);
+        }
+    }
+    for (size_t i = 0; i < vs->n_tcp + vs->n_tls; i++) {
+        Istio__Networking__V1alpha3__RouteDestination *const *route =
+            i < vs->n_tcp ? vs->tcp[i]->route : vs->tls[i - vs->n_tcp]->route;
+        size_t nr = i < vs->n_tcp ? vs->tcp[i]->n_route : vs->tls[i - vs->n_tcp]->n_route;
+        for (size_t k = 0; k < nr; k++) {
+            char *cl = dest_cluster(c, vso, route[k]->destination, 0);
+            if (!cl)
+                return -1;
+            free(cl);
+        }
+    }
+    return 0;
+}

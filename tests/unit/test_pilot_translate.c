@@ -287,6 +287,12 @@ static void test_warnings(void)
     }
     pilot_resources_free(&r);
     istio_errors_free(&warn);
+    /* the same problems without a proxy, as weftd --validate reports them */
+    CHECK_EQ_INT(pilot_check_references(m, &warn), 0);
+    CHECK_EQ_INT(warn.n, 2);
+    if (warn.n == 2)
+        CHECK(strstr(warn.msgs[0], "subset v9 of reviews.default.svc.cluster.local") != NULL);
+    istio_errors_free(&warn);
     pilot_proxy_free(&p);
     pilot_model_unref(m);
     pilot_model_unref(base);
