@@ -532,6 +532,92 @@ void pilot_resources_free(struct pilot_resources *r)
     memset(r, 0, sizeof *r);
 }
 
+static struct ytree *yt_node(enum ytree_kind kind, const char *str, size_t len, int quoted)
+{
+    struct ytree *t = calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    t->kind = kind;
+    t->line = 1;
+    t->col = 1;
+    t->quoted = quoted ? 1 : 0;
+    if (str) {
+        if (!(t->str = malloc(len + 1))) {
+            free(t);
+            return NULL;
+        }
+        memcpy(t->str, str, len);
+        t->str[len] = '\0';
+        t->len = len;
+    }
+    return t;
+}
+
+/* The generated JSON straight into the tree the mapper reads (what parsing its text would
+ * give, without printing and parsing it): strings are quoted scalars, numbers and booleans
+ * plain ones. NULL when out of memory or nested deeper than the YAML limit. */
+static struct ytree *json_to_ytree(const json_t *j, int depth)
+{
+    char buf[64];
+    if (depth > YTREE_MAX_DEPTH)
+        return NULL;
+    switch (json_typeof(j)) {
+    case JSON_OBJECT: {
+        struct ytree *t = yt_node(YT_MAP, NULL, 0, 0);
+        size_t n = json_object_size(j);
+        if (!t || (n && !(t->items = calloc(2 * n, sizeof *t->items)))) {
+            ytree_free(t);
+            return NULL;
+        }
+        const char *key;
+        json_t *v;
+        json_object_foreach((json_t *)j, key, v) {
+            struct ytree *k = yt_node(YT_SCALAR, key, strlen(key), 1);
+            struct ytree *x = k ? json_to_ytree(v, depth + 1) : NULL;
+            if (!x) {
+                ytree_free(k);
+                ytree_free(t);
+                return NULL;
+            }
+            t->items[t->n++] = k;
+            t->items[t->n++] = x;
+        }
+        return t;
+    }
+    case JSON_ARRAY: {
+        struct ytree *t = yt_node(YT_SEQ, NULL, 0, 0);
+        size_t n = json_array_size(j);
+        if (!t || (n && !(t->items = calloc(n, sizeof *t->items)))) {
+            ytree_free(t);
+            return NULL;
+        }
+        for (size_t i = 0; i < n; i++) {
+            struct ytree *x = json_to_ytree(json_array_get(j, i), depth + 1);
+            if (!x) {
+                ytree_free(t);
+                return NULL;
+            }
+            t->items[t->n++] = x;
+        }
+        return t;
+    }
+    case JSON_STRING:
+        return yt_node(YT_SCALAR, json_string_value(j), json_string_length(j), 1);
+    case JSON_INTEGER:
+        snprintf(buf, sizeof buf, "%" JSON_INTEGER_FORMAT, json_integer_value(j));
+        return yt_node(YT_SCALAR, buf, strlen(buf), 0);
+    case JSON_REAL:
+        snprintf(buf, sizeof buf, "%.17g", json_real_value(j));
+        return yt_node(YT_SCALAR, buf, strlen(buf), 0);
+    case JSON_TRUE:
+        return yt_node(YT_SCALAR, "true", 4, 0);
+    case JSON_FALSE:
+        return yt_node(YT_SCALAR, "false", 5, 0);
+    default:
+        return yt_node(YT_NULL, "", 0, 0);
+    }
+}
+
 static const char *res_name(json_t *o, enum pilot_type t)
 {
     return json_string_value(json_object_get(o, t == PILOT_EDS ? "clusterName" : "name"));
@@ -583,14 +669,15 @@ int pilot_translate(const struct pilot_model *m, const struct pilot_proxy *p, en
     for (size_t i = 0; rc == 0 && i < n; i++) {
         if (out->n && !strcmp(pairs[i].name, out->names[out->n - 1]))
             continue; /* the same resource generated twice (shared ports) */
-        char *text = pbmap_json_dumps(pairs[i].j, 0);
+        struct ytree *tree = json_to_ytree(pairs[i].j, 0);
         struct pbmap_error err;
-        ProtobufCMessage *msg = text ? pbmap_from_yaml(type_desc(t), text, strlen(text), pairs[i].name, &err) : NULL;
-        free(text);
+        ProtobufCMessage *msg = tree ? pbmap_from_tree(type_desc(t), tree, pairs[i].name, &err) : NULL;
+        int have_tree = tree != NULL;
+        ytree_free(tree);
         if (!msg) {
             if (warnings)
                 istio_errors_add(warnings, "internal: generated %s resource does not map: %s",
-                                 pilot_type_name(t), text ? err.msg : "out of memory");
+                                 pilot_type_name(t), have_tree ? err.msg : "out of memory");
             rc = -1;
             break;
         }
