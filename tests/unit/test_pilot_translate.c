@@ -157,6 +157,8 @@ static void test_tls(void)
     golden("tls-ingress.rds", tls, ingress, PILOT_RDS, "istio=ingressgateway");
     golden("tls-productpage.lds", tls, productpage, PILOT_LDS, NULL);
     golden("tls-productpage.cds", tls, productpage, PILOT_CDS, NULL);
+    static const char *const merge[] = {"tests/data/istio/translate/gateway-merge.yaml", NULL};
+    golden("gateway-merge.rds", merge, ingress, PILOT_RDS, "istio=ingressgateway");
 }
 
 /* Checks on the messages themselves, independent of the golden text. */
