@@ -10,7 +10,11 @@
  * Gateway server port ("0.0.0.0_PORT", RDS "http.PORT").
  *
  * Resources are built as proto3 JSON and read back through the mapper (pbmap), so every
- * name is checked against the Envoy protos in api/envoy. Config-time code. */
+ * name is checked against the Envoy protos in api/envoy. Config-time code.
+ *
+ * Threads: pilot_translate only reads the model (immutable) and the proxy, so any number of
+ * threads may translate at once, each holding a reference to the snapshot it works from,
+ * while the store publishes newer snapshots on its own thread. */
 #ifndef WEFT_PILOT_TRANSLATE_H
 #define WEFT_PILOT_TRANSLATE_H
 
