@@ -251,6 +251,21 @@ static void test_node_metadata(void)
         CHECK_EQ_STR(p.labels[0].key, "app");
         CHECK_EQ_STR(p.labels[1].value, "v1");
     }
+    /* no WorkloadEntry at 10.0.0.9: the inbound side comes from the Services selecting its
+     * labels in its namespace (ratings is in default, so use that namespace) */
+    struct pilot_model *m = model(NULL);
+    if (m) {
+        free(p.ns);
+        p.ns = strdup("default");
+        struct pilot_resources r;
+        CHECK_EQ_INT(pilot_translate(m, &p, PILOT_CDS, &r, NULL), 0);
+        int inbound = 0;
+        for (size_t i = 0; i < r.n; i++)
+            inbound |= !strcmp(r.names[i], "inbound|9080||");
+        CHECK(inbound);
+        pilot_resources_free(&r);
+        pilot_model_unref(m);
+    }
     pilot_proxy_free(&p);
     protobuf_c_message_free_unpacked(&node->base, NULL);
 }
