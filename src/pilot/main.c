@@ -26,7 +26,8 @@ static void usage(FILE *f)
             "             [--grpc-addr HOST:PORT] [--debug-addr HOST:PORT] [--debounce 100ms]\n"
             "             [--validate | --dump PROXY_ID [--type lds|rds|cds|eds] [--label K=V]...]\n"
             "  --validate   print every configuration error (FILE:LINE: field.path: problem);\n"
-            "               exit 1 when there is any\n"
+            "               exit 1 when there is any; then warnings about references between\n"
+            "               objects (undefined subsets, unknown hosts), which do not change the exit code\n"
             "  --dump ID    print the resources the proxy with node id ID\n"
             "               (sidecar~IP~POD.NS~NS.svc.cluster.local) would receive, as JSON\n"
             "               DiscoveryResponses (all four types in ADS order without --type)\n"
@@ -34,6 +35,17 @@ static void usage(FILE *f)
             "without --validate or --dump, weftd serves DIR: ADS over gRPC on --grpc-addr\n"
             "(default 0.0.0.0:15010), debug pages and /metrics on --debug-addr (default\n"
             "0.0.0.0:15014); config changes are pushed --debounce after the last change\n");
+}
+
+/* What istioctl analyze would point out and validation cannot: references between objects
+ * (a subset no DestinationRule defines, a host not in the registry). */
+static void print_warnings(const struct pilot_model *m)
+{
+    struct istio_errors warn = {0};
+    pilot_check_references(m, &warn);
+    for (size_t i = 0; i < warn.n; i++)
+        printf("warning: %s\n", warn.msgs[i]);
+    istio_errors_free(&warn);
 }
 
 static int do_dump(struct pilot_model *m, const char *id, int type, char **labels, int nlabels)
@@ -295,6 +307,7 @@ int main(int argc, char **argv)
         if (validate) {
             for (size_t i = 0; i < m->errors.n; i++)
                 printf("%s\n", m->errors.msgs[i]);
+            print_warnings(m);
             if (!m->errors.n)
                 printf("%s: %zu objects, no errors\n", dir, m->n_objs);
             rc = m->errors.n ? 1 : 0;

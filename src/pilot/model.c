@@ -1,6 +1,9 @@
 /* pilot/model: immutable config snapshots. */
 #include "pilot/model.h"
 
+#include "istio/networking/v1alpha3/destination_rule.pb-c.h"
+#include "istio/networking/v1alpha3/virtual_service.pb-c.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -51,6 +54,34 @@ struct pilot_model *pilot_model_new(struct istio_object *const *objs, size_t n,
         m->objs[w++] = o;
     }
     m->n_objs = w;
+    m->hosts = calloc(w ? w : 1, sizeof *m->hosts);
+    m->n_hosts = calloc(w ? w : 1, sizeof *m->n_hosts);
+    if (!m->hosts || !m->n_hosts)
+        goto fail;
+    for (size_t i = 0; i < w; i++) {
+        const struct istio_object *o = m->objs[i];
+        char *const *hs = NULL;
+        size_t nh = 0;
+        char *one[1];
+        if (o->kind == ISTIO_VIRTUAL_SERVICE) {
+            const Istio__Networking__V1alpha3__VirtualService *vs = (const void *)o->spec;
+            hs = vs->hosts;
+            nh = vs->n_hosts;
+        } else if (o->kind == ISTIO_DESTINATION_RULE) {
+            one[0] = ((const Istio__Networking__V1alpha3__DestinationRule *)o->spec)->host;
+            hs = one;
+            nh = 1;
+        }
+        if (!nh)
+            continue;
+        if (!(m->hosts[i] = calloc(nh, sizeof *m->hosts[i])))
+            goto fail;
+        for (size_t h = 0; h < nh; h++) {
+            if (!(m->hosts[i][h] = istio_resolve_host(hs[h], o->ns, m->domain_suffix)))
+                goto fail;
+            m->n_hosts[i] = h + 1;
+        }
+    }
     if (!(m->reg = registry_build(m->objs, m->n_objs, m->domain_suffix, &m->errors)))
         goto fail;
     return m;
@@ -71,6 +102,13 @@ void pilot_model_unref(struct pilot_model *m)
     if (!m || __atomic_sub_fetch(&m->refs, 1, __ATOMIC_ACQ_REL) != 0)
         return;
     registry_free(m->reg);
+    for (size_t i = 0; m->hosts && i < m->n_objs; i++) {
+        for (size_t h = 0; h < m->n_hosts[i]; h++)
+            free(m->hosts[i][h]);
+        free(m->hosts[i]);
+    }
+    free(m->hosts);
+    free(m->n_hosts);
     for (size_t i = 0; i < m->n_objs; i++)
         istio_object_unref(m->objs[i]);
     free(m->objs);

@@ -21,6 +21,11 @@ struct pilot_model {
     struct registry *reg;
     struct istio_errors errors;   /* load and validation errors, then registry warnings */
     char *domain_suffix;
+    /* Per object (same index as objs): the hosts of a VirtualService or the host of a
+     * DestinationRule resolved in its namespace (istio_resolve_host), computed once so
+     * lookups during translation do not format strings. NULL for other kinds. */
+    char ***hosts;
+    size_t *n_hosts;
 };
 
 /* Builds a snapshot from objs (n objects, each referenced again, so the caller keeps its

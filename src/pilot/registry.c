@@ -67,12 +67,22 @@ int reg_protocol_is_http(enum reg_protocol p)
 
 /* ---- building ---- */
 
+/* A WorkloadEntry with its labels as a sorted kv array (computed once per build). */
+struct we_entry {
+    const struct istio_object *o;
+    struct istio_kv *labels;
+    size_t n_labels;
+    int owned;
+};
+
 struct builder {
     struct registry *r;
     size_t cap;
     struct istio_object *const *objs;
     size_t n_objs;
     struct istio_errors *warn;
+    struct we_entry *wes;
+    size_t n_wes;
 };
 
 static struct reg_service *new_service(struct builder *b)
@@ -129,18 +139,9 @@ static void we_labels(const struct istio_object *o, struct istio_kv **kv, size_t
 static int select_workloads(struct builder *b, struct reg_service *s, const char *ns,
                             const struct istio_kv *sel, size_t n_sel)
 {
-    for (size_t i = 0; i < b->n_objs; i++) {
-        const struct istio_object *o = b->objs[i];
-        if (o->kind != ISTIO_WORKLOAD_ENTRY || strcmp(o->ns, ns))
-            continue;
-        struct istio_kv *labels;
-        size_t n_labels;
-        int owned;
-        we_labels(o, &labels, &n_labels, &owned);
-        int match = istio_labels_match(sel, n_sel, labels, n_labels);
-        if (owned)
-            free(labels);
-        if (!match)
+    for (size_t i = 0; i < b->n_wes; i++) {
+        const struct istio_object *o = b->wes[i].o;
+        if (strcmp(o->ns, ns) || !istio_labels_match(sel, n_sel, b->wes[i].labels, b->wes[i].n_labels))
             continue;
         const WorkloadEntry *we = (const WorkloadEntry *)o->spec;
         for (size_t p = 0; p < s->n_ports; p++) {
@@ -397,19 +398,34 @@ struct registry *registry_build(struct istio_object *const *objs, size_t n,
         return NULL;
     }
     struct builder b = {.r = r, .objs = objs, .n_objs = n, .warn = warnings};
-    for (size_t i = 0; i < n; i++) {
+    b.wes = calloc(n ? n : 1, sizeof *b.wes);
+    if (!b.wes) {
+        registry_free(r);
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (objs[i]->kind == ISTIO_WORKLOAD_ENTRY && !objs[i]->invalid && objs[i]->spec) {
+            struct we_entry *w = &b.wes[b.n_wes++];
+            w->o = objs[i];
+            we_labels(objs[i], &w->labels, &w->n_labels, &w->owned);
+        }
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
         const struct istio_object *o = objs[i];
         if (o->invalid || !o->spec)
             continue;
-        int rc = 0;
         if (o->kind == ISTIO_K8S_SERVICE)
             rc = service_from_k8s(&b, o);
         else if (o->kind == ISTIO_SERVICE_ENTRY)
             rc = service_from_se(&b, o);
-        if (rc < 0) {
-            registry_free(r);
-            return NULL;
-        }
+    }
+    for (size_t i = 0; i < b.n_wes; i++)
+        if (b.wes[i].owned)
+            free(b.wes[i].labels);
+    free(b.wes);
+    if (rc < 0) {
+        registry_free(r);
+        return NULL;
     }
     if (r->n)
         qsort(r->svcs, r->n, sizeof *r->svcs, svc_cmp);

@@ -421,10 +421,7 @@ const struct istio_object *t_find_dr(struct tctx *c, const char *host, const cha
     for (size_t i = first; i < first + n; i++) {
         const struct istio_object *o = c->m->objs[i];
         const DestinationRule *dr = (const void *)o->spec;
-        char *h = istio_resolve_host(dr->host, o->ns, c->m->domain_suffix);
-        int match = h && t_host_match(h, host);
-        free(h);
-        if (!match)
+        if (!c->m->n_hosts[i] || !t_host_match(c->m->hosts[i][0], host))
             continue;
         int exported = !dr->n_export_to;
         for (size_t e = 0; e < dr->n_export_to; e++)
@@ -486,15 +483,11 @@ size_t t_find_vs(struct tctx *c, const char *host, const char *gw_ns, const char
                         !strcmp(vs->export_to[e], c->p->ns);
         if (!exported)
             continue;
-        for (size_t h = 0; h < vs->n_hosts; h++) {
-            char *rh = istio_resolve_host(vs->hosts[h], o->ns, c->m->domain_suffix);
-            int match = rh && t_host_match(rh, host);
-            free(rh);
-            if (match) {
+        for (size_t h = 0; h < c->m->n_hosts[i]; h++)
+            if (t_host_match(c->m->hosts[i][h], host)) {
                 out[k++] = o;
                 break;
             }
-        }
     }
     return k;
 }
@@ -537,6 +530,92 @@ void pilot_resources_free(struct pilot_resources *r)
     free(r->msgs);
     free(r->names);
     memset(r, 0, sizeof *r);
+}
+
+static struct ytree *yt_node(enum ytree_kind kind, const char *str, size_t len, int quoted)
+{
+    struct ytree *t = calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    t->kind = kind;
+    t->line = 1;
+    t->col = 1;
+    t->quoted = quoted ? 1 : 0;
+    if (str) {
+        if (!(t->str = malloc(len + 1))) {
+            free(t);
+            return NULL;
+        }
+        memcpy(t->str, str, len);
+        t->str[len] = '\0';
+        t->len = len;
+    }
+    return t;
+}
+
+/* The generated JSON straight into the tree the mapper reads (what parsing its text would
+ * give, without printing and parsing it): strings are quoted scalars, numbers and booleans
+ * plain ones. NULL when out of memory or nested deeper than the YAML limit. */
+static struct ytree *json_to_ytree(const json_t *j, int depth)
+{
+    char buf[64];
+    if (depth > YTREE_MAX_DEPTH)
+        return NULL;
+    switch (json_typeof(j)) {
+    case JSON_OBJECT: {
+        struct ytree *t = yt_node(YT_MAP, NULL, 0, 0);
+        size_t n = json_object_size(j);
+        if (!t || (n && !(t->items = calloc(2 * n, sizeof *t->items)))) {
+            ytree_free(t);
+            return NULL;
+        }
+        const char *key;
+        json_t *v;
+        json_object_foreach((json_t *)j, key, v) {
+            struct ytree *k = yt_node(YT_SCALAR, key, strlen(key), 1);
+            struct ytree *x = k ? json_to_ytree(v, depth + 1) : NULL;
+            if (!x) {
+                ytree_free(k);
+                ytree_free(t);
+                return NULL;
+            }
+            t->items[t->n++] = k;
+            t->items[t->n++] = x;
+        }
+        return t;
+    }
+    case JSON_ARRAY: {
+        struct ytree *t = yt_node(YT_SEQ, NULL, 0, 0);
+        size_t n = json_array_size(j);
+        if (!t || (n && !(t->items = calloc(n, sizeof *t->items)))) {
+            ytree_free(t);
+            return NULL;
+        }
+        for (size_t i = 0; i < n; i++) {
+            struct ytree *x = json_to_ytree(json_array_get(j, i), depth + 1);
+            if (!x) {
+                ytree_free(t);
+                return NULL;
+            }
+            t->items[t->n++] = x;
+        }
+        return t;
+    }
+    case JSON_STRING:
+        return yt_node(YT_SCALAR, json_string_value(j), json_string_length(j), 1);
+    case JSON_INTEGER:
+        snprintf(buf, sizeof buf, "%" JSON_INTEGER_FORMAT, json_integer_value(j));
+        return yt_node(YT_SCALAR, buf, strlen(buf), 0);
+    case JSON_REAL:
+        snprintf(buf, sizeof buf, "%.17g", json_real_value(j));
+        return yt_node(YT_SCALAR, buf, strlen(buf), 0);
+    case JSON_TRUE:
+        return yt_node(YT_SCALAR, "true", 4, 0);
+    case JSON_FALSE:
+        return yt_node(YT_SCALAR, "false", 5, 0);
+    default:
+        return yt_node(YT_NULL, "", 0, 0);
+    }
 }
 
 static const char *res_name(json_t *o, enum pilot_type t)
@@ -590,14 +669,15 @@ int pilot_translate(const struct pilot_model *m, const struct pilot_proxy *p, en
     for (size_t i = 0; rc == 0 && i < n; i++) {
         if (out->n && !strcmp(pairs[i].name, out->names[out->n - 1]))
             continue; /* the same resource generated twice (shared ports) */
-        char *text = pbmap_json_dumps(pairs[i].j, 0);
+        struct ytree *tree = json_to_ytree(pairs[i].j, 0);
         struct pbmap_error err;
-        ProtobufCMessage *msg = text ? pbmap_from_yaml(type_desc(t), text, strlen(text), pairs[i].name, &err) : NULL;
-        free(text);
+        ProtobufCMessage *msg = tree ? pbmap_from_tree(type_desc(t), tree, pairs[i].name, &err) : NULL;
+        int have_tree = tree != NULL;
+        ytree_free(tree);
         if (!msg) {
             if (warnings)
                 istio_errors_add(warnings, "internal: generated %s resource does not map: %s",
-                                 pilot_type_name(t), text ? err.msg : "out of memory");
+                                 pilot_type_name(t), have_tree ? err.msg : "out of memory");
             rc = -1;
             break;
         }
@@ -670,4 +750,19 @@ char *pilot_dump_json(const struct pilot_model *m, const struct pilot_proxy *p, 
 out:
     json_decref(all);
     return text;
+}
+
+int pilot_check_references(const struct pilot_model *m, struct istio_errors *warnings)
+{
+    size_t first, n = pilot_model_kind(m, ISTIO_VIRTUAL_SERVICE, &first);
+    for (size_t i = first; i < first + n; i++) {
+        const struct istio_object *o = m->objs[i];
+        /* as a proxy of the VirtualService's own namespace sees it */
+        struct pilot_proxy p = {.type = PILOT_PROXY_SIDECAR, .id = "", .ip = "", .pod = "",
+                                .ns = o->ns, .service_account = ""};
+        struct tctx c = {.m = m, .p = &p, .warn = warnings};
+        if (t_check_vs(&c, o) < 0)
+            return -1;
+    }
+    return 0;
 }

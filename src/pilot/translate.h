@@ -10,7 +10,11 @@
  * Gateway server port ("0.0.0.0_PORT", RDS "http.PORT").
  *
  * Resources are built as proto3 JSON and read back through the mapper (pbmap), so every
- * name is checked against the Envoy protos in api/envoy. Config-time code. */
+ * name is checked against the Envoy protos in api/envoy. Config-time code.
+ *
+ * Threads: pilot_translate only reads the model (immutable) and the proxy, so any number of
+ * threads may translate at once, each holding a reference to the snapshot it works from,
+ * while the store publishes newer snapshots on its own thread. */
 #ifndef WEFT_PILOT_TRANSLATE_H
 #define WEFT_PILOT_TRANSLATE_H
 
@@ -73,6 +77,12 @@ struct pilot_resources {
 int pilot_translate(const struct pilot_model *m, const struct pilot_proxy *p, enum pilot_type t,
                     struct pilot_resources *out, struct istio_errors *warnings);
 void pilot_resources_free(struct pilot_resources *r);
+
+/* The problems istioctl analyze would report about references between objects and
+ * validation cannot see: VirtualService destinations whose host is not in the registry or
+ * whose subset no DestinationRule defines. Appends one line per problem to warnings.
+ * Returns 0, or -1 when out of memory. */
+int pilot_check_references(const struct pilot_model *m, struct istio_errors *warnings);
 
 /* What `weftd --dump` prints: for type t (or every type in ADS order, CDS EDS LDS RDS, when
  * t < 0) a DiscoveryResponse {versionInfo: model version, resources: [Any...], typeUrl} as

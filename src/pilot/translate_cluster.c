@@ -2,6 +2,8 @@
  * BlackHole) and EDS (ClusterLoadAssignments filtered by subset labels). */
 #include "pilot/translate_internal.h"
 
+#include "weft/k8s/v1/core.pb-c.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -408,6 +410,33 @@ static size_t inbound_ports(struct tctx *c, struct inbound_port *out, size_t max
                 if (!dup && n < max)
                     out[n++] = (struct inbound_port){ep->port, s->ports[p].protocol, s, &s->ports[p]};
             }
+    }
+    /* A proxy that no WorkloadEntry describes (a pod, or a VM known by its node metadata):
+     * the Kubernetes Services of its namespace whose selector picks its labels, on their
+     * numeric target ports (a named one needs the workload's port list). */
+    for (size_t i = 0; c->p->n_labels && i < r->n; i++) {
+        const struct reg_service *s = &r->svcs[i];
+        if (!s->obj || s->obj->kind != ISTIO_K8S_SERVICE || strcmp(s->ns, c->p->ns))
+            continue;
+        const Weft__K8s__V1__ServiceSpec *spec = (const void *)s->obj->spec;
+        if (!spec->n_selector)
+            continue;
+        struct istio_kv *sel;
+        int ns = istio_map_to_kv((ProtobufCMessage *const *)spec->selector, spec->n_selector, &sel);
+        int match = ns > 0 && istio_labels_match(sel, (size_t)ns, c->p->labels, c->p->n_labels);
+        free(sel);
+        if (!match)
+            continue;
+        for (size_t p = 0; p < s->n_ports; p++) {
+            if (s->ports[p].target_name)
+                continue;
+            uint32_t port = s->ports[p].target_port ? s->ports[p].target_port : s->ports[p].port;
+            int dup = 0;
+            for (size_t k = 0; k < n; k++)
+                dup |= out[k].port == port;
+            if (!dup && n < max)
+                out[n++] = (struct inbound_port){port, s->ports[p].protocol, s, &s->ports[p]};
+        }
     }
     return n;
 }

@@ -84,6 +84,9 @@ int t_gen_routes(struct tctx *c, json_t *out);
 int t_service_routes(struct tctx *c, const struct reg_service *s, const struct reg_port *port,
                      const struct istio_object *vs, const char *gw_ns, const char *gw_name,
                      json_t *routes);
+/* Resolves every destination of VirtualService vs (warning about unknown hosts and
+ * subsets, as translation does). Returns 0 or -1. */
+int t_check_vs(struct tctx *c, const struct istio_object *vs);
 /* The retry policy Istio uses when a route sets none. */
 json_t *t_default_retry(void);
 /* HCM filter for RDS name rds (or an inline route config when inline_rc is set, stolen);

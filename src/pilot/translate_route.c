@@ -748,7 +748,21 @@ static int sidecar_route_config(struct tctx *c, uint32_t port, json_t *out)
     return 0;
 }
 
-/* Ports of Gateway servers that select this router (HTTP family only). */
+static json_t *find_named(json_t *arr, const char *name)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(arr, i, v)
+        if (!strcmp(json_string_value(json_object_get(v, "name")), name))
+            return v;
+    return NULL;
+}
+
+/* The route configurations of the Gateway servers that select this router: "http.PORT" for
+ * HTTP servers (all servers of one port share it, as Istio merges them) and
+ * "https.PORT.NAME.GW.NS" for terminated HTTPS ones. Each VirtualService bound to the
+ * gateway adds its routes to the virtual host of each of its hosts that a server covers;
+ * several VirtualServices for one host share the virtual host (their routes in order). */
 static int gateway_route_configs(struct tctx *c, json_t *out)
 {
     size_t first, n = pilot_model_kind(c->m, ISTIO_GATEWAY, &first);
@@ -767,11 +781,6 @@ static int gateway_route_configs(struct tctx *c, json_t *out)
             char name[300];
             if (reg_protocol_is_http(pr)) {
                 snprintf(name, sizeof name, "http.%u", srv->port->number);
-                int dup = 0;
-                for (size_t k = 0; k < json_array_size(out); k++)
-                    dup |= !strcmp(json_string_value(json_object_get(json_array_get(out, k), "name")), name);
-                if (dup)
-                    continue; /* servers of one port share http.PORT (Istio merges them) */
             } else if ((pr == REG_PROTO_HTTPS || pr == REG_PROTO_TLS) && srv->tls &&
                        (srv->tls->mode == ISTIO__NETWORKING__V1ALPHA3__SERVER_TLSSETTINGS__TLSMODE__SIMPLE ||
                         srv->tls->mode == ISTIO__NETWORKING__V1ALPHA3__SERVER_TLSSETTINGS__TLSMODE__MUTUAL ||
@@ -781,12 +790,18 @@ static int gateway_route_configs(struct tctx *c, json_t *out)
             } else {
                 continue;
             }
-            json_t *vhosts = json_array();
+            json_t *rc = find_named(out, name);
+            if (!rc) {
+                rc = json_pack("{s:s,s:[],s:b}", "name", name, "virtualHosts", "validateClusters", 0);
+                json_array_append_new(out, rc);
+            }
+            json_t *vhosts = json_object_get(rc, "virtualHosts");
+            int redirect = srv->tls && srv->tls->https_redirect && reg_protocol_is_http(reg_protocol_from(srv->port->protocol, NULL));
             size_t vf, vn = pilot_model_kind(c->m, ISTIO_VIRTUAL_SERVICE, &vf);
             for (size_t v = vf; v < vf + vn; v++) {
                 const struct istio_object *vso = c->m->objs[v];
                 const VirtualService *vs = (const void *)vso->spec;
-                if (!t_vs_bound(vso, vs->gateways, vs->n_gateways, go->ns, go->name))
+                if (!vs->n_http || !t_vs_bound(vso, vs->gateways, vs->n_gateways, go->ns, go->name))
                     continue;
                 for (size_t h = 0; h < vs->n_hosts; h++) {
                     int covered = 0;
@@ -797,36 +812,50 @@ static int gateway_route_configs(struct tctx *c, json_t *out)
                     }
                     if (!covered)
                         continue;
-                    json_t *routes = json_array();
-                    struct reg_service fake = {.hostname = vs->hosts[h], .name = vs->hosts[h], .ns = vso->ns};
-                    struct reg_port fp = {.port = srv->port->number, .protocol = pr};
-                    if (t_service_routes(c, &fake, &fp, vso, go->ns, go->name, routes) < 0) {
-                        json_decref(routes);
-                        json_decref(vhosts);
-                        return -1;
-                    }
                     char vname[300], d2[300];
                     snprintf(vname, sizeof vname, "%s:%u", vs->hosts[h], srv->port->number);
-                    snprintf(d2, sizeof d2, "%s:*", vs->hosts[h]);
-                    json_t *domains = !strcmp(vs->hosts[h], "*") ? json_pack("[s]", "*")
-                                                                 : json_pack("[s,s]", vs->hosts[h], d2);
-                    json_t *vh = json_pack("{s:s,s:o,s:o,s:b}", "name", vname, "domains", domains, "routes",
-                                           routes, "includeRequestAttemptCount", 1);
-                    if (srv->tls && srv->tls->https_redirect && reg_protocol_is_http(reg_protocol_from(srv->port->protocol, NULL)))
-                        json_object_set_new(vh, "requireTls", json_string("ALL"));
-                    json_array_append_new(vhosts, vh);
+                    json_t *vh = find_named(vhosts, vname);
+                    if (!vh) {
+                        snprintf(d2, sizeof d2, "%s:*", vs->hosts[h]);
+                        json_t *domains = !strcmp(vs->hosts[h], "*") ? json_pack("[s]", "*")
+                                                                     : json_pack("[s,s]", vs->hosts[h], d2);
+                        vh = json_pack("{s:s,s:o,s:[],s:b}", "name", vname, "domains", domains, "routes",
+                                       "includeRequestAttemptCount", 1);
+                        if (redirect)
+                            json_object_set_new(vh, "requireTls", json_string("ALL"));
+                        json_array_append_new(vhosts, vh);
+                    } else if (json_object_get(vh, "_vs_") &&
+                               !strcmp(json_string_value(json_object_get(vh, "_vs_")), vso->name) &&
+                               !strcmp(json_string_value(json_object_get(vh, "_ns_")), vso->ns)) {
+                        continue; /* the same VirtualService through another server of the port */
+                    }
+                    json_object_set_new(vh, "_vs_", json_string(vso->name));
+                    json_object_set_new(vh, "_ns_", json_string(vso->ns));
+                    struct reg_service fake = {.hostname = vs->hosts[h], .name = vs->hosts[h], .ns = vso->ns};
+                    struct reg_port fp = {.port = srv->port->number, .protocol = pr};
+                    if (t_service_routes(c, &fake, &fp, vso, go->ns, go->name, json_object_get(vh, "routes")) < 0)
+                        return -1;
                 }
             }
-            if (!json_array_size(vhosts)) {
-                char vname[64];
-                snprintf(vname, sizeof vname, "blackhole:%u", srv->port->number);
-                json_array_append_new(vhosts, json_pack("{s:s,s:[s],s:[{s:s,s:{s:s},s:{s:i}}]}", "name", vname,
-                                                        "domains", "*", "routes", "name", "default",
-                                                        "match", "prefix", "/", "directResponse",
-                                                        "status", 404));
-            }
-            json_array_append_new(out, json_pack("{s:s,s:o,s:b}", "name", name, "virtualHosts", vhosts,
-                                                 "validateClusters", 0));
+        }
+    }
+    /* drop the bookkeeping keys; a configuration without virtual hosts answers 404 */
+    size_t i, k;
+    json_t *rc, *vh;
+    json_array_foreach(out, i, rc) {
+        json_t *vhosts = json_object_get(rc, "virtualHosts");
+        json_array_foreach(vhosts, k, vh) {
+            json_object_del(vh, "_vs_");
+            json_object_del(vh, "_ns_");
+        }
+        if (!json_array_size(vhosts)) {
+            const char *nm = json_string_value(json_object_get(rc, "name"));
+            const char *dot = strchr(nm, '.');
+            char vname[64];
+            snprintf(vname, sizeof vname, "blackhole:%.*s", (int)strcspn(dot ? dot + 1 : "", "."), dot ? dot + 1 : "");
+            json_array_append_new(vhosts, json_pack("{s:s,s:[s],s:[{s:s,s:{s:s},s:{s:i}}]}", "name", vname,
+                                                    "domains", "*", "routes", "name", "default", "match",
+                                                    "prefix", "/", "directResponse", "status", 404));
         }
     }
     return 0;
@@ -852,5 +881,35 @@ int t_gen_routes(struct tctx *c, json_t *out)
     for (size_t k = 0; k < np; k++)
         if (sidecar_route_config(c, ports[k], out) < 0)
             return -1;
+    return 0;
+}
+
+int t_check_vs(struct tctx *c, const struct istio_object *vso)
+{
+    const VirtualService *vs = (const void *)vso->spec;
+    for (size_t i = 0; i < vs->n_http; i++) {
+        const HTTPRoute *r = vs->http[i];
+        for (size_t k = 0; k < r->n_route + (r->mirror != NULL) + r->n_mirrors; k++) {
+            const Istio__Networking__V1alpha3__Destination *d =
+                k < r->n_route ? r->route[k]->destination
+                : k == r->n_route && r->mirror ? r->mirror
+                : r->mirrors[k - r->n_route - (r->mirror != NULL)]->destination;
+            char *cl = dest_cluster(c, vso, d, 0);
+            if (!cl)
+                return -1;
+            free(cl);
+        }
+    }
+    for (size_t i = 0; i < vs->n_tcp + vs->n_tls; i++) {
+        Istio__Networking__V1alpha3__RouteDestination *const *route =
+            i < vs->n_tcp ? vs->tcp[i]->route : vs->tls[i - vs->n_tcp]->route;
+        size_t nr = i < vs->n_tcp ? vs->tcp[i]->n_route : vs->tls[i - vs->n_tcp]->n_route;
+        for (size_t k = 0; k < nr; k++) {
+            char *cl = dest_cluster(c, vso, route[k]->destination, 0);
+            if (!cl)
+                return -1;
+            free(cl);
+        }
+    }
     return 0;
 }

@@ -46,6 +46,21 @@ try:
 finally:
     shutil.rmtree(work)
 
+# --validate warns about references between objects without failing
+work = tempfile.mkdtemp(prefix="weftd-warn-")
+try:
+    for f in os.listdir(SAMPLE):
+        shutil.copy(os.path.join(SAMPLE, f), work)
+    with open(os.path.join(work, "vs.yaml"), "w") as f:
+        f.write("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\n"
+                "spec:\n  hosts: [reviews]\n  http:\n  - route: [{destination: {host: reviews, subset: v7}}]\n")
+    r = weftd("--config-dir", work, "--validate")
+    want = ("warning: %s/vs.yaml:1: VirtualService default/reviews: subset v7 of "
+            "reviews.default.svc.cluster.local is not defined by any DestinationRule" % work)
+    check("undefined subset is a warning", r.returncode == 0 and want in r.stdout.splitlines(), r.stdout)
+finally:
+    shutil.rmtree(work)
+
 # --dump: all four types in ADS order, then one type
 r = weftd("--config-dir", SAMPLE, "--dump", PRODUCTPAGE)
 ok = r.returncode == 0

@@ -317,6 +317,11 @@ static void test_invalid_kept_apart(void)
 
 static void test_helpers(void)
 {
+    /* the generated type registry knows the Istio messages too */
+    CHECK(pbmap_find_type("type.googleapis.com/istio.networking.v1alpha3.VirtualService") ==
+          &istio__networking__v1alpha3__virtual_service__descriptor);
+    CHECK(pbmap_find_type("istio.security.v1beta1.PeerAuthentication") != NULL);
+    CHECK(pbmap_find_type("weft.k8s.v1.ServiceSpec") == &weft__k8s__v1__service_spec__descriptor);
     char *h = istio_resolve_host("reviews", "prod", "cluster.local");
     CHECK_EQ_STR(h, "reviews.prod.svc.cluster.local");
     free(h);

@@ -136,7 +136,7 @@ static void on_tick(struct loop *l, struct timer *t)
         put("later/gw.yaml", "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: g}\n"
                               "spec: {servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]}\n");
         g_step = 2;
-    } else if ((g_step >= 2 && g_ws.n_objs == 3) || g_step > 60) {
+    } else if ((g_step >= 2 && g_ws.n_objs == 3) || g_step > 200) { /* 10 s at most */
         loop_stop(l);
         return;
     } else {

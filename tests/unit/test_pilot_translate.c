@@ -157,6 +157,8 @@ static void test_tls(void)
     golden("tls-ingress.rds", tls, ingress, PILOT_RDS, "istio=ingressgateway");
     golden("tls-productpage.lds", tls, productpage, PILOT_LDS, NULL);
     golden("tls-productpage.cds", tls, productpage, PILOT_CDS, NULL);
+    static const char *const merge[] = {"tests/data/istio/translate/gateway-merge.yaml", NULL};
+    golden("gateway-merge.rds", merge, ingress, PILOT_RDS, "istio=ingressgateway");
 }
 
 /* Checks on the messages themselves, independent of the golden text. */
@@ -249,6 +251,21 @@ static void test_node_metadata(void)
         CHECK_EQ_STR(p.labels[0].key, "app");
         CHECK_EQ_STR(p.labels[1].value, "v1");
     }
+    /* no WorkloadEntry at 10.0.0.9: the inbound side comes from the Services selecting its
+     * labels in its namespace (ratings is in default, so use that namespace) */
+    struct pilot_model *m = model(NULL);
+    if (m) {
+        free(p.ns);
+        p.ns = strdup("default");
+        struct pilot_resources r;
+        CHECK_EQ_INT(pilot_translate(m, &p, PILOT_CDS, &r, NULL), 0);
+        int inbound = 0;
+        for (size_t i = 0; i < r.n; i++)
+            inbound |= !strcmp(r.names[i], "inbound|9080||");
+        CHECK(inbound);
+        pilot_resources_free(&r);
+        pilot_model_unref(m);
+    }
     pilot_proxy_free(&p);
     protobuf_c_message_free_unpacked(&node->base, NULL);
 }
@@ -286,6 +303,12 @@ static void test_warnings(void)
         CHECK_EQ_STR(warn.msgs[1], "vs.yaml:1: VirtualService default/r: destination host nowhere.default.svc.cluster.local is not in the registry");
     }
     pilot_resources_free(&r);
+    istio_errors_free(&warn);
+    /* the same problems without a proxy, as weftd --validate reports them */
+    CHECK_EQ_INT(pilot_check_references(m, &warn), 0);
+    CHECK_EQ_INT(warn.n, 2);
+    if (warn.n == 2)
+        CHECK(strstr(warn.msgs[0], "subset v9 of reviews.default.svc.cluster.local") != NULL);
     istio_errors_free(&warn);
     pilot_proxy_free(&p);
     pilot_model_unref(m);
