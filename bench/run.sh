@@ -4,7 +4,8 @@
 # each, wrk with one thread. Writes bench/RESULTS.md (ratios to HAProxy).
 # Each proxy is measured ROUNDS times, interleaved, and the median round (by requests/s) is
 # reported: on a 2-core machine shared by wrk, the backend and the proxy, single runs are noisy.
-# Env: DURATION (s, default 10), CONNS (default 16), ROUNDS (default 3).
+# Then runs bench/h2.sh and bench/tls.sh, which append their sections.
+# Env: DURATION (s, default 10), CONNS (default 16), ROUNDS (default 3), also passed to those.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${WEFT_BIN:-build/bin}
@@ -138,4 +139,12 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
   done
 } > bench/RESULTS.md.new
 mv bench/RESULTS.md.new bench/RESULTS.md
+
+# HTTP/2 (h2load) and TLS (handshakes, resumed mTLS) through the same three proxies, with this
+# run's processes stopped first: each script appends its own section to RESULTS.md.
+cleanup
+trap - EXIT
+export DURATION ROUNDS
+bench/h2.sh
+bench/tls.sh
 cat bench/RESULTS.md
