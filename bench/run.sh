@@ -137,6 +137,11 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
     idle_var="idle_$p"
     echo "| $p | ${RPS[$p]} | $(ratio "${RPS[$p]}" "${RPS[haproxy]}") | ${P50[$p]} | ${P99[$p]} | $(ratio "$(to_us "${P99[$p]}")" "$(to_us "${P99[haproxy]}")") | ${CPU[$p]} | $(ratio "${CPU[$p]}" "${CPU[haproxy]}") | ${!idle_var} | ${RSS[$p]} |"
   done
+  # The other sections (HTTP/2, TLS, weftd) are kept: their own scripts replace them.
+  if [ -f bench/RESULTS.md ] && grep -q '^## ' bench/RESULTS.md; then
+    echo
+    awk '/^## /{p=1} p' bench/RESULTS.md
+  fi
 } > bench/RESULTS.md.new
 mv bench/RESULTS.md.new bench/RESULTS.md
 
