@@ -725,7 +725,7 @@ static void start_stream(struct hconn *d, int head_len)
         bridge_start(d);
         return;
     }
-    s->wc = worker_cluster(w, s->cluster);
+    s->wc = worker_cluster_in(w, d->snap, s->cluster);
     wcluster_hold(s->wc);
     struct stat_block *cs = s->wc->c->stats;
     s->si.upstream_cluster = s->wc->c->name;
@@ -1497,6 +1497,7 @@ void http_conn_start(struct worker *w, struct listener_config *lc, struct filter
     timer_init(&d->idle_timer, on_idle_timeout, d);
     timer_init(&d->s.timer, on_route_timeout, d);
     d->link.drain = drain_conn;
+    d->link.lc = lc;
     conn_link_add(&w->conns, &d->link);
     w->n_conns++;
     hstat(d, HS_DOWNSTREAM_CX_TOTAL, 1);

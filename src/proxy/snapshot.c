@@ -604,8 +604,8 @@ static int build_cluster(struct ctx *c, const Cluster *pc, struct cluster *cl)
     case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__EDS: cl->type = CLUSTER_EDS; break;
     default: return fail(c, "type: unsupported discovery type %d", pc->type);
     }
-    if (cl->type == CLUSTER_EDS)
-        return fail(c, "type: EDS clusters need xDS, which is not supported yet");
+    /* EDS: the xDS client puts the ClusterLoadAssignment in load_assignment (xds_compose.c);
+     * its hosts are then built as a STATIC cluster's. */
 
     struct lb_config lbc;
     lb_config_defaults(&lbc, LB_ROUND_ROBIN);
@@ -671,7 +671,7 @@ static int build_cluster(struct ctx *c, const Cluster *pc, struct cluster *cl)
             bool healthy = hsv == 0 || hsv == 1 || hsv == 5;
             const char *ip = a->socket_address->address ? a->socket_address->address : "";
             uint32_t port = a->socket_address->port_value;
-            if (cl->type == CLUSTER_STATIC) {
+            if (cl->type == CLUSTER_STATIC || cl->type == CLUSTER_EDS) {
                 struct sockaddr_storage ss;
                 socklen_t len;
                 push(c, ".endpoint.address");
