@@ -5,7 +5,7 @@ pkgs=(
   build-essential cmake pkg-config clang libclang-rt-14-dev
   libssl-dev libnghttp2-dev libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev protobuf-compiler
   libyaml-dev libjansson-dev libc-ares-dev libpcre2-dev libxxhash-dev
-  curl wrk haproxy nginx-light nghttp2-client python3 python3-h2 python3-hyperframe python3-hpack python3-grpcio openssl
+  curl wrk haproxy nginx-light nghttp2-client python3 python3-h2 python3-hyperframe python3-hpack python3-grpcio python3-protobuf openssl
   iproute2 iptables procps
 )
 missing=()

@@ -137,8 +137,7 @@ enum net_filter_kind { NF_HTTP, NF_TCP_PROXY };
 struct header_mutation;  /* defined by route.h */
 
 struct hcm_config {
-    struct snapshot *snap;         /* the snapshot this belongs to (not a reference); set for xDS
-                                    * snapshots (xds_compose.c), NULL for the bootstrap's */
+    struct snapshot *snap;         /* the snapshot this belongs to (not a reference; snapshot_build) */
     char *stat_prefix;
     struct stat_block *stats;      /* "http.<stat_prefix>." */
     struct route_table *routes;

@@ -1338,6 +1338,14 @@ struct snapshot *snapshot_build(const struct ProtobufCMessage *msg, char *err, s
             }
         }
     }
+    for (size_t i = 0; i < s->n_listeners; i++) {
+        struct listener_config *lc = s->listeners[i];
+        for (size_t j = 0; j <= lc->n_chains; j++) {
+            struct filter_chain *fc = j < lc->n_chains ? lc->chains[j] : lc->default_chain;
+            if (fc && fc->hcm)
+                fc->hcm->snap = s; /* a stream finds its own snapshot's clusters (worker_cluster_in) */
+        }
+    }
     s->config_json = render_config_dump(b);
     return s;
 fail:

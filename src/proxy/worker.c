@@ -162,19 +162,24 @@ static void old_snap_free(struct worker *w, struct old_snap *o)
     free(o);
 }
 
-/* Once a second: forget old snapshots no connection uses any more (the worker holds the
- * last reference). */
+/* Once a second: forget old snapshots no connection uses any more (the worker holds the last
+ * reference), oldest first, and only while every older one is gone too: a stream of an older
+ * snapshot may hold the state of a newer snapshot's cluster (worker_cluster_in maps it there),
+ * which must outlive that stream. */
 static void on_reap_tick(struct loop *l, struct timer *t)
 {
     struct worker *w = t->data;
-    for (struct old_snap **pp = &w->old; *pp;) {
-        struct old_snap *o = *pp;
-        if (atomic_load(&o->snap->refs) == 1) {
-            *pp = o->next;
-            old_snap_free(w, o);
-        } else {
-            pp = &o->next;
-        }
+    for (;;) {
+        struct old_snap **pp = &w->old;
+        if (!*pp)
+            break;
+        while ((*pp)->next)
+            pp = &(*pp)->next;
+        struct old_snap *o = *pp; /* the oldest */
+        if (atomic_load(&o->snap->refs) != 1)
+            break;
+        *pp = NULL;
+        old_snap_free(w, o);
     }
     if (w->old)
         timer_start(l, t, 1000);

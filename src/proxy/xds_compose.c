@@ -406,11 +406,6 @@ struct snapshot *xds_snapshot_build(const ProtobufCMessage *bm, const struct xds
         struct listener_config *lc = s->listeners[i];
         /* The listener as received: a route change (RDS) alone does not drain its connections. */
         lc->config_hash = hash_msg(i < nsl ? &ll[i]->base : lres[i - nsl]->msg);
-        for (size_t j = 0; j < lc->n_chains + 1; j++) {
-            struct filter_chain *fc = j < lc->n_chains ? lc->chains[j] : lc->default_chain;
-            if (fc && fc->hcm)
-                fc->hcm->snap = s; /* lets a stream find its own snapshot's clusters (worker_cluster_in) */
-        }
     }
     render_dump(s, nsc, nsl, sets, lres, nl);
 out:

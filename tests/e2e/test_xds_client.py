@@ -195,6 +195,21 @@ check("resync re-subscribes EDS/LDS/RDS with names and versions", all(ads.wait_r
 check("server back: connected_state 1, traffic still flows",
       wait_for(lambda: proxy.stats().get("control_plane.connected_state") == 1, 5) and get(lport)[0] == 200)
 
+# --- warming: a new EDS cluster is warm before the routes that use it go live ---
+be_c = weft.backend("c")
+ads.set(CDS, [cluster("be", "be-svc"), cluster("be2", "be2-svc")], "c2")
+ads.wait_request(lambda n, rq: rq.type_url == EDS and "be2-svc" in rq.resource_names, 3)
+ads.set(RDS, [routes("r1", "be2", "warm")], "rw")
+ads.wait_request(lambda n, rq: rq.type_url == RDS and rq.version_info == "rw", 3)
+time.sleep(0.3)
+st, h, _ = get(lport)
+check("routes to a cluster still warming wait (the old route serves, no 503)", st == 200 and h.get("x-route") != "warm",
+      "%s %s" % (st, h))
+ads.set(EDS, [cla("be-svc", [be_b]), cla("be2-svc", [be_c])], "e3")
+r = wait_for(lambda: get(lport)[1].get("x-backend") == "c", 1.0)
+check("once its ClusterLoadAssignment arrives, the new cluster and its routes go live together", r
+      and get(lport)[1].get("x-route") == "warm")
+
 # --- zero non-2xx under load while routes and endpoints change ---
 stop = threading.Event()
 counts = {"ok": 0, "bad": 0, "err": 0}
