@@ -210,9 +210,15 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
         c->ping_outstanding = false;
         return 0;
     }
+    struct grpc_ccall *k = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+    if (k && (f->hd.flags & NGHTTP2_FLAG_END_STREAM) && (f->hd.type == NGHTTP2_HEADERS || f->hd.type == NGHTTP2_DATA) &&
+        !k->eof_sent) {
+        /* The server is done: the call is over even though we could still send. Close our
+         * side too (RST_STREAM NO_ERROR, as gRPC clients do), which ends the stream. */
+        nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_NO_ERROR);
+    }
     if (f->hd.type != NGHTTP2_HEADERS)
         return 0;
-    struct grpc_ccall *k = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
     if (!k || k->got_headers || f->headers.cat != NGHTTP2_HCAT_RESPONSE)
         return 0;
     k->got_headers = true;
@@ -445,6 +451,13 @@ void grpc_client_free(struct grpc_client *c)
 bool grpc_client_alive(const struct grpc_client *c) { return c && !c->dead; }
 bool grpc_client_connected(const struct grpc_client *c) { return c && !c->dead && c->connected && !c->connecting; }
 
+/* Asks the loop to flush soon: sends happen outside the caller's stack. */
+static void kick(struct grpc_client *c)
+{
+    if (c->connected && !c->connecting && c->io.fd >= 0)
+        io_want_write(c->loop, &c->io, true); /* EPOLLOUT fires at once on a writable socket */
+}
+
 struct grpc_ccall *grpc_client_call(struct grpc_client *c, const char *path, const struct grpc_ccall_handler *h,
                                     void *arg)
 {
@@ -477,14 +490,8 @@ struct grpc_ccall *grpc_client_call(struct grpc_client *c, const char *path, con
     if (c->calls)
         c->calls->prev = k;
     c->calls = k;
+    kick(c);
     return k;
-}
-
-/* Asks the loop to flush soon: sends happen outside the caller's stack. */
-static void kick(struct grpc_client *c)
-{
-    if (c->connected && !c->connecting && c->io.fd >= 0)
-        io_want_write(c->loop, &c->io, true); /* EPOLLOUT fires at once on a writable socket */
 }
 
 int grpc_ccall_send(struct grpc_ccall *k, const uint8_t *msg, size_t len)
