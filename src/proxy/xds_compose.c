@@ -347,8 +347,10 @@ struct snapshot *xds_snapshot_build(const ProtobufCMessage *bm, const struct xds
         snprintf(err, errlen, "out of memory");
         goto out;
     }
-    memcpy(cl, sr.clusters, nsc * sizeof *cl);
-    memcpy(ll, sr.listeners, nsl * sizeof *ll);
+    if (nsc)
+        memcpy(cl, sr.clusters, nsc * sizeof *cl);
+    if (nsl)
+        memcpy(ll, sr.listeners, nsl * sizeof *ll);
     for (size_t i = 0; i < cds->n; i++) {
         Cluster *c = (Cluster *)cds->r[i].msg;
         cnames[i] = cds->r[i].name;

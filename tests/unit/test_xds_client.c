@@ -216,11 +216,12 @@ static void test_nack_keeps_last_good(void)
     size_t n;
     uint8_t *b = response(XDS_RDS, ROUTE_YAML, "c2", "n6", &n);
     Envoy__Service__Discovery__V3__DiscoveryResponse *r = envoy__service__discovery__v3__discovery_response__unpack(NULL, n, b);
+    char *orig_url = r->type_url;
     r->type_url = (char *)xds_type_url(XDS_CDS);
     size_t n2 = protobuf_c_message_get_packed_size(&r->base);
     uint8_t *b2 = malloc(n2);
     protobuf_c_message_pack(&r->base, b2);
-    r->type_url = NULL;
+    r->type_url = orig_url;
     protobuf_c_message_free_unpacked(&r->base, NULL);
     CHECK_EQ_INT(xds_client_handle_response(x, b2, n2), 0);
     CHECK(last()->error_detail && strstr(last()->error_detail->message, "type_url"));
