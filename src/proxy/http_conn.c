@@ -1323,6 +1323,8 @@ static bool try_start(struct hconn *d)
 {
     if (d->draining)
         return false;
+    if (__builtin_expect(d->snap != d->w->snap, 0) && !d->h2 && !d->tp.ssl)
+        worker_rebind(d->w, &d->snap, &d->lc, &d->hcm, &d->link); /* xDS: new routes for the next request */
     read_downstream(d, 0);
     if (!d->in || buf_len(d->in) == 0)
         return false;

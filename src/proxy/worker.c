@@ -268,6 +268,39 @@ static void apply_snapshot(struct worker *w, struct snapshot *s)
         timer_start(w->loop, &w->reap_tick, 1000);
 }
 
+bool worker_rebind(struct worker *w, struct snapshot **snap, struct listener_config **lc, struct hcm_config **hcm,
+                   struct conn_link *link)
+{
+    struct snapshot *ns = w->snap;
+    const struct listener_config *ol = *lc;
+    for (size_t i = 0; i < ns->n_listeners; i++) {
+        struct listener_config *nl = ns->listeners[i];
+        if (strcmp(nl->name, ol->name) != 0)
+            continue;
+        if (nl->config_hash != ol->config_hash || !same_addr(nl, ol) || nl->n_chains != ol->n_chains)
+            return false;
+        /* The same Listener resource: the filter chain at the same place is the same chain. */
+        struct hcm_config *nh = NULL;
+        for (size_t j = 0; j <= ol->n_chains && !nh; j++) {
+            struct filter_chain *of = j < ol->n_chains ? ol->chains[j] : ol->default_chain;
+            struct filter_chain *nf = j < nl->n_chains ? nl->chains[j] : nl->default_chain;
+            if (of && of->hcm == *hcm)
+                nh = nf ? nf->hcm : NULL;
+        }
+        if (!nh)
+            return false;
+        struct snapshot *old = *snap;
+        *snap = snapshot_ref(ns);
+        *lc = nl;
+        *hcm = nh;
+        if (link)
+            link->lc = nl;
+        snapshot_unref(old);
+        return true;
+    }
+    return false;
+}
+
 void worker_update(struct worker *w, struct snapshot *s)
 {
     struct snapshot *old = atomic_exchange(&w->next_snap, s);

@@ -107,6 +107,14 @@ void worker_join_and_free(struct worker *w);
  * (close after the current exchange); the others finish on their snapshot. */
 void worker_update(struct worker *w, struct snapshot *s);
 
+/* Between two requests of a downstream connection accepted on an older snapshot: when the worker's
+ * snapshot still has the connection's listener unchanged (same name, address and Listener
+ * resource), moves the connection onto it (*snap, *lc, *hcm and link->lc replaced, the snapshot
+ * references swapped) so new requests see new routes (RDS), as Envoy's HCM does. Returns true
+ * when it moved. Main-loop code never calls it; the worker's own connections do. */
+bool worker_rebind(struct worker *w, struct snapshot **snap, struct listener_config **lc, struct hcm_config **hcm,
+                   struct conn_link *link);
+
 uint64_t worker_random(struct worker *w);
 /* This worker's current state for cluster index i, refreshed if the cluster's hosts changed.
  * Callers that keep it past the current event take a hold and put it back when done. */

@@ -138,6 +138,23 @@ ads.set(RDS, [routes("r1", "be", "v2")], "r2")
 r = wait_for(lambda: get(lport)[1].get("x-route") == "v2", 1.0)
 check("route change applied within a second", r, "%.3fs" % (time.time() - t))
 
+# --- a keep-alive connection gets the new routes on its next request (Envoy's RDS semantics) ---
+ka = http.client.HTTPConnection("127.0.0.1", lport, timeout=5)
+ka.request("GET", "/")
+r1 = ka.getresponse()
+r1.read()
+ads.set(RDS, [routes("r1", "be", "v2b")], "r2b")
+time.sleep(0.3)
+ka.request("GET", "/")
+r2 = ka.getresponse()
+r2.read()
+check("a keep-alive connection sees a route change on its next request, and stays open",
+      r1.getheader("x-route") == "v2" and r2.getheader("x-route") == "v2b" and r2.status == 200
+      and (r2.getheader("connection") or "").lower() != "close", "%s %s" % (r1.getheader("x-route"), r2.getheaders()))
+ka.close()
+ads.set(RDS, [routes("r1", "be", "v2")], "r2")
+wait_for(lambda: get(lport)[1].get("x-route") == "v2", 1.0)
+
 # --- endpoint change ---
 ads.set(EDS, [cla("be-svc", [be_b])], "e2")
 r = wait_for(lambda: get(lport)[1].get("x-backend") == "b", 1.0)
