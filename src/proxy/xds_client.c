@@ -203,18 +203,19 @@ static void subscribe_wildcard(struct xds_client *x, enum xds_type t)
 
 /* --- publishing (warming) --- */
 
-static void maybe_publish(struct xds_client *x);
+static void maybe_publish(struct xds_client *x, struct snapshot *built);
 
 static void on_warm_timer(struct loop *l, struct timer *t)
 {
     (void)l;
-    maybe_publish(t->data);
+    maybe_publish(t->data, NULL);
 }
 
 /* Publishes a snapshot of the accepted resources unless clusters or routes are warming.
  * Envoy's order: clusters (CDS, then their EDS) warm before LDS is asked for; a listener
- * update waits until the clusters it may use are warm. */
-static void maybe_publish(struct xds_client *x)
+ * update waits until the clusters it may use are warm. built (consumed; may be NULL) is a
+ * snapshot already built from exactly the accepted resources. */
+static void maybe_publish(struct xds_client *x, struct snapshot *built)
 {
     uint64_t now = loop_now_ms(x->loop), next = 0;
     for (int t = 0; t < XDS_NTYPES; t++) {
@@ -235,10 +236,16 @@ static void maybe_publish(struct xds_client *x)
         subscribe_wildcard(x, XDS_LDS);
     if (next)
         timer_start(x->loop, &x->warm_timer, next - now);
-    if (x->sub[XDS_CDS].warming || x->sub[XDS_EDS].warming || x->sub[XDS_RDS].warming)
+    if (x->sub[XDS_CDS].warming || x->sub[XDS_EDS].warming || x->sub[XDS_RDS].warming ||
+        (!x->sub[XDS_CDS].set.n && !x->sub[XDS_LDS].set.n && !x->sub[XDS_CDS].version[0])) {
+        if (built)
+            snapshot_unref(built);
         return;
-    if (!x->sub[XDS_CDS].set.n && !x->sub[XDS_LDS].set.n && !x->sub[XDS_CDS].version[0])
-        return; /* nothing dynamic yet */
+    }
+    if (built) {
+        x->hooks.publish(x->hooks.arg, built);
+        return;
+    }
     struct xds_set sets[XDS_NTYPES];
     for (int t = 0; t < XDS_NTYPES; t++)
         sets[t] = x->sub[t].set;
@@ -256,7 +263,7 @@ void xds_client_expire_warming(struct xds_client *x)
     for (int t = 0; t < XDS_NTYPES; t++)
         if (x->sub[t].warming)
             x->sub[t].warm_deadline_ms = 1;
-    maybe_publish(x);
+    maybe_publish(x, NULL);
 }
 
 /* --- responses --- */
@@ -415,15 +422,14 @@ int xds_client_handle_response(struct xds_client *x, const uint8_t *msg, size_t 
     char err[1024] = "";
     struct xds_set cand = {0};
     int rc = decode(x, t, r, &cand, err, sizeof err);
+    struct snapshot *snap = NULL;
     if (rc == 0) {
         struct xds_set sets[XDS_NTYPES];
         for (int i = 0; i < XDS_NTYPES; i++)
             sets[i] = x->sub[i].set;
         sets[t] = cand;
-        struct snapshot *snap = xds_snapshot_build(&x->b->base, sets, err, sizeof err);
-        if (snap)
-            snapshot_unref(snap); /* it builds; maybe_publish makes the one that goes live */
-        else
+        snap = xds_snapshot_build(&x->b->base, sets, err, sizeof err);
+        if (!snap)
             rc = -1;
     }
     if (rc < 0) {
@@ -455,7 +461,7 @@ int xds_client_handle_response(struct xds_client *x, const uint8_t *msg, size_t 
     }
     follow_up(x, t);     /* new EDS / RDS names are asked for before the ACK, as Envoy does */
     send_request(x, t, NULL); /* ACK */
-    maybe_publish(x);
+    maybe_publish(x, snap);    /* the candidate is exactly the accepted resources */
     return 1;
 }
 
