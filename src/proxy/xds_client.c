@@ -551,8 +551,9 @@ static void connect_stream(struct xds_client *x)
         return;
     }
     struct grpc_client_config cfg = {.max_message = XDS_MAX_RESPONSE,
-                                     .connect_timeout_ms = (uint32_t)s->clusters[i]->connect_timeout_ms,
-                                     .keepalive_ms = 30000};
+                                     .connect_timeout_ms = (uint32_t)s->clusters[i]->connect_timeout_ms};
+    /* No keepalive PINGs: Envoy sends them only with the cluster's connection_keepalive, and gRPC
+     * servers answer unsolicited frequent PINGs with GOAWAY too_many_pings. */
     x->gc = grpc_client_new(x->loop, (const struct sockaddr *)&hs->hosts[0].addr, hs->hosts[0].addrlen,
                             x->cluster_name, &cfg);
     host_set_release(hs);

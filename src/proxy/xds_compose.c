@@ -333,7 +333,7 @@ struct snapshot *xds_snapshot_build(const ProtobufCMessage *bm, const struct xds
     if (b->static_resources)
         sr = *b->static_resources;
     cb.static_resources = &sr;
-    cb.dynamic_resources = NULL;
+    /* dynamic_resources stay: snapshot_build ignores them and the bootstrap dump shows them. */
     size_t nsc = sr.n_clusters, nsl = sr.n_listeners;
     const struct xds_set *cds = &sets[XDS_CDS], *lds = &sets[XDS_LDS];
     Cluster **cl = calloc(nsc + cds->n + 1, sizeof *cl);
