@@ -231,7 +231,7 @@ static void render_dump(struct snapshot *s, size_t nsc, size_t nsl, const struct
     if (!root)
         return;
     json_t *configs = json_object_get(root, "configs");
-    json_t *bs = json_object_get(json_object_get(json_array_get(configs, 0), "bootstrap"), "static_resources");
+    json_t *bs = json_object_get(json_object_get(json_array_get(configs, 0), "bootstrap"), "staticResources");
     json_t *bl = json_object_get(bs, "listeners"), *bc = json_object_get(bs, "clusters");
     while (bl && json_array_size(bl) > nsl)
         json_array_remove(bl, nsl);

@@ -194,6 +194,15 @@ check("config_dump: dynamic_route_configs and endpoints",
       [(x["route_config"]["name"], x["version_info"]) for x in rd.get("dynamic_route_configs", [])] == [("r1", "r2")]
       and [x["endpoint_config"].get("cluster_name", x["endpoint_config"].get("clusterName")) for x in ed.get("dynamic_endpoint_configs", [])] == ["be-svc"], json.dumps(ed)[:600])
 
+boot_dump = by_type.get("BootstrapConfigDump", {}).get("bootstrap", {})
+check("config_dump: the bootstrap keeps dynamic_resources and only its own static clusters",
+      any(k in (boot_dump.get("dynamic_resources") or boot_dump.get("dynamicResources") or {})
+          for k in ("ads_config", "adsConfig"))
+      and [c["name"] for c in (boot_dump.get("static_resources") or boot_dump.get("staticResources") or {})
+           .get("clusters", [])] == ["xds-grpc"]
+      and not (boot_dump.get("static_resources") or boot_dump.get("staticResources") or {}).get("listeners"),
+      json.dumps(boot_dump)[:600])
+
 # --- static stability: the server goes away, comes back, the proxy resyncs ---
 ads.stop()
 time.sleep(0.3)
@@ -294,6 +303,16 @@ th.join(5)
 res = inflight.get("r")
 check("the removed listener's in-flight request finishes (drain)", isinstance(res, tuple) and res[0] == 200,
       str(res))
+
+# --- --mode validate on a dynamic bootstrap ---
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+    f.write(BOOT)
+v = subprocess.run([os.path.join(weft.BIN, "weft-proxy"), "--mode", "validate", "-c", f.name], capture_output=True,
+                   text=True, timeout=20)
+os.unlink(f.name)
+check("--mode validate accepts the dynamic bootstrap", v.returncode == 0 and "OK" in v.stdout, v.stdout + v.stderr)
 
 # --- a bad bootstrap ---
 rc, out = weft.run_proxy_expect_fail(BOOT.replace("cluster_name: xds-grpc}", "cluster_name: nope}"))
