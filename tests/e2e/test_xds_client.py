@@ -72,7 +72,7 @@ def wait_for(fn, timeout=5.0):
 
 
 be_a, be_b = weft.backend("a"), weft.backend("b")
-ads_port, admin, lport, lport2 = weft.free_port(), weft.free_port(), weft.free_port(), weft.free_port()
+ads_port, admin, lport, lport2, lport3 = (weft.free_port() for _ in range(5))
 ads = ads_server.AdsServer(ads_port).start()
 ads.set(CDS, [cluster("be", "be-svc")], "c1")
 ads.set(EDS, [cla("be-svc", [be_a])], "e1")
@@ -261,14 +261,17 @@ for i in range(20):
     ads.set(RDS, [routes("r1", "be", "load%d" % i)], "rl%d" % i)
     if i % 4 == 0:
         ads.set(EDS, [cla("be-svc", [be_a] if i % 8 == 0 else [be_a, be_b])], "el%d" % i)
+    if i == 10:  # a listener added next to l1: l1 keeps its socket and its connections
+        ads.set(LDS, [listener("l1", lport, "r1"), listener("l3", lport3, "r1")], "l3")
     time.sleep(0.1)
 time.sleep(0.3)
 stop.set()
 for th in threads:
     th.join(10)
 r = wait_for(lambda: get(lport)[1].get("x-route") == "load19", 2)
-check("zero non-2xx and zero errors under load during 20 route and 5 endpoint updates",
+check("zero non-2xx and zero errors under load during 20 route, 5 endpoint and 1 listener updates",
       counts["bad"] == 0 and counts["err"] == 0 and counts["ok"] > 50 and r, "%s %s" % (counts, errors[:5]))
+check("the listener added under load serves", wait_for(lambda: get(lport3)[0] == 200, 2))
 
 # --- listener removal: new one opens, the old port stops accepting, its in-flight request finishes ---
 inflight = {}
