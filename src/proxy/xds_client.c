@@ -72,7 +72,7 @@ struct xds_client {
     struct xds_sub sub[XDS_NTYPES];
     struct grpc_client *gc;
     struct grpc_ccall *call;
-    bool stream_open, started;
+    bool stream_open, started, closing;
     struct timer retry_timer, warm_timer;
     unsigned attempt;
     uint64_t rng;
@@ -501,12 +501,14 @@ static void on_call_done(struct grpc_ccall *call, void *arg, int status, const c
 {
     (void)call;
     struct xds_client *x = arg;
-    log_warn("xds: ADS stream to '%s' ended: %s %s", x->cluster_name, grpc_status_name(status) ? grpc_status_name(status) : "?",
+    if (!x->closing)
+        log_warn("xds: ADS stream to '%s' ended: %s %s", x->cluster_name, grpc_status_name(status) ? grpc_status_name(status) : "?",
              message);
     x->call = NULL;
     x->stream_open = false;
     set_connected(x, 0);
-    schedule_retry(x); /* the client object is freed from the retry timer, not here */
+    if (!x->closing)
+        schedule_retry(x); /* the client object is freed from the retry timer, not here */
 }
 
 static const struct grpc_ccall_handler ads_handler = {
@@ -712,8 +714,8 @@ void xds_client_free(struct xds_client *x)
     timer_stop(x->loop, &x->retry_timer);
     timer_stop(x->loop, &x->warm_timer);
     x->stream_open = false;
-    grpc_client_free(x->gc); /* runs on_call_done (which would schedule a retry): stop it again */
-    timer_stop(x->loop, &x->retry_timer);
+    x->closing = true;
+    grpc_client_free(x->gc); /* runs on_call_done, which schedules nothing now */
     set_connected(x, 0);
     for (int t = 0; t < XDS_NTYPES; t++) {
         struct xds_sub *s = &x->sub[t];
