@@ -46,6 +46,7 @@ struct grpc_client {
     uint8_t *out;                     /* bytes nghttp2 produced that the socket has not taken */
     size_t out_len, out_off;
     bool connecting, connected, dead, in_io, ping_outstanding;
+    int connect_errno;                /* connect() failed at once: reported from a 0 ms timer */
     char fail_reason[128];
 };
 
@@ -342,7 +343,11 @@ static void on_io(struct loop *l, struct io *io, uint32_t events)
 static void on_connect_timeout(struct loop *l, struct timer *t)
 {
     (void)l;
-    client_fail(t->data, "connect timeout");
+    struct grpc_client *c = t->data;
+    char why[128];
+    if (c->connect_errno)
+        snprintf(why, sizeof why, "connect: %s", strerror(c->connect_errno));
+    client_fail(c, c->connect_errno ? why : "connect timeout");
 }
 
 static void on_keepalive(struct loop *l, struct timer *t)
@@ -405,6 +410,7 @@ struct grpc_client *grpc_client_new(struct loop *l, const struct sockaddr *addr,
     c->connecting = true;
     if (connect(fd, addr, addrlen) < 0 && errno != EINPROGRESS) {
         /* Report it from the loop, as every other failure. */
+        c->connect_errno = errno;
         close(fd);
         fd = -1;
     }
