@@ -137,6 +137,7 @@ enum net_filter_kind { NF_HTTP, NF_TCP_PROXY };
 struct header_mutation;  /* defined by route.h */
 
 struct hcm_config {
+    struct snapshot *snap;         /* the snapshot this belongs to (not a reference; snapshot_build) */
     char *stat_prefix;
     struct stat_block *stats;      /* "http.<stat_prefix>." */
     struct route_table *routes;
@@ -248,6 +249,8 @@ struct listener_config {
     struct stat_block *tls_inspector_stats, *http_inspector_stats;
     struct access_log **access_logs;       /* Listener.access_log: connections that never reach a filter */
     size_t n_access_logs;
+    uint64_t config_hash;          /* xDS: hash of the Listener as received (rds not resolved); a
+                                    * worker drains the connections of a listener whose hash changed */
 };
 
 /* Listener filter stats, Envoy's global "tls_inspector." and "http_inspector." blocks. */

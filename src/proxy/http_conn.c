@@ -725,7 +725,7 @@ static void start_stream(struct hconn *d, int head_len)
         bridge_start(d);
         return;
     }
-    s->wc = worker_cluster(w, s->cluster);
+    s->wc = worker_cluster_in(w, d->snap, s->cluster);
     wcluster_hold(s->wc);
     struct stat_block *cs = s->wc->c->stats;
     s->si.upstream_cluster = s->wc->c->name;
@@ -1324,6 +1324,8 @@ static bool try_start(struct hconn *d)
 {
     if (d->draining)
         return false;
+    if (__builtin_expect(d->snap != d->w->snap, 0) && !d->h2 && !d->tp.ssl)
+        worker_rebind(d->w, &d->snap, &d->lc, &d->hcm, &d->link); /* xDS: new routes for the next request */
     read_downstream(d, 0);
     if (!d->in || buf_len(d->in) == 0)
         return false;
@@ -1498,6 +1500,7 @@ void http_conn_start(struct worker *w, struct listener_config *lc, struct filter
     timer_init(&d->idle_timer, on_idle_timeout, d);
     timer_init(&d->s.timer, on_route_timeout, d);
     d->link.drain = drain_conn;
+    d->link.lc = lc;
     conn_link_add(&w->conns, &d->link);
     w->n_conns++;
     hstat(d, HS_DOWNSTREAM_CX_TOTAL, 1);

@@ -20,6 +20,7 @@
 #include "proxy/dns.h"
 #include "proxy/version.h"
 #include "proxy/worker.h"
+#include "proxy/xds_client.h"
 
 #define MAX_CONFIG_BYTES (64u * 1024 * 1024)
 
@@ -43,6 +44,7 @@ struct proxy {
     struct timer drain_timer;
     struct timer housekeeping;
     struct dns *dns;
+    struct xds_client *xds;
     uint64_t drain_deadline_ms;
     const char *state;
     bool quitting;
@@ -178,8 +180,9 @@ static char *read_file(const char *path, size_t *len, char *err, size_t errlen)
     return buf;
 }
 
-/* Loads and checks the bootstrap; prints one line and returns NULL on any problem. */
-static struct snapshot *load(const struct opts *o)
+/* Loads and checks the bootstrap; prints one line and returns NULL on any problem. The decoded
+ * bootstrap is handed back in *bootstrap (the caller frees it) for the xDS client. */
+static struct snapshot *load(const struct opts *o, ProtobufCMessage **bootstrap)
 {
     char err[1024];
     struct pbmap_error pe;
@@ -205,7 +208,7 @@ static struct snapshot *load(const struct opts *o)
     Envoy__Config__Bootstrap__V3__Bootstrap *b = (Envoy__Config__Bootstrap__V3__Bootstrap *)m;
     struct snapshot *s = snapshot_build(m, err, sizeof err);
     (void)b;
-    protobuf_c_message_free_unpacked(m, NULL);
+    *bootstrap = m;
     if (!s) {
         fprintf(stderr, "weft-proxy: %s: %s\n", name, err);
         return NULL;
@@ -224,6 +227,38 @@ static struct snapshot *load(const struct opts *o)
 /* --- admin hooks --- */
 
 static struct snapshot *hook_snapshot(void *arg) { return snapshot_ref(((struct proxy *)arg)->snap); }
+
+/* --- xDS hooks --- */
+
+static struct snapshot *xds_current(void *arg) { return ((struct proxy *)arg)->snap; }
+
+/* A new snapshot from the xDS client: the main thread's, then each worker's (they switch on their
+ * own loop), and DNS follows the new clusters. */
+static void xds_publish(void *arg, struct snapshot *s)
+{
+    struct proxy *p = arg;
+    struct snapshot *old = p->snap;
+    s->version = old->version + 1;
+    p->snap = s;
+    for (unsigned i = 0; i < p->nworkers; i++)
+        worker_update(p->workers[i], snapshot_ref(s));
+    dns_stop(p->dns);
+    p->dns = dns_start(p->loop, s);
+    snapshot_unref(old);
+    if (strcmp(p->state, "INITIALIZING") == 0)
+        p->state = "LIVE";
+    log_info("config version %llu: %zu listeners, %zu clusters", (unsigned long long)s->version, s->n_listeners,
+             s->n_clusters);
+}
+
+/* Envoy is LIVE once the first xDS config is in, or when the initial fetch timed out. */
+static void on_init_timeout(struct loop *l, struct timer *t)
+{
+    (void)l;
+    struct proxy *p = t->data;
+    if (strcmp(p->state, "INITIALIZING") == 0)
+        p->state = "LIVE";
+}
 static const char *hook_state(void *arg) { return ((struct proxy *)arg)->state; }
 
 static void stop_workers_and_exit_loop(struct proxy *p)
@@ -296,10 +331,27 @@ int main(int argc, char **argv)
     if (r != 0)
         return r > 0 ? 0 : 1;
     stats_init(p.o.concurrency);
-    p.snap = load(&p.o);
-    if (!p.snap)
+    ProtobufCMessage *bootstrap = NULL;
+    p.snap = load(&p.o, &bootstrap);
+    if (!p.snap) {
+        if (bootstrap)
+            protobuf_c_message_free_unpacked(bootstrap, NULL);
         return 1;
+    }
+    {
+        char xerr[512];
+        struct xds_hooks xh = {.arg = &p, .publish = xds_publish, .current = xds_current};
+        p.xds = xds_client_new(NULL, bootstrap, &xh, p.o.service_node, p.o.service_cluster, xerr, sizeof xerr);
+        protobuf_c_message_free_unpacked(bootstrap, NULL);
+        if (!p.xds && xerr[0]) {
+            fprintf(stderr, "weft-proxy: %s: %s\n", p.o.config_path ? p.o.config_path : "--config-yaml", xerr);
+            snapshot_unref(p.snap);
+            stats_shutdown();
+            return 1;
+        }
+    }
     if (p.o.validate_only) {
+        xds_client_free(p.xds);
         printf("configuration '%s' OK\n", p.o.config_path ? p.o.config_path : "--config-yaml");
         snapshot_unref(p.snap);
         stats_shutdown();
@@ -344,6 +396,14 @@ int main(int argc, char **argv)
     timer_init(&p.housekeeping, on_housekeeping, &p);
     timer_start(p.loop, &p.housekeeping, 1000);
     p.state = "LIVE";
+    struct timer init_timer;
+    timer_init(&init_timer, on_init_timeout, &p);
+    if (p.xds) {
+        p.state = "INITIALIZING";
+        xds_client_set_loop(p.xds, p.loop);
+        xds_client_start(p.xds);
+        timer_start(p.loop, &init_timer, XDS_DEFAULT_INITIAL_FETCH_MS);
+    }
     log_info("weft-proxy %s: %zu listeners, %zu clusters, %u workers", WEFT_VERSION, p.snap->n_listeners,
              p.snap->n_clusters, p.nworkers);
     loop_run(p.loop);
@@ -354,6 +414,7 @@ out:
         worker_join_and_free(p.workers[i]);
     }
     free(p.workers);
+    xds_client_free(p.xds);
     dns_stop(p.dns);
     host_sets_reap(0, true);
     tls_poll(0, true);

@@ -292,6 +292,7 @@ void pending_start(struct worker *w, struct listener_config *lc, struct filter_c
     p->start_wall_us = wall_us();
     timer_init(&p->timer, on_timer, p);
     p->link.drain = drain_pending;
+    p->link.lc = lc;
     conn_link_add(&w->conns, &p->link);
     w->n_conns++;
     stats_inc(lc->stats, w->id, LS_DOWNSTREAM_PRE_CX_ACTIVE);

@@ -407,7 +407,7 @@ void router_start(struct hstream *s)
         router_local_reply(s, route_cluster_not_found_status(s->route), 1u << RF_NO_CLUSTER_FOUND, "cluster_not_found", NULL);
         return;
     }
-    s->wc = worker_cluster(w, s->cluster);
+    s->wc = worker_cluster_in(w, s->hcm->snap, s->cluster);
     wcluster_hold(s->wc);
     struct stat_block *cs = s->wc->c->stats;
     s->si.upstream_cluster = s->wc->c->name;

@@ -383,6 +383,14 @@ static int add_host(struct ctx *c, struct host **hosts, size_t *n, size_t *cap, 
     return 0;
 }
 
+/* Frees a host array still being built (an error path of build_cluster), hostnames included. */
+static void free_hosts(struct host *hosts, size_t n)
+{
+    for (size_t i = 0; hosts && i < n; i++)
+        free(hosts[i].hostname);
+    free(hosts);
+}
+
 struct host_set *host_set_new(struct host *hosts, size_t n, const struct lb_config *lbc, char *err, size_t errlen)
 {
     struct host_set *hs = calloc(1, sizeof *hs);
@@ -604,8 +612,8 @@ static int build_cluster(struct ctx *c, const Cluster *pc, struct cluster *cl)
     case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__EDS: cl->type = CLUSTER_EDS; break;
     default: return fail(c, "type: unsupported discovery type %d", pc->type);
     }
-    if (cl->type == CLUSTER_EDS)
-        return fail(c, "type: EDS clusters need xDS, which is not supported yet");
+    /* EDS: the xDS client puts the ClusterLoadAssignment in load_assignment (xds_compose.c);
+     * its hosts are then built as a STATIC cluster's. */
 
     struct lb_config lbc;
     lb_config_defaults(&lbc, LB_ROUND_ROBIN);
@@ -659,30 +667,30 @@ static int build_cluster(struct ctx *c, const Cluster *pc, struct cluster *cl)
             const Envoy__Config__Endpoint__V3__LbEndpoint *le = lle->lb_endpoints[j];
             size_t old = push(c, ".load_assignment.endpoints[%zu].lb_endpoints[%zu]", i, j);
             if (le->host_identifier_case != ENVOY__CONFIG__ENDPOINT__V3__LB_ENDPOINT__HOST_IDENTIFIER_ENDPOINT || !le->endpoint)
-                return free(hosts), fail(c, "endpoint is required");
+                return free_hosts(hosts, n), fail(c, "endpoint is required");
             const Address *a = le->endpoint->address;
             if (!a || a->address_case != ENVOY__CONFIG__CORE__V3__ADDRESS__ADDRESS_SOCKET_ADDRESS)
-                return free(hosts), fail(c, "endpoint.address.socket_address is required");
+                return free_hosts(hosts, n), fail(c, "endpoint.address.socket_address is required");
             uint32_t weight = le->load_balancing_weight ? le->load_balancing_weight->value : 1;
             if (weight == 0)
-                return free(hosts), fail(c, "load_balancing_weight must be at least 1");
+                return free_hosts(hosts, n), fail(c, "load_balancing_weight must be at least 1");
             /* Envoy: UNKNOWN and HEALTHY count as healthy; UNHEALTHY, DRAINING, TIMEOUT do not. */
             int hsv = le->health_status;
             bool healthy = hsv == 0 || hsv == 1 || hsv == 5;
             const char *ip = a->socket_address->address ? a->socket_address->address : "";
             uint32_t port = a->socket_address->port_value;
-            if (cl->type == CLUSTER_STATIC) {
+            if (cl->type == CLUSTER_STATIC || cl->type == CLUSTER_EDS) {
                 struct sockaddr_storage ss;
                 socklen_t len;
                 push(c, ".endpoint.address");
                 if (socket_address(c, a, &ss, &len) < 0)
-                    return free(hosts), -1;
+                    return free_hosts(hosts, n), -1;
                 if (add_host(c, &hosts, &n, &cap, &ss, len, weight, lle->priority, healthy, le->endpoint->hostname) < 0)
-                    return free(hosts), -1;
+                    return free_hosts(hosts, n), -1;
             } else {
                 struct dns_target *nd = realloc(cl->dns, (cl->n_dns + 1) * sizeof *nd);
                 if (!nd)
-                    return free(hosts), fail(c, "out of memory");
+                    return free_hosts(hosts, n), fail(c, "out of memory");
                 cl->dns = nd;
                 cl->dns[cl->n_dns++] = (struct dns_target){xstrdup(ip), (uint16_t)port, weight, lle->priority};
                 if (resolve_into(c, ip, port, family, &hosts, &n, &cap, weight, lle->priority,
@@ -699,7 +707,7 @@ static int build_cluster(struct ctx *c, const Cluster *pc, struct cluster *cl)
     cl->dns_refresh_ms = duration_ms(pc->dns_refresh_rate, 5000);
     cl->lbc = malloc(sizeof *cl->lbc);
     if (!cl->lbc)
-        return free(hosts), fail(c, "out of memory");
+        return free_hosts(hosts, n), fail(c, "out of memory");
     *cl->lbc = lbc;
     char lerr[256];
     struct host_set *hs = host_set_new(hosts, n, &lbc, lerr, sizeof lerr);
@@ -1348,6 +1356,14 @@ struct snapshot *snapshot_build(const struct ProtobufCMessage *msg, char *err, s
                 fail(&c, "duplicate listener name '%s'", s->listeners[i]->name);
                 goto fail;
             }
+        }
+    }
+    for (size_t i = 0; i < s->n_listeners; i++) {
+        struct listener_config *lc = s->listeners[i];
+        for (size_t j = 0; j <= lc->n_chains; j++) {
+            struct filter_chain *fc = j < lc->n_chains ? lc->chains[j] : lc->default_chain;
+            if (fc && fc->hcm)
+                fc->hcm->snap = s; /* a stream finds its own snapshot's clusters (worker_cluster_in) */
         }
     }
     s->config_json = render_config_dump(b);

@@ -311,6 +311,7 @@ void tcp_proxy_start(struct worker *w, struct listener_config *lc, struct filter
     t->si.downstream_tp = &t->tp;
     timer_init(&t->idle, on_idle, t);
     t->link.drain = drain_sess;
+    t->link.lc = lc;
     conn_link_add(&w->conns, &t->link);
     w->n_conns++;
     stats_inc(t->cfg->stats, w->id, TS_DOWNSTREAM_CX_TOTAL);
@@ -326,7 +327,7 @@ void tcp_proxy_start(struct worker *w, struct listener_config *lc, struct filter
         tsess_close(t);
         return;
     }
-    t->wc = worker_cluster(w, ci);
+    t->wc = worker_cluster_in(w, t->snap, ci);
     wcluster_hold(t->wc);
     t->si.upstream_cluster = t->wc->c->name;
     connect_upstream(t);

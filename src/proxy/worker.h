@@ -52,8 +52,19 @@ struct wlistener {
 /* Intrusive list of live downstream connections (for drain and shutdown). */
 struct conn_link {
     struct conn_link *prev, *next;
+    const struct listener_config *lc;  /* the listener it came from (its snapshot's), or NULL */
     /* Graceful: close when idle, or after the current exchange. force: close now. */
     void (*drain)(struct conn_link *l, bool force);
+};
+
+/* A snapshot the worker no longer runs but some connection still does: its listeners (closed,
+ * kept until no event can name them) and its cluster states, mapped onto the current ones. */
+struct old_snap {
+    struct old_snap *next;
+    struct snapshot *snap;         /* one reference */
+    struct wlistener *listeners;
+    int *map;                      /* cluster index here -> index in the current snapshot, or -1 */
+    struct wcluster **clusters;    /* for clusters the current snapshot does not have */
 };
 
 struct worker {
@@ -77,6 +88,9 @@ struct worker {
     struct timer drain_tick;
     char *log_buf;                 /* per-worker access log line buffer */
     struct h2_mem *h2mem;          /* nghttp2's allocator for this worker's sessions (h2_mem.c) */
+    _Atomic(struct snapshot *) next_snap;  /* set by worker_update, taken by the worker's loop */
+    struct old_snap *old;          /* older snapshots still in use by connections */
+    struct timer reap_tick;
 };
 
 /* Creates a worker bound to snapshot s (takes a reference). Listening sockets are opened here
@@ -89,10 +103,27 @@ void worker_drain(struct worker *w);
 void worker_stop(struct worker *w);
 void worker_join_and_free(struct worker *w);
 
+/* Thread-safe: makes s (one reference, taken over) the worker's snapshot for new connections.
+ * Listening sockets of listeners that keep their name and address are kept; added ones are
+ * opened, removed ones closed. Connections of removed or changed listeners are drained
+ * (close after the current exchange); the others finish on their snapshot. */
+void worker_update(struct worker *w, struct snapshot *s);
+
+/* Between two requests of a downstream connection accepted on an older snapshot: when the worker's
+ * snapshot still has the connection's listener unchanged (same name, address and Listener
+ * resource), moves the connection onto it (*snap, *lc, *hcm and link->lc replaced, the snapshot
+ * references swapped) so new requests see new routes (RDS), as Envoy's HCM does. Returns true
+ * when it moved. Main-loop code never calls it; the worker's own connections do. */
+bool worker_rebind(struct worker *w, struct snapshot **snap, struct listener_config **lc, struct hcm_config **hcm,
+                   struct conn_link *link);
+
 uint64_t worker_random(struct worker *w);
 /* This worker's current state for cluster index i, refreshed if the cluster's hosts changed.
  * Callers that keep it past the current event take a hold and put it back when done. */
 struct wcluster *worker_cluster(struct worker *w, int i);
+/* As worker_cluster, for cluster index i of snapshot snap (a connection's, maybe older than
+ * the worker's): the current state of the cluster with the same name, or that snapshot's own. */
+struct wcluster *worker_cluster_in(struct worker *w, const struct snapshot *snap, int i);
 static inline void wcluster_hold(struct wcluster *wc) { wc->users++; }
 void wcluster_put(struct wcluster *wc);
 

@@ -1,0 +1,423 @@
+/* Snapshots from static resources plus xDS resources (see xds_client.h). The composed
+ * Bootstrap is shallow where it can be: static resources are borrowed, dynamic ones are copied
+ * only when they must change (EDS clusters, HCMs with rds). */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "common/pbmap.h"
+#include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
+#include "envoy/config/cluster/v3/cluster.pb-c.h"
+#include "envoy/config/endpoint/v3/endpoint.pb-c.h"
+#include "envoy/config/listener/v3/listener.pb-c.h"
+#include "envoy/config/route/v3/route.pb-c.h"
+#include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
+#include "proxy/xds_client.h"
+
+typedef Envoy__Config__Bootstrap__V3__Bootstrap Bootstrap;
+typedef Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources StaticResources;
+typedef Envoy__Config__Cluster__V3__Cluster Cluster;
+typedef Envoy__Config__Listener__V3__Listener Listener;
+typedef Envoy__Config__Listener__V3__FilterChain FilterChain;
+typedef Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpConnectionManager Hcm;
+#define HCM_TYPE "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+#define RDS_CASE ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__ROUTE_SPECIFIER_RDS
+#define RC_CASE ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__ROUTE_SPECIFIER_ROUTE_CONFIG
+
+/* A deep copy through the wire format: simple, and only done at config time. */
+static ProtobufCMessage *pb_dup(const ProtobufCMessage *m)
+{
+    size_t n = protobuf_c_message_get_packed_size(m);
+    uint8_t *b = malloc(n ? n : 1);
+    if (!b)
+        return NULL;
+    protobuf_c_message_pack(m, b);
+    ProtobufCMessage *r = protobuf_c_message_unpack(m->descriptor, NULL, n, b);
+    free(b);
+    return r;
+}
+
+static const struct xds_resource *find(const struct xds_set *s, const char *name)
+{
+    for (size_t i = 0; s && i < s->n; i++)
+        if (strcmp(s->r[i].name, name) == 0)
+            return &s->r[i];
+    return NULL;
+}
+
+static bool is_hcm(const Envoy__Config__Listener__V3__Filter *f)
+{
+    if (f->config_type_case != ENVOY__CONFIG__LISTENER__V3__FILTER__CONFIG_TYPE_TYPED_CONFIG || !f->typed_config ||
+        !f->typed_config->type_url)
+        return false;
+    const char *slash = strrchr(f->typed_config->type_url, '/');
+    return strcmp(slash ? slash + 1 : f->typed_config->type_url, HCM_TYPE) == 0;
+}
+
+/* Calls fn on every HCM of listener l (unpacked copy; fn may change it and ask for a repack by
+ * returning 1; 0 leaves it; -1 stops with -1). */
+static int each_hcm(Listener *l, int (*fn)(Hcm *h, void *arg), void *arg)
+{
+    size_t nch = l->n_filter_chains + (l->default_filter_chain ? 1 : 0);
+    for (size_t i = 0; i < nch; i++) {
+        FilterChain *fc = i < l->n_filter_chains ? l->filter_chains[i] : l->default_filter_chain;
+        for (size_t j = 0; j < fc->n_filters; j++) {
+            Envoy__Config__Listener__V3__Filter *f = fc->filters[j];
+            if (!is_hcm(f))
+                continue;
+            Hcm *h = (Hcm *)pbmap_unpack_any(&f->typed_config->base, NULL, NULL);
+            if (!h)
+                continue; /* snapshot_build reports it */
+            int r = fn(h, arg);
+            if (r == 1) {
+                Google__Protobuf__Any *any = f->typed_config;
+                Google__Protobuf__Any fresh = GOOGLE__PROTOBUF__ANY__INIT;
+                if (pbmap_pack_any(&h->base, &fresh.base) < 0)
+                    r = -1;
+                else {
+                    if (any->type_url != protobuf_c_empty_string)
+                        free(any->type_url);
+                    free(any->value.data);
+                    any->type_url = fresh.type_url;
+                    any->value = fresh.value;
+                }
+            }
+            protobuf_c_message_free_unpacked(&h->base, NULL);
+            if (r < 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+struct names {
+    const char **v;
+    size_t n;
+};
+
+static void names_add(struct names *ns, const char *s)
+{
+    for (size_t i = 0; i < ns->n; i++)
+        if (strcmp(ns->v[i], s) == 0)
+            return;
+    const char **nv = realloc(ns->v, (ns->n + 1) * sizeof *nv);
+    if (!nv)
+        return;
+    ns->v = nv;
+    ns->v[ns->n++] = s;
+}
+
+size_t xds_eds_names(const struct xds_set *cds, const char ***out)
+{
+    struct names ns = {0};
+    for (size_t i = 0; cds && i < cds->n; i++) {
+        const Cluster *c = (const Cluster *)cds->r[i].msg;
+        if (c->cluster_discovery_type_case != ENVOY__CONFIG__CLUSTER__V3__CLUSTER__CLUSTER_DISCOVERY_TYPE_TYPE ||
+            c->type != ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__EDS)
+            continue;
+        const char *sn = c->eds_cluster_config && c->eds_cluster_config->service_name &&
+                                 c->eds_cluster_config->service_name[0]
+                             ? c->eds_cluster_config->service_name
+                             : c->name;
+        names_add(&ns, sn);
+    }
+    *out = ns.v;
+    return ns.n;
+}
+
+/* The HCMs are unpacked copies that die after each visit, so route names are strdup'ed. */
+struct rds_collect {
+    struct names ns;
+    char **pool;
+    size_t npool;
+};
+
+static int collect_rds(Hcm *h, void *arg)
+{
+    struct rds_collect *rc = arg;
+    if (h->route_specifier_case != RDS_CASE || !h->rds || !h->rds->route_config_name)
+        return 0;
+    for (size_t i = 0; i < rc->ns.n; i++)
+        if (strcmp(rc->ns.v[i], h->rds->route_config_name) == 0)
+            return 0;
+    char **np = realloc(rc->pool, (rc->npool + 1) * sizeof *np);
+    if (!np)
+        return 0;
+    rc->pool = np;
+    rc->pool[rc->npool] = strdup(h->rds->route_config_name);
+    if (!rc->pool[rc->npool])
+        return 0;
+    names_add(&rc->ns, rc->pool[rc->npool++]);
+    return 0;
+}
+
+/* Route names are returned as malloc'd strings in a malloc'd array: the caller frees each
+ * string and the array (unlike xds_eds_names, whose strings are borrowed). */
+size_t xds_rds_names(const struct xds_set *lds, const char ***out)
+{
+    struct rds_collect rc = {0};
+    for (size_t i = 0; lds && i < lds->n; i++)
+        each_hcm((Listener *)lds->r[i].msg, collect_rds, &rc);
+    free(rc.pool); /* the strings themselves are in rc.ns.v */
+    *out = rc.ns.v;
+    return rc.ns.n;
+}
+
+struct rds_resolve {
+    const struct xds_set *rds;
+    bool missing;
+    const char *missing_name;
+};
+
+static int resolve_rds(Hcm *h, void *arg)
+{
+    struct rds_resolve *rr = arg;
+    if (h->route_specifier_case != RDS_CASE || !h->rds)
+        return 0;
+    const struct xds_resource *r = find(rr->rds, h->rds->route_config_name ? h->rds->route_config_name : "");
+    if (!r) {
+        rr->missing = true;
+        return 0;
+    }
+    ProtobufCMessage *rc = pb_dup(r->msg);
+    if (!rc)
+        return -1;
+    protobuf_c_message_free_unpacked(&h->rds->base, NULL);
+    h->route_specifier_case = RC_CASE;
+    h->route_config = (Envoy__Config__Route__V3__RouteConfiguration *)rc;
+    return 1;
+}
+
+/* Rewrites "static_resources.clusters[N]..." errors about dynamic resources (N >= nstatic)
+ * into "cluster 'name'...", so a NACK names the resource the server sent. */
+static void name_error(char *err, size_t errlen, const char *what, size_t nstatic, char **names)
+{
+    char key[64];
+    snprintf(key, sizeof key, "static_resources.%ss[", what);
+    size_t kl = strlen(key);
+    if (strncmp(err, key, kl) != 0)
+        return;
+    char *end;
+    unsigned long idx = strtoul(err + kl, &end, 10);
+    if (*end != ']' || idx < nstatic)
+        return;
+    char tail[1024];
+    snprintf(tail, sizeof tail, "%s", end + 1);
+    snprintf(err, errlen, "%s '%s'%s", what, names[idx - nstatic], tail);
+}
+
+/* {"version_info", "last_updated"} of one resource, the fields every dynamic_* entry has. */
+static json_t *dyn_meta(const struct xds_resource *r)
+{
+    json_t *e = json_object();
+    json_object_set_new(e, "version_info", json_string(r->version ? r->version : ""));
+    char ts[32];
+    struct tm tm;
+    gmtime_r(&r->last_updated, &tm);
+    strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    json_object_set_new(e, "last_updated", json_string(ts));
+    return e;
+}
+
+/* Moves the dynamic entries out of the static_* arrays of the dump s built and adds Envoy's
+ * dynamic_* sections, in place of s->config_json. */
+static void render_dump(struct snapshot *s, size_t nsc, size_t nsl, const struct xds_set sets[XDS_NTYPES],
+                        const struct xds_resource **lres, size_t nl)
+{
+    json_error_t je;
+    json_t *root = json_loads(s->config_json, 0, &je);
+    if (!root)
+        return;
+    json_t *configs = json_object_get(root, "configs");
+    json_t *bs = json_object_get(json_object_get(json_array_get(configs, 0), "bootstrap"), "staticResources");
+    json_t *bl = json_object_get(bs, "listeners"), *bc = json_object_get(bs, "clusters");
+    while (bl && json_array_size(bl) > nsl)
+        json_array_remove(bl, nsl);
+    while (bc && json_array_size(bc) > nsc)
+        json_array_remove(bc, nsc);
+    json_t *cd = json_array_get(configs, 1), *ld = json_array_get(configs, 2);
+    json_t *sc = json_object_get(cd, "static_clusters"), *sl = json_object_get(ld, "static_listeners");
+    json_t *dc = json_array(), *dl = json_array();
+    for (size_t i = nsc; sc && json_array_size(sc) > nsc; i++) {
+        json_t *e = json_object();
+        const struct xds_resource *r = &sets[XDS_CDS].r[i - nsc];
+        json_t *d = dyn_meta(r);
+        json_object_set(e, "version_info", json_object_get(d, "version_info"));
+        json_t *cj = pbmap_to_json(r->msg); /* as received: eds_cluster_config, no endpoints */
+        json_object_set_new(cj, "@type", json_string("type.googleapis.com/envoy.config.cluster.v3.Cluster"));
+        json_object_set_new(e, "cluster", cj);
+        json_object_set(e, "last_updated", json_object_get(d, "last_updated"));
+        json_decref(d);
+        json_array_append_new(dc, e);
+        json_array_remove(sc, nsc);
+    }
+    for (size_t i = 0; sl && json_array_size(sl) > nsl && i < nl; i++) {
+        json_t *e = json_object(), *as = json_object();
+        const struct xds_resource *r = lres[i];
+        json_t *d = dyn_meta(r);
+        json_object_set_new(e, "name", json_string(r->name));
+        json_object_set(as, "version_info", json_object_get(d, "version_info"));
+        /* As Envoy shows it: the listener as received (rds, not the resolved routes). */
+        json_t *lj = pbmap_to_json(r->msg);
+        json_object_set_new(lj, "@type", json_string("type.googleapis.com/envoy.config.listener.v3.Listener"));
+        json_object_set_new(as, "listener", lj);
+        json_object_set(as, "last_updated", json_object_get(d, "last_updated"));
+        json_decref(d);
+        json_object_set_new(e, "active_state", as);
+        json_array_append_new(dl, e);
+        json_array_remove(sl, nsl);
+    }
+    json_object_set_new(cd, "version_info", json_string(sets[XDS_CDS].n ? sets[XDS_CDS].r[0].version : ""));
+    json_object_set_new(cd, "dynamic_active_clusters", dc);
+    json_object_set_new(ld, "version_info", json_string(sets[XDS_LDS].n ? sets[XDS_LDS].r[0].version : ""));
+    json_object_set_new(ld, "dynamic_listeners", dl);
+    json_t *rd = json_object(), *dr = json_array();
+    json_object_set_new(rd, "@type", json_string("type.googleapis.com/envoy.admin.v3.RoutesConfigDump"));
+    for (size_t i = 0; i < sets[XDS_RDS].n; i++) {
+        const struct xds_resource *r = &sets[XDS_RDS].r[i];
+        json_t *d = dyn_meta(r), *e = json_object();
+        json_object_set(e, "version_info", json_object_get(d, "version_info"));
+        json_t *rj = pbmap_to_json(r->msg);
+        json_object_set_new(rj, "@type", json_string("type.googleapis.com/envoy.config.route.v3.RouteConfiguration"));
+        json_object_set_new(e, "route_config", rj);
+        json_object_set(e, "last_updated", json_object_get(d, "last_updated"));
+        json_decref(d);
+        json_array_append_new(dr, e);
+    }
+    json_object_set_new(rd, "dynamic_route_configs", dr);
+    json_array_append_new(configs, rd);
+    json_t *ed = json_object(), *de = json_array();
+    json_object_set_new(ed, "@type", json_string("type.googleapis.com/envoy.admin.v3.EndpointsConfigDump"));
+    for (size_t i = 0; i < sets[XDS_EDS].n; i++) {
+        const struct xds_resource *r = &sets[XDS_EDS].r[i];
+        json_t *d = dyn_meta(r), *e = json_object();
+        json_object_set(e, "version_info", json_object_get(d, "version_info"));
+        json_t *ej = pbmap_to_json(r->msg);
+        json_object_set_new(ej, "@type",
+                            json_string("type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"));
+        json_object_set_new(e, "endpoint_config", ej);
+        json_object_set(e, "last_updated", json_object_get(d, "last_updated"));
+        json_decref(d);
+        json_array_append_new(de, e);
+    }
+    json_object_set_new(ed, "dynamic_endpoint_configs", de);
+    json_array_append_new(configs, ed);
+    char *text = pbmap_json_dumps(root, 1);
+    json_decref(root);
+    if (text) {
+        free(s->config_json);
+        s->config_json = text;
+    }
+}
+
+static uint64_t hash_msg(const ProtobufCMessage *m)
+{
+    size_t n = protobuf_c_message_get_packed_size(m);
+    uint8_t *b = malloc(n ? n : 1);
+    if (!b)
+        return 0;
+    protobuf_c_message_pack(m, b);
+    uint64_t h = XXH3_64bits(b, n);
+    free(b);
+    return h;
+}
+
+struct snapshot *xds_snapshot_build(const ProtobufCMessage *bm, const struct xds_set sets[XDS_NTYPES], char *err,
+                                    size_t errlen)
+{
+    const Bootstrap *b = (const Bootstrap *)bm;
+    Bootstrap cb = *b;
+    StaticResources sr = ENVOY__CONFIG__BOOTSTRAP__V3__BOOTSTRAP__STATIC_RESOURCES__INIT;
+    if (b->static_resources)
+        sr = *b->static_resources;
+    cb.static_resources = &sr;
+    /* dynamic_resources stay: snapshot_build ignores them and the bootstrap dump shows them. */
+    size_t nsc = sr.n_clusters, nsl = sr.n_listeners;
+    const struct xds_set *cds = &sets[XDS_CDS], *lds = &sets[XDS_LDS];
+    Cluster **cl = calloc(nsc + cds->n + 1, sizeof *cl);
+    Listener **ll = calloc(nsl + lds->n + 1, sizeof *ll);
+    char **cnames = calloc(cds->n + 1, sizeof *cnames), **lnames = calloc(lds->n + 1, sizeof *lnames);
+    const struct xds_resource **lres = calloc(lds->n + 1, sizeof *lres);
+    ProtobufCMessage **owned = calloc(cds->n + lds->n + 1, sizeof *owned);
+    size_t nowned = 0, nl = 0;
+    struct snapshot *s = NULL;
+    if (!cl || !ll || !cnames || !lnames || !lres || !owned) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    if (nsc)
+        memcpy(cl, sr.clusters, nsc * sizeof *cl);
+    if (nsl)
+        memcpy(ll, sr.listeners, nsl * sizeof *ll);
+    for (size_t i = 0; i < cds->n; i++) {
+        Cluster *c = (Cluster *)cds->r[i].msg;
+        cnames[i] = cds->r[i].name;
+        if (c->cluster_discovery_type_case == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__CLUSTER_DISCOVERY_TYPE_TYPE &&
+            c->type == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__EDS) {
+            const char *sn = c->eds_cluster_config && c->eds_cluster_config->service_name &&
+                                     c->eds_cluster_config->service_name[0]
+                                 ? c->eds_cluster_config->service_name
+                                 : c->name;
+            Cluster *copy = (Cluster *)pb_dup(&c->base);
+            if (!copy) {
+                snprintf(err, errlen, "out of memory");
+                goto out;
+            }
+            owned[nowned++] = &copy->base;
+            if (copy->load_assignment)
+                protobuf_c_message_free_unpacked(&copy->load_assignment->base, NULL);
+            copy->load_assignment = NULL;
+            const struct xds_resource *cla = find(&sets[XDS_EDS], sn);
+            if (cla)
+                copy->load_assignment = (Envoy__Config__Endpoint__V3__ClusterLoadAssignment *)pb_dup(cla->msg);
+            c = copy;
+        }
+        cl[nsc + i] = c;
+    }
+    for (size_t i = 0; i < lds->n; i++) {
+        Listener *copy = (Listener *)pb_dup(lds->r[i].msg);
+        if (!copy) {
+            snprintf(err, errlen, "out of memory");
+            goto out;
+        }
+        owned[nowned++] = &copy->base;
+        struct rds_resolve rr = {.rds = &sets[XDS_RDS]};
+        if (each_hcm(copy, resolve_rds, &rr) < 0) {
+            snprintf(err, errlen, "out of memory");
+            goto out;
+        }
+        if (rr.missing)
+            continue; /* not ready: its route configuration has not come (Envoy's listener warming) */
+        lnames[nl] = lds->r[i].name;
+        lres[nl] = &lds->r[i];
+        ll[nsl + nl++] = copy;
+    }
+    sr.clusters = cl;
+    sr.n_clusters = nsc + cds->n;
+    sr.listeners = ll;
+    sr.n_listeners = nsl + nl;
+    s = snapshot_build(&cb.base, err, errlen);
+    if (!s) {
+        name_error(err, errlen, "cluster", nsc, cnames);
+        name_error(err, errlen, "listener", nsl, lnames);
+        goto out;
+    }
+    for (size_t i = 0; i < s->n_listeners && i < sr.n_listeners; i++) {
+        struct listener_config *lc = s->listeners[i];
+        /* The listener as received: a route change (RDS) alone does not drain its connections. */
+        lc->config_hash = hash_msg(i < nsl ? &ll[i]->base : lres[i - nsl]->msg);
+    }
+    render_dump(s, nsc, nsl, sets, lres, nl);
+out:
+    for (size_t i = 0; owned && i < nowned; i++)
+        protobuf_c_message_free_unpacked(owned[i], NULL);
+    free(owned);
+    free(cl);
+    free(ll);
+    free(cnames);
+    free(lnames);
+    free(lres);
+    return s;
+}
