@@ -164,13 +164,20 @@ static void set_protocol_options(json_t *cl, const struct reg_port *port, const 
                                 json_integer(pool->http->max_requests_per_connection));
         json_object_set_new(opts, "commonHttpProtocolOptions", common);
     }
-    if (port->protocol == REG_PROTO_HTTP2 || port->protocol == REG_PROTO_GRPC ||
-        port->protocol == REG_PROTO_GRPC_WEB)
-        json_object_set_new(opts, "explicitHttpConfig", json_pack("{s:{}}", "http2ProtocolOptions"));
-    if (!json_object_size(opts)) {
+    if (!json_object_size(opts) && port->protocol != REG_PROTO_HTTP2 && port->protocol != REG_PROTO_GRPC &&
+        port->protocol != REG_PROTO_GRPC_WEB) {
         json_decref(opts);
         return;
     }
+    /* Envoy requires the upstream protocol whenever HttpProtocolOptions is present: HTTP/2 for
+     * http2/grpc ports, HTTP/1.1 for http ports, the downstream's for anything else. */
+    if (port->protocol == REG_PROTO_HTTP2 || port->protocol == REG_PROTO_GRPC ||
+        port->protocol == REG_PROTO_GRPC_WEB)
+        json_object_set_new(opts, "explicitHttpConfig", json_pack("{s:{}}", "http2ProtocolOptions"));
+    else if (reg_protocol_is_http(port->protocol))
+        json_object_set_new(opts, "explicitHttpConfig", json_pack("{s:{}}", "httpProtocolOptions"));
+    else
+        json_object_set_new(opts, "useDownstreamProtocolConfig", json_object());
     json_object_set_new(cl, "typedExtensionProtocolOptions",
                         json_pack("{s:o}", "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
                                   t_any("envoy.extensions.upstreams.http.v3.HttpProtocolOptions", opts)));
