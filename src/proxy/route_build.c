@@ -605,6 +605,15 @@ static uint32_t fraction_den(int d)
 
 /* --- routes --- */
 
+/* typed_per_filter_config configures HTTP filters per route. No filter weft runs reads it yet
+ * (CORS policies and faults are what Istio writes there), so an entry is a config error rather
+ * than a policy silently ignored. */
+#define REFUSE_FILTER_CONFIG(b, obj)                                                              \
+    ((obj)->n_typed_per_filter_config                                                             \
+         ? fail((b), ".typed_per_filter_config", "per-route config for '%s' is not supported yet", \
+                (obj)->typed_per_filter_config[0]->key ? (obj)->typed_per_filter_config[0]->key : "") \
+         : 0)
+
 static int compile_match(struct build *b, const RouteMatch *m, struct route_entry *e)
 {
     size_t mark = path_push(b, ".match");
@@ -732,6 +741,8 @@ static int compile_weighted(struct build *b, const WeightedCluster *wc, struct r
     for (size_t i = 0; i < wc->n_clusters; i++) {
         const ClusterWeight *cw = wc->clusters[i];
         size_t mk = path_push(b, ".clusters[%zu]", i);
+        if (REFUSE_FILTER_CONFIG(b, cw) < 0)
+            return -1;
         if (set(cw->cluster_header))
             return fail(b, ".cluster_header", "not supported by weft");
         if (resolve_cluster(b, ".name", cw->name, &w[i].cluster) < 0 || !(w[i].name = dup(b, cw->name)))
@@ -821,6 +832,8 @@ static int compile_hash(struct build *b, const RouteAction *ra, struct route_ent
 static int compile_route_action(struct build *b, const RouteAction *ra, struct route_entry *e)
 {
     size_t mark = path_push(b, ".route");
+    if (ra->cors)
+        return fail(b, ".cors", "CORS policies are not supported yet");
     switch (ra->cluster_specifier_case) {
     case ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__CLUSTER_SPECIFIER_CLUSTER:
         e->kind = ROUTE_CLUSTER;
@@ -1009,6 +1022,8 @@ static int compile_route(struct build *b, const Route *r, const struct route_vho
     e->cluster = -1;
     if (!(e->name = dup(b, r->name)))
         return -1;
+    if (REFUSE_FILTER_CONFIG(b, r) < 0)
+        return -1;
     if (r->action_case != ENVOY__CONFIG__ROUTE__V3__ROUTE__ACTION__NOT_SET && !r->route)
         return fail(b, "", "action is missing its message");   /* union: route/redirect/... alias */
     if (!r->match)
@@ -1051,6 +1066,10 @@ static int compile_vhost(struct build *b, const VirtualHost *v, const struct rou
         return -1;
     if (v->n_domains == 0)
         return fail(b, ".domains", "at least one domain is required");
+    if (v->cors)
+        return fail(b, ".cors", "CORS policies are not supported yet");
+    if (REFUSE_FILTER_CONFIG(b, v) < 0)
+        return -1;
     switch (v->require_tls) {
     case ENVOY__CONFIG__ROUTE__V3__VIRTUAL_HOST__TLS_REQUIREMENT_TYPE__NONE:
         vh->require_tls = ROUTE_TLS_NONE;

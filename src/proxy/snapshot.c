@@ -27,6 +27,7 @@
 #include "envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.pb-c.h"
 #include "envoy/extensions/transport_sockets/tls/v3/tls.pb-c.h"
 #include "net/tls.h"
+#include "envoy/extensions/filters/http/fault/v3/fault.pb-c.h"
 #include "envoy/extensions/upstreams/http/v3/http_protocol_options.pb-c.h"
 #include "proxy/access_log.h"
 #include "proxy/config.h"
@@ -751,6 +752,28 @@ static const char *type_name(const Google__Protobuf__Any *any)
     return slash ? slash + 1 : any->type_url;
 }
 
+/* Filters every Istio sidecar lists, accepted while they would do nothing: the CORS filter
+ * (it acts only on per-route CORS policies, which the route builder refuses until they are
+ * implemented) and the fault filter with an empty config (faults come only from its config or
+ * from per-route config, also refused). Returns 0 when t names such a filter, 1 when it names
+ * something else, -1 (error set) for a fault filter that would inject faults. */
+static int inert_http_filter(struct ctx *c, const char *t, const Google__Protobuf__Any *any)
+{
+    if (strcmp(t, "envoy.extensions.filters.http.cors.v3.Cors") == 0)
+        return 0;
+    if (strcmp(t, "envoy.extensions.filters.http.fault.v3.HTTPFault") != 0)
+        return 1;
+    struct pbmap_error pe;
+    Envoy__Extensions__Filters__Http__Fault__V3__HTTPFault *f = (Envoy__Extensions__Filters__Http__Fault__V3__HTTPFault *)
+        pbmap_unpack_any(&any->base, &envoy__extensions__filters__http__fault__v3__httpfault__descriptor, &pe);
+    if (!f)
+        return fail(c, "typed_config: %s", pe.msg);
+    bool active = f->delay || f->abort || f->response_rate_limit || f->max_active_faults || f->n_headers ||
+                  f->n_downstream_nodes || (f->upstream_cluster && *f->upstream_cluster);
+    protobuf_c_message_free_unpacked(&f->base, NULL);
+    return active ? fail(c, "fault injection (delay, abort, rate limit) is not implemented yet") : 0;
+}
+
 static int build_hcm(struct ctx *c, const Hcm *h, struct hcm_config *hc)
 {
     hc->stat_prefix = xstrdup(h->stat_prefix);
@@ -826,7 +849,14 @@ static int build_hcm(struct ctx *c, const Hcm *h, struct hcm_config *hc)
         }
         if (f->is_optional || f->disabled)
             continue;
-        push(c, ".http_filters[%zu]", i);
+        size_t old_f = push(c, ".http_filters[%zu]", i);
+        int inert = inert_http_filter(c, t, f->typed_config);
+        if (inert < 0)
+            return -1;
+        if (inert == 0) {
+            pop(c, old_f);
+            continue;
+        }
         return fail(c, "unsupported HTTP filter '%s' (%s)", f->name ? f->name : "", *t ? t : "no typed_config");
     }
     if (h->n_http_filters == 0)
