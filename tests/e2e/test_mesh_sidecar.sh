@@ -24,7 +24,7 @@ cleanup() {
     ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null
     ip netns del "$ns" 2>/dev/null
   done
-  rm -rf "$work"
+  [ -n "${KEEP_WORK:-}" ] && cp -r "$work" /tmp/mesh-keep; rm -rf "$work"
 }
 trap cleanup EXIT
 if [ "$(id -u)" -ne 0 ] || ! command -v iptables >/dev/null; then
@@ -84,13 +84,14 @@ admin:
   address: {socket_address: {address: 127.0.0.1, port_value: 15000}}
 CONF
 chmod 644 "$work/bootstrap.yaml"
+for _ in $(seq 100); do inpod curl -sf -o /dev/null http://127.0.0.1:15014/metrics && break; sleep 0.1; done
 inpod "$BIN/weft-init" >"$work/init.log" 2>&1
 check "weft-init installed the rules" 'inpod iptables-save -t nat | grep -q "^-A ISTIO_OUTPUT"'
 inpod setpriv --reuid=1337 --regid=1337 --clear-groups "$BIN/weft-proxy" -c "$work/bootstrap.yaml" \
   --concurrency 1 >"$work/proxy.log" 2>&1 &
 
 stat() { inpod curl -s --max-time 2 "http://127.0.0.1:15000/stats" | awk -v k="$1:" '$1 == k {print $2}'; }
-for _ in $(seq 100); do [ "$(stat listener_manager.lds.update_success)" = 1 ] && [ "$(stat http.rds.update_success)" -ge 1 ] 2>/dev/null && break; sleep 0.1; done
+for _ in $(seq 300); do [ "$(stat listener_manager.lds.update_success)" = 1 ] && [ "$(stat http.rds.update_success)" -ge 1 ] 2>/dev/null && break; sleep 0.1; done
 check "sidecar ACKed CDS, LDS and RDS from weftd" '[ "$(stat cluster_manager.cds.update_success)" -ge 1 ] && [ "$(stat listener_manager.lds.update_success)" -ge 1 ] && [ "$(stat http.rds.update_success)" -ge 1 ]'
 check "nothing NACKed" '[ "$(stat cluster_manager.cds.update_rejected)" = 0 ] && [ "$(stat listener_manager.lds.update_rejected)" = 0 ] && [ "$(stat http.rds.update_rejected)" = 0 ]'
 check "weftd counts no rejects" '! inpod curl -s http://127.0.0.1:15014/metrics | grep -q "^pilot_total_xds_rejects [1-9]"'
