@@ -10,6 +10,9 @@ static int fail(char *err, const char *flag, const char *what, const char *val)
 {
     snprintf(err, ECHO_ERR_MAX, "%s: %s%s%.64s%s", flag, what, val ? " (got \"" : "",
              val ? val : "", val ? "\")" : "");
+    for (char *p = err; *p; p++)   /* one line, whatever argv held */
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = '?';
     return -1;
 }
 
