@@ -632,6 +632,27 @@ static ssize_t h2_read_body(nghttp2_session *s, int32_t sid, uint8_t *buf, size_
     return (ssize_t)n;
 }
 
+static const char *reason(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Echo";
+    }
+}
+
 static void req_send(struct req *r)
 {
     if (r->dead)
@@ -670,7 +691,7 @@ static void req_send(struct req *r)
     bool close_after = r->close_after || E.draining || c->close_after_write;
     snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %s\r\n"
              "x-echo-service: %s\r\nx-echo-version: %s\r\n%s\r\n", status,
-             status == 200 ? "OK" : "Echo", ctype, lb, E.cfg.name, E.cfg.version,
+             reason(status), ctype, lb, E.cfg.name, E.cfg.version,
              close_after ? "connection: close\r\n" : "");
     appends(&out, &len, &cap, line);
     if (!head)
@@ -796,8 +817,9 @@ static void conn_flush(struct conn *c)
 static void h1_error(struct conn *c, int code, const char *why)
 {
     char line[256];
-    int n = snprintf(line, sizeof line, "HTTP/1.1 %d Bad Request\r\ncontent-type: text/plain\r\n"
-                     "content-length: %zu\r\nconnection: close\r\n\r\n%s\n", code, strlen(why) + 1, why);
+    int n = snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\n"
+                     "content-length: %zu\r\nconnection: close\r\n\r\n%s\n", code, reason(code),
+                     strlen(why) + 1, why);
     free(c->out);
     c->out = dupn(line, (size_t)n);
     c->out_len = c->out ? (size_t)n : 0;
@@ -966,8 +988,7 @@ static int h2_data(nghttp2_session *s, uint8_t flags, int32_t sid, const uint8_t
     struct req *r = nghttp2_session_get_stream_user_data(s, sid);
     if (r)
         r->body_bytes += len;
-    /* the body is dropped: give the window back at once */
-    nghttp2_session_consume(s, sid, len);
+    /* the body is dropped; nghttp2's automatic WINDOW_UPDATE gives the window back */
     return 0;
 }
 
@@ -1012,11 +1033,7 @@ static int conn_start_h2(struct conn *c)
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, h2_data);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cb, h2_frame_recv);
     nghttp2_session_callbacks_set_on_stream_close_callback(cb, h2_stream_close);
-    nghttp2_option *opt;
-    nghttp2_option_new(&opt);
-    nghttp2_option_set_no_auto_window_update(opt, 0);
-    int rv = nghttp2_session_server_new2(&c->ng, cb, c, opt);
-    nghttp2_option_del(opt);
+    int rv = nghttp2_session_server_new(&c->ng, cb, c);
     nghttp2_session_callbacks_del(cb);
     if (rv != 0)
         return -1;
