@@ -561,9 +561,12 @@ static void req_complete(struct req *r)
     if (!health && E.cfg.ncalls) {
         for (int i = 0; i < E.cfg.ncalls; i++)
             json_array_append_new(r->call_results, json_null());
-        for (int i = 0; i < E.cfg.ncalls && !r->dead; i++)
+        /* hold one count while starting: a call that fails at once must not answer (and
+         * free r) before the others are started */
+        r->calls_pending++;
+        for (int i = 0; i < E.cfg.ncalls; i++)
             call_start(r, i);
-        if (r->calls_pending == 0 && !r->dead)
+        if (--r->calls_pending == 0)
             req_respond(r);
         return;
     }
