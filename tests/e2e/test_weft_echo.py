@@ -207,6 +207,17 @@ def main():
         proc.send_signal(signal.SIGTERM)
         check("SIGTERM exit 0 (%d)" % proc.pid, proc.wait(10) == 0, proc.returncode)
 
+    # --- two --port listeners, each serving both protocols ---
+    p2 = weft.free_port()
+    pm, portm = start("--port", str(p2), name="multi")
+    weft.wait_port(p2)
+    st1, _, j1 = jget(portm, "/one")
+    st2, _, j2 = jget(p2, "/two", "--http2-prior-knowledge")
+    check("two ports", st1 == 200 and st2 == 200 and j1.get("service") == "multi" and
+          j2.get("protocol") == "HTTP/2", (st1, st2))
+    pm.send_signal(signal.SIGTERM)
+    check("two ports: SIGTERM exit 0", pm.wait(10) == 0, pm.returncode)
+
     # --- bad flags, port in use ---
     for argv in (["--port", "x"], ["--port", "0"], ["--bogus"], ["--fail-rate", "2", "--port", "1"],
                  ["--call", "ftp://x/", "--port", "1"], ["--port"], []):
