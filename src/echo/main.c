@@ -1206,13 +1206,23 @@ static int listen_on(const char *addr, uint16_t port)
 
 /* ---------- gRPC: weft.echo.Echo/{Echo,EchoStream}, messages are the JSON bytes ---------- */
 
-struct gcall { uint64_t body_bytes; bool stream; };
+struct gcall {
+    struct grpc_call *gc;
+    struct timer delay;
+    uint64_t body_bytes;
+    bool stream;
+    char *text;             /* the JSON answer, kept while the delay runs */
+    unsigned long status, count;
+};
 
 static void g_start(struct grpc_call *gc, void *arg)
 {
     struct gcall *g = calloc(1, sizeof *g);
-    if (g)
+    if (g) {
+        g->gc = gc;
         g->stream = arg != NULL;
+        timer_init(&g->delay, NULL, g);
+    }
     grpc_call_set_data(gc, g);
 }
 
@@ -1224,44 +1234,74 @@ static void g_message(struct grpc_call *gc, const uint8_t *msg, size_t len)
         g->body_bytes += len;
 }
 
+static void g_answer(struct gcall *g)
+{
+    if (g->status == 0 && g->text) {
+        for (unsigned long i = 0; i < g->count; i++)
+            if (grpc_call_send(g->gc, g->text, strlen(g->text)) < 0)
+                break;
+    }
+    grpc_call_finish(g->gc, (int)g->status,
+                     g->status ? "weft-echo: status requested by x-echo-grpc-status" : NULL, NULL, 0);
+}
+
+static void g_on_delay(struct loop *l, struct timer *t)
+{
+    (void)l;
+    g_answer(t->data);
+}
+
+/* Answers once the client half-closes: count messages (EchoStream), after the delay. */
 static void g_half_close(struct grpc_call *gc)
 {
     struct gcall *g = grpc_call_data(gc);
+    if (!g) {
+        grpc_call_finish(gc, 8, "out of memory", NULL, 0);
+        return;
+    }
     const struct grpc_md *md;
     size_t n = grpc_call_metadata(gc, &md);
     json_t *h = json_object();
     for (size_t i = 0; i < n; i++)
         json_object_set_new(h, md[i].name, json_stringn(md[i].value, md[i].value_len));
-    size_t vl;
-    const char *auth = grpc_call_metadata_get(gc, ":authority", &vl);
-    json_t *o = describe("POST", grpc_call_path(gc), auth, "", "gRPC", h, g ? g->body_bytes : 0);
+    json_t *o = describe("POST", grpc_call_path(gc), NULL, "", "gRPC", h, g->body_bytes);
     json_decref(h);
     json_object_del(o, "ip");
-    unsigned long status = 0, count = 3;
+    json_object_del(o, "host");
+    size_t vl;
+    unsigned long delay = E.cfg.delay_ms;
+    g->status = 0;
+    g->count = 3;
     const char *s = grpc_call_metadata_get(gc, "x-echo-grpc-status", &vl);
-    if (s && !parse_num(s, 16, &status))
-        status = 0;
+    if (s && !parse_num(s, 16, &g->status))
+        g->status = 0;
     s = grpc_call_metadata_get(gc, "x-echo-stream-count", &vl);
-    if (s && !parse_num(s, 1000, &count))
-        count = 3;
-    if (!(g && g->stream))
-        count = 1;
-    char *text = json_dumps(o, JSON_COMPACT);
+    if (s && !parse_num(s, 1000, &g->count))
+        g->count = 3;
+    s = grpc_call_metadata_get(gc, "x-echo-delay-ms", &vl);
+    if (s && !parse_num(s, ECHO_MAX_DELAY_MS, &delay))
+        delay = E.cfg.delay_ms;
+    if (!g->stream)
+        g->count = 1;
+    g->text = json_dumps(o, JSON_COMPACT);
     json_decref(o);
-    if (status == 0 && text) {
-        for (unsigned long i = 0; i < count; i++)
-            if (grpc_call_send(gc, text, strlen(text)) < 0)
-                break;
+    if (delay) {
+        g->delay.cb = g_on_delay;
+        timer_start(E.loop, &g->delay, delay);
+        return;
     }
-    free(text);
-    grpc_call_finish(gc, (int)status, status ? "weft-echo: status requested by x-echo-grpc-status" : NULL,
-                     NULL, 0);
+    g_answer(g);
 }
 
 static void g_done(struct grpc_call *gc, enum grpc_call_end why)
 {
     (void)why;
-    free(grpc_call_data(gc));
+    struct gcall *g = grpc_call_data(gc);
+    if (g) {
+        timer_stop(E.loop, &g->delay);
+        free(g->text);
+        free(g);
+    }
 }
 
 static const struct grpc_handler g_handler = {

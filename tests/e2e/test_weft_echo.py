@@ -190,6 +190,14 @@ def main():
         check("grpc status by metadata", False, "no error")
     except grpc.RpcError as e:
         check("grpc status by metadata", e.code() == grpc.StatusCode.UNAVAILABLE, e.code())
+    t0 = time.time()
+    resp = unary(b"", metadata=(("x-echo-delay-ms", "300"),), timeout=5)
+    check("grpc delay by metadata", time.time() - t0 >= 0.28 and json.loads(resp).get("service") == "grpcsvc")
+    try:
+        unary(b"", metadata=(("x-echo-delay-ms", "2000"),), timeout=0.3)
+        check("grpc deadline shorter than the delay", False, "no error")
+    except grpc.RpcError as e:
+        check("grpc deadline shorter than the delay", e.code() == grpc.StatusCode.DEADLINE_EXCEEDED, e.code())
     ch.close()
 
     # --- SIGTERM finishes in-flight, exits 0 ---
