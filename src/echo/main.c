@@ -867,8 +867,9 @@ static void h1_process_loop(struct conn *c)
                 h1_error(c, h1_status_http_code(hl), q.error ? q.error : "bad request");
                 return;
             }
-            if (q.connect || q.upgrade) {
-                h1_error(c, 501, "CONNECT and Upgrade are not supported");
+            /* Upgrade (h2c, websocket) is ignored, as RFC 9110 7.8 allows: the answer is HTTP/1.1 */
+            if (q.connect) {
+                h1_error(c, 501, "CONNECT is not supported");
                 return;
             }
             struct req *r = req_new(c, 0);

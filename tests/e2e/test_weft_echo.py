@@ -78,6 +78,8 @@ def main():
     check("h2 json fields", st == 200 and isinstance(j, dict) and j.get("protocol") == "HTTP/2"
           and j.get("method") == "POST" and j.get("path") == "/h2?x=1" and
           j["headers"].get("x-up") == "A" and j.get("body_bytes") == 3, (st, j))
+    st, _, j = jget(port, "/up", "--http2")
+    check("Upgrade: h2c ignored, answered in HTTP/1.1", st == 200 and j.get("protocol") == "HTTP/1.1", (st, j))
     if shutil.which("nghttp"):
         r = subprocess.run(["nghttp", "-n", "-s", "-m", "5", base + "/n"], capture_output=True, timeout=20)
         check("nghttp 5 requests", r.returncode == 0, r.stderr[-300:])
