@@ -83,7 +83,8 @@ struct conn {
     struct io io;
     struct deferred dfr;
     struct conn *prev, *next;        /* every open connection, for SIGTERM */
-    bool h2, closed, close_after_write, want_write, in_process, in_recv;
+    bool h2, closed, close_after_write, want_write, in_process, in_recv, goaway_sent, lingering;
+    struct timer linger;
     char local_ip[INET6_ADDRSTRLEN];
     /* HTTP/1.1 */
     char *in;
@@ -679,10 +680,7 @@ static void req_send(struct req *r)
         }
         nghttp2_submit_response(c->ng, r->stream_id, nv, sizeof nv / sizeof nv[0],
                                 head || blen == 0 ? NULL : &dp);
-        if (r->close_after || E.draining)
-            nghttp2_submit_goaway(c->ng, NGHTTP2_FLAG_NONE,
-                                  nghttp2_session_get_last_proc_stream_id(c->ng), NGHTTP2_NO_ERROR, NULL, 0);
-        if (r->close_after)
+        if (r->close_after)   /* GOAWAY goes after the answer (conn_flush), not ahead of its DATA */
             c->close_after_write = true;
         conn_flush(c);
         return;
@@ -728,6 +726,8 @@ static void conn_close(struct conn *c)
         r->c = NULL;
         req_release_dead(r);
     }
+    if (c->lingering)
+        timer_stop(E.loop, &c->linger);
     io_stop(E.loop, &c->io);
     close(c->io.fd);
     if (c->prev)
@@ -744,6 +744,26 @@ static void conn_close(struct conn *c)
     loop_defer(E.loop, &c->dfr, conn_free_deferred);
     if (E.draining && E.nconns == 0 && (E.grpc_down || !E.grpc))
         loop_stop(E.loop);
+}
+
+static void on_linger_timeout(struct loop *l, struct timer *t)
+{
+    (void)l;
+    conn_close(t->data);
+}
+
+/* Closes after the answer without losing it: close() with unread input (a client's
+ * WINDOW_UPDATEs, a pipelined request) would send RST and the kernel would drop the unsent
+ * tail of the answer. So: FIN now, read and drop until the client closes, 2 s at most. */
+static void conn_linger(struct conn *c)
+{
+    if (c->lingering)
+        return;
+    c->lingering = true;
+    shutdown(c->io.fd, SHUT_WR);
+    timer_init(&c->linger, on_linger_timeout, c);
+    timer_start(E.loop, &c->linger, 2000);
+    conn_io(E.loop, &c->io, EPOLLIN);
 }
 
 /* Writes what is pending. For HTTP/1.1 it goes on parsing pipelined input once done. */
@@ -765,8 +785,14 @@ static void conn_flush(struct conn *c)
             conn_close(c);
             return;
         }
-        if (c->close_after_write && !nghttp2_session_want_write(c->ng) && !c->want_write) {
-            conn_close(c);
+        if (c->close_after_write && !c->reqs && !nghttp2_session_want_write(c->ng) && !c->want_write) {
+            if (!c->goaway_sent) {
+                c->goaway_sent = true;
+                nghttp2_submit_goaway(c->ng, NGHTTP2_FLAG_NONE,
+                                      nghttp2_session_get_last_proc_stream_id(c->ng), NGHTTP2_NO_ERROR, NULL, 0);
+                nghttp2_session_send(c->ng);
+            }
+            conn_linger(c);
             return;
         }
         if (E.draining && !c->reqs && !nghttp2_session_want_write(c->ng) && !c->want_write)
@@ -808,8 +834,7 @@ static void conn_flush(struct conn *c)
         c->out = NULL;
         c->out_len = c->out_off = 0;
         if (c->close_after_write) {
-            shutdown(c->io.fd, SHUT_WR);
-            conn_close(c);
+            conn_linger(c);
             return;
         }
         if (!c->in_process)
@@ -1054,6 +1079,20 @@ static void conn_io(struct loop *l, struct io *io, uint32_t ev)
 {
     struct conn *c = io->data;
     (void)l;
+    if (c->closed)
+        return;
+    if (c->lingering) {
+        char b[4096];
+        for (;;) {
+            ssize_t n = sock_recv(io->fd, b, sizeof b);
+            if (n < 0 && errno == EAGAIN)
+                return;
+            if (n <= 0) {
+                conn_close(c);
+                return;
+            }
+        }
+    }
     if ((ev & EPOLLOUT) && c->want_write) {
         if (c->h2) {
             c->want_write = false;

@@ -16,6 +16,9 @@ import weft  # noqa: E402
 from weft import check, curl, finish  # noqa: E402
 
 import grpc  # noqa: E402
+import h2.config  # noqa: E402
+import h2.connection  # noqa: E402
+import h2.events  # noqa: E402
 
 ECHO = os.path.join(weft.BIN, "weft-echo")
 _procs = []
@@ -37,6 +40,35 @@ def jget(port, path="/", *args):
         return st, h, json.loads(body)
     except ValueError:
         return st, h, body
+
+
+def h2_events(port, headers, timeout=3.0):
+    """One raw HTTP/2 request with python3-h2; returns (event class names, closed by server)."""
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    conn.send_headers(1, [(":method", "GET"), (":path", "/x"), (":scheme", "http"),
+                          (":authority", "t")] + headers, end_stream=True)
+    s.sendall(conn.data_to_send())
+    names, closed = [], False
+    deadline = time.time() + timeout
+    try:
+        while time.time() < deadline:
+            data = s.recv(65536)
+            if not data:
+                closed = True
+                break
+            for ev in conn.receive_data(data):
+                names.append(type(ev).__name__)
+                if isinstance(ev, h2.events.StreamReset):
+                    names.append("code=%d" % ev.error_code)
+            s.sendall(conn.data_to_send())
+            if "StreamReset" in names or ("StreamEnded" in names and not headers):
+                break
+    except (socket.timeout, OSError):
+        pass
+    s.close()
+    return names, closed
 
 
 def main():
@@ -107,6 +139,16 @@ def main():
     r = subprocess.run(["curl", "-sS", "--max-time", "5", "--http2-prior-knowledge", "-H",
                         "x-echo-reset: 1", base + "/r"], capture_output=True, timeout=10)
     check("reset h2: curl error (RST_STREAM)", r.returncode != 0 and r.stdout == b"", (r.returncode, r.stderr))
+    names, _ = h2_events(port, [("x-echo-reset", "1")])
+    check("reset h2: RST_STREAM INTERNAL_ERROR", "StreamReset" in names and "code=2" in names, names)
+    names, closed = h2_events(port, [("x-echo-close", "1")])
+    check("close h2: answer, GOAWAY, close", "StreamEnded" in names and "ConnectionTerminated" in names
+          and closed, (names, closed))
+    for extra in ([], ["--http2-prior-knowledge"]):
+        r = subprocess.run(["curl", "-sS", "--max-time", "10", *extra, "-H", "x-echo-body-size: 300000",
+                            "-H", "x-echo-close: 1", base + "/bigclose"], capture_output=True, timeout=15)
+        check("close after a 300 KB answer %s" % (extra or "h1"), r.returncode == 0 and
+              len(r.stdout) == 300000, (r.returncode, len(r.stdout)))
     for extra in ([], ["--http2-prior-knowledge"]):
         r = subprocess.run(["curl", "-sS", "--max-time", "10", *extra, "-H", "x-echo-body-size: 1000000",
                             base + "/big"], capture_output=True, timeout=15)
