@@ -249,9 +249,14 @@ def main():
     slow = subprocess.Popen(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10",
                              "-H", "x-echo-delay-ms: 700", "http://127.0.0.1:%d/" % ports],
                             stdout=subprocess.PIPE)
+    slow2 = subprocess.Popen(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10",
+                              "--http2-prior-knowledge", "-H", "x-echo-delay-ms: 700",
+                              "http://127.0.0.1:%d/" % ports], stdout=subprocess.PIPE)
     time.sleep(0.3)
     ps.send_signal(signal.SIGTERM)
     code = slow.communicate(timeout=10)[0].decode()
+    code2 = slow2.communicate(timeout=10)[0].decode()
+    check("SIGTERM: in-flight h2 answered", code2 == "200", code2)
     rc = ps.wait(10)
     check("SIGTERM: in-flight answered", code == "200", code)
     check("SIGTERM: exit 0", rc == 0, (rc, ps.stderr.read()[-300:]))
