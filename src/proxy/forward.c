@@ -96,10 +96,21 @@ static void local(struct fwd_decision *fd, int status, uint32_t flag, const char
     fd->body_len = body ? strlen(body) : 0;
 }
 
+struct route_request fwd_route_request(const struct h1_request *rq, struct h1_str scheme, bool tls,
+                                       const struct sockaddr_storage *peer)
+{
+    if (!scheme.n)
+        scheme = tls ? (struct h1_str){"https", 5} : (struct h1_str){"http", 4};
+    return (struct route_request){
+        .method = rq->method, .path = rq->path, .authority = rq->host, .scheme = scheme,
+        .headers = rq->headers, .nheaders = rq->nheaders, .source = (const struct sockaddr *)peer,
+    };
+}
+
 bool fwd_route(struct fwd_decision *fd, const struct hcm_config *hcm, struct worker *w, const struct route_request *rr,
                bool grpc, uint64_t rnd, struct stream_info *si)
 {
-    fd->route_answer = false;
+    fd->grpc_reply = grpc;
     fd->status = 0;
     fd->flag = 0;
     fd->details = NULL;
@@ -122,7 +133,7 @@ bool fwd_route(struct fwd_decision *fd, const struct hcm_config *hcm, struct wor
         route_direct_response(fd->route, &status, &fd->body, &fd->body_len);
         fd->status = status;
         fd->details = "direct_response";
-        fd->route_answer = true;
+        fd->grpc_reply = false;
         /* Envoy sends the request's own URL as Location with a 201 or 3xx direct response. */
         if ((status == 201 || (status >= 300 && status < 400)) &&
             route_redirect(fd->route, rr, w->scratch, fd->loc, sizeof fd->loc, &ds) > 0)
@@ -138,7 +149,7 @@ bool fwd_route(struct fwd_decision *fd, const struct hcm_config *hcm, struct wor
         }
         local(fd, status, 0, "via_redirect", NULL);
         fd->location = fd->loc;
-        fd->route_answer = true;
+        fd->grpc_reply = false;
         return false;
     }
     default:

@@ -43,11 +43,11 @@ bool fwd_headers(const struct hcm_config *hcm, struct worker *w, const struct h1
  * response-flag bit or 0), details, body[0..body_len) (owned by the route table, may be NULL)
  * and location (NUL-terminated, or NULL). Otherwise forward to cluster (weight index
  * cluster_weight) with timeout_ms (0 = none). route is the selected entry (NULL: no route).
- * route_answer: the reply is the route's own (direct_response, redirect): sent as configured,
- * never turned into a gRPC trailers-only answer. */
+ * grpc_reply: answer as gRPC (trailers-only); false for the route's own answers
+ * (direct_response, redirect), which go out as configured. */
 struct fwd_decision {
     const struct route_entry *route;
-    bool route_answer;
+    bool grpc_reply;
     int status;
     uint32_t flag;
     const char *details;
@@ -58,6 +58,11 @@ struct fwd_decision {
     uint64_t timeout_ms;
     char loc[FWD_LOCATION_MAX];
 };
+
+/* The routing view of a request: rq's method, path, authority and headers; scheme as given
+ * (HTTP/2 :scheme), else "https" on TLS and "http" otherwise; the peer as source. */
+struct route_request fwd_route_request(const struct h1_request *rq, struct h1_str scheme, bool tls,
+                                       const struct sockaddr_storage *peer);
 
 /* Selects the route for rr and decides between a local reply (no route, direct_response,
  * redirect, no cluster) and an upstream cluster; counts the HCM stats of those outcomes and

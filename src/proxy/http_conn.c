@@ -314,7 +314,7 @@ static bool choose_codec(struct hconn *d)
 /* --- local replies (404, 503, 504, redirects, direct responses, protocol errors) --- */
 
 static void local_reply(struct hconn *d, int status, uint32_t flag, const char *details,
-                        const char *body, size_t body_len, const char *location, bool close_conn)
+                        const char *body, size_t body_len, const char *location, bool close_conn, bool grpc)
 {
     struct stream *s = &d->s;
     if (s->rs_head_sent) {
@@ -338,9 +338,9 @@ static void local_reply(struct hconn *d, int status, uint32_t flag, const char *
     o->head = o->tail = 0;
     bool head_only = s->rq.method.n == 4 && memcmp(s->rq.method.p, "HEAD", 4) == 0;
     int wire = status, gs = -1;
-    if (fwd_write_local_head(o, d->hcm, status, body, body_len, location, s->grpc, &wire, &gs) < 0)
+    if (fwd_write_local_head(o, d->hcm, status, body, body_len, location, grpc, &wire, &gs) < 0)
         s->close_after = true;
-    if (s->grpc) {
+    if (grpc) {
         buf_append(o, "content-length: 0\r\n", 19); /* trailers-only: the head is all */
         s->si.grpc_status = gs;
         body_len = 0;
@@ -368,7 +368,7 @@ static void local_reply(struct hconn *d, int status, uint32_t flag, const char *
 
 static void error_reply(struct hconn *d, int status, uint32_t flag, const char *details, const char *body)
 {
-    local_reply(d, status, flag, details, body, body ? strlen(body) : 0, NULL, false);
+    local_reply(d, status, flag, details, body, body ? strlen(body) : 0, NULL, false, d->s.grpc);
 }
 
 /* --- stream lifecycle --- */
@@ -462,7 +462,7 @@ static void on_upstream_event(struct uconn *u, enum uconn_event ev, void *owner)
                  "upstream connect error or disconnect/reset before headers. reset reason: %s",
                  ev == UE_CONNECT_TIMEOUT ? "connection timeout" : "connection failure");
         local_reply(d, 503, 1u << RF_UPSTREAM_CONNECTION_FAILURE, "upstream_reset_before_response_started",
-                    body, strlen(body), NULL, false);
+                    body, strlen(body), NULL, false, s->grpc);
     }
     (void)u;
     hconn_run(d);
@@ -539,22 +539,14 @@ static void start_stream(struct hconn *d, int head_len)
             buf_append(o, "HTTP/1.1 100 Continue\r\n\r\n", 25);
     }
 
-    struct route_request rr = {
-        .method = s->rq.method, .path = s->rq.path, .authority = s->rq.host,
-        .scheme = {"http", 4}, .headers = s->rq.headers, .nheaders = s->rq.nheaders,
-        .source = (const struct sockaddr *)&d->peer,
-    };
+    struct route_request rr = fwd_route_request(&s->rq, (struct h1_str){0}, transport_is_tls(&d->tp), &d->peer);
     struct fwd_decision fd;
     bool up = fwd_route(&fd, d->hcm, w, &rr, s->grpc, worker_random(w), &s->si);
     s->route = fd.route;
     s->cluster = fd.cluster;
     s->cluster_weight = fd.cluster_weight;
     if (!up) {
-        bool grpc = s->grpc;
-        if (fd.route_answer)
-            s->grpc = false; /* a direct response or redirect is what the route says, gRPC or not */
-        local_reply(d, fd.status, fd.flag, fd.details, fd.body, fd.body_len, fd.location, false);
-        s->grpc = grpc;
+        local_reply(d, fd.status, fd.flag, fd.details, fd.body, fd.body_len, fd.location, false, fd.grpc_reply);
         return;
     }
     if (__builtin_expect(d->snap->clusters[s->cluster]->protocol == UPSTREAM_HTTP2, 0) && !s->tunnel_requested) {

@@ -83,7 +83,7 @@ static int parse_built_head(struct hstream *s, size_t text)
 
 /* The one local-reply path of this router: body[0..blen) (copied), location (or NULL). */
 static void local_reply(struct hstream *s, int status, uint32_t flag, const char *details, const char *body,
-                        size_t blen, const char *location)
+                        size_t blen, const char *location, bool grpc)
 {
     if (s->rs_head_taken) {
         /* The client has a response head already: all that is left is resetting the stream. */
@@ -103,12 +103,12 @@ static void local_reply(struct hstream *s, int status, uint32_t flag, const char
     }
     size_t text = b->tail;
     int wire = status, gs = -1;
-    if (fwd_write_local_head(b, s->hcm, status, body, blen, location, s->grpc, &wire, &gs) < 0 ||
+    if (fwd_write_local_head(b, s->hcm, status, body, blen, location, grpc, &wire, &gs) < 0 ||
         put(b, "\r\n", 2) || parse_built_head(s, text) < 0) {
         s->reset = true;
         return;
     }
-    if (s->grpc) {
+    if (grpc) {
         s->si.grpc_status = gs;
         blen = 0; /* trailers-only */
     }
@@ -129,7 +129,7 @@ static void local_reply(struct hstream *s, int status, uint32_t flag, const char
 
 void router_local_reply(struct hstream *s, int status, uint32_t flag, const char *details, const char *body)
 {
-    local_reply(s, status, flag, details, body, body ? strlen(body) : 0, NULL);
+    local_reply(s, status, flag, details, body, body ? strlen(body) : 0, NULL, s->grpc);
 }
 
 static void on_route_timeout(struct loop *l, struct timer *t)
@@ -211,22 +211,14 @@ void router_start(struct hstream *s)
         router_local_reply(s, 403, 0, "upgrade_failed", NULL);
         return;
     }
-    struct route_request rr = {
-        .method = s->rq.method, .path = s->rq.path, .authority = s->rq.host,
-        .scheme = s->scheme.n ? s->scheme : (struct h1_str){"http", 4},
-        .headers = s->rq.headers, .nheaders = s->rq.nheaders, .source = (const struct sockaddr *)s->peer,
-    };
+    struct route_request rr = fwd_route_request(&s->rq, s->scheme, s->tp && transport_is_tls(s->tp), s->peer);
     struct fwd_decision fd;
     bool up = fwd_route(&fd, s->hcm, w, &rr, s->grpc, worker_random(w), &s->si);
     s->route = fd.route;
     s->cluster = fd.cluster;
     s->cluster_weight = fd.cluster_weight;
     if (!up) {
-        bool grpc = s->grpc;
-        if (fd.route_answer)
-            s->grpc = false; /* a direct response or redirect is what the route says, gRPC or not */
-        local_reply(s, fd.status, fd.flag, fd.details, fd.body, fd.body_len, fd.location);
-        s->grpc = grpc;
+        local_reply(s, fd.status, fd.flag, fd.details, fd.body, fd.body_len, fd.location, fd.grpc_reply);
         return;
     }
     s->wc = fwd_cluster(w, s->cluster, &s->si);
