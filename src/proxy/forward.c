@@ -425,6 +425,36 @@ int fwd_write_local_head(struct buf *b, const struct hcm_config *hcm, int status
     return 0;
 }
 
+#define RESET_BEFORE "upstream connect error or disconnect/reset before headers. reset reason: "
+
+const struct fwd_reply fwd_replies[] = {
+    [FWD_R_NO_HEALTHY] = {503, 1u << RF_NO_HEALTHY_UPSTREAM, "no_healthy_upstream", "no healthy upstream"},
+    [FWD_R_CONNECT_FAILURE] = {503, 1u << RF_UPSTREAM_CONNECTION_FAILURE, "upstream_reset_before_response_started",
+                               RESET_BEFORE "connection failure"},
+    [FWD_R_CONNECT_TIMEOUT] = {503, 1u << RF_UPSTREAM_CONNECTION_FAILURE, "upstream_reset_before_response_started",
+                               RESET_BEFORE "connection timeout"},
+    [FWD_R_TERMINATION] = {503, 1u << RF_UPSTREAM_CONNECTION_TERMINATION, "upstream_reset_before_response_started",
+                           RESET_BEFORE "connection termination"},
+    [FWD_R_ROUTE_TIMEOUT] = {504, 1u << RF_UPSTREAM_REQUEST_TIMEOUT, "upstream_response_timeout",
+                             "upstream request timeout"},
+    [FWD_R_UPSTREAM_HEADERS_TOO_LARGE] = {502, 1u << RF_UPSTREAM_PROTOCOL_ERROR, "upstream_headers_too_large", NULL},
+    [FWD_R_UPSTREAM_PROTOCOL_ERROR] = {502, 1u << RF_UPSTREAM_PROTOCOL_ERROR, "upstream_protocol_error", NULL},
+    [FWD_R_RESPONSE_HEADERS_TOO_LARGE] = {502, 1u << RF_UPSTREAM_PROTOCOL_ERROR, "response_headers_too_large", NULL},
+    [FWD_R_REQUEST_HEADERS_TOO_LARGE] = {431, 0, "request_headers_too_large", NULL},
+    [FWD_R_UPGRADE_FAILED] = {403, 0, "upgrade_failed", NULL},
+    [FWD_R_BAD_CHUNKED_BODY] = {400, 1u << RF_DOWNSTREAM_PROTOCOL_ERROR, "bad_chunked_body", NULL},
+};
+
+int fwd_h1_head_failure(int r, bool full, bool peer_closed)
+{
+    if (r == H1_INCOMPLETE) {
+        if (full)
+            return FWD_R_UPSTREAM_HEADERS_TOO_LARGE;
+        return peer_closed ? FWD_R_TERMINATION : -1;
+    }
+    return r < 0 ? FWD_R_UPSTREAM_PROTOCOL_ERROR : -1;
+}
+
 void fwd_finish(const struct hcm_config *hcm, struct worker *w, struct wcluster *wc, const struct stream_info *si,
                 int upstream_status)
 {

@@ -126,6 +126,33 @@ int fwd_write_response_head(struct buf *b, const struct hcm_config *hcm, const s
 int fwd_write_local_head(struct buf *b, const struct hcm_config *hcm, int status, const char *body, size_t body_len,
                          const char *location, bool grpc, int *wire_status, int *grpc_status);
 
+/* The local replies both paths send for the same failure, as Envoy words them. */
+enum fwd_reply_kind {
+    FWD_R_NO_HEALTHY,                /* 503 no_healthy_upstream */
+    FWD_R_CONNECT_FAILURE,           /* 503 connect failed */
+    FWD_R_CONNECT_TIMEOUT,           /* 503 connect timed out */
+    FWD_R_TERMINATION,               /* 503 upstream closed before the response started */
+    FWD_R_ROUTE_TIMEOUT,             /* 504 the route timeout fired */
+    FWD_R_UPSTREAM_HEADERS_TOO_LARGE,/* 502 the upstream's head does not fit */
+    FWD_R_UPSTREAM_PROTOCOL_ERROR,   /* 502 the upstream spoke bad HTTP */
+    FWD_R_RESPONSE_HEADERS_TOO_LARGE,/* 502 our rebuilt response head does not fit */
+    FWD_R_REQUEST_HEADERS_TOO_LARGE, /* 431 the upstream request head does not fit */
+    FWD_R_UPGRADE_FAILED,            /* 403 an upgrade / CONNECT that is not allowed */
+    FWD_R_BAD_CHUNKED_BODY,          /* 400 the client's chunked body is malformed */
+};
+struct fwd_reply {
+    int status;
+    uint32_t flag;                   /* response-flag bit, or 0 */
+    const char *details;             /* %RESPONSE_CODE_DETAILS% */
+    const char *body;                /* NULL: none */
+};
+extern const struct fwd_reply fwd_replies[];
+
+/* What an HTTP/1.1 upstream response head parse outcome r (h1_parse_response) means:
+ * a failure to answer (a fwd_reply_kind), or -1 when it is fine or needs more bytes. full: the
+ * read buffer is full from its start; peer_closed: the upstream has closed. */
+int fwd_h1_head_failure(int r, bool full, bool peer_closed);
+
 /* Ends a stream's accounting: downstream response class, active/completed counts, the
  * cluster's request stats (upstream_status: the upstream's response status, 0 when there was
  * none), every access log. Gives back nothing else. */

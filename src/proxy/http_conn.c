@@ -371,6 +371,12 @@ static void error_reply(struct hconn *d, int status, uint32_t flag, const char *
     local_reply(d, status, flag, details, body, body ? strlen(body) : 0, NULL, false, d->s.grpc);
 }
 
+static void reply(struct hconn *d, enum fwd_reply_kind k)
+{
+    const struct fwd_reply *r = &fwd_replies[k];
+    error_reply(d, r->status, r->flag, r->details, r->body);
+}
+
 /* --- stream lifecycle --- */
 
 /* Ends the current exchange: access log, stats, upstream back to its pool. */
@@ -445,8 +451,7 @@ static void on_route_timeout(struct loop *l, struct timer *t)
         upstream_release(s->u, false);
         s->u = NULL;
     }
-    error_reply(d, 504, 1u << RF_UPSTREAM_REQUEST_TIMEOUT, "upstream_response_timeout",
-                "upstream request timeout");
+    reply(d, FWD_R_ROUTE_TIMEOUT);
     hconn_run(d);
 }
 
@@ -457,14 +462,8 @@ static void on_upstream_event(struct uconn *u, enum uconn_event ev, void *owner)
     if (ev == UE_CONNECT_FAILED || ev == UE_CONNECT_TIMEOUT) {
         s->u = NULL;
         s->si.upstream_transport_failure_reason = u->tls_error;
-        char body[160];
-        snprintf(body, sizeof body,
-                 "upstream connect error or disconnect/reset before headers. reset reason: %s",
-                 ev == UE_CONNECT_TIMEOUT ? "connection timeout" : "connection failure");
-        local_reply(d, 503, 1u << RF_UPSTREAM_CONNECTION_FAILURE, "upstream_reset_before_response_started",
-                    body, strlen(body), NULL, false, s->grpc);
+        reply(d, ev == UE_CONNECT_TIMEOUT ? FWD_R_CONNECT_TIMEOUT : FWD_R_CONNECT_FAILURE);
     }
-    (void)u;
     hconn_run(d);
 }
 
@@ -527,7 +526,7 @@ static void start_stream(struct hconn *d, int head_len)
     if (s->rq.upgrade || s->rq.connect) {
         bool websocket = s->rq.upgrade && h1_str_eq_ci(s->rq.upgrade_proto, "websocket");
         if (!websocket || !d->hcm->websocket_upgrade) {
-            error_reply(d, 403, 0, "upgrade_failed", NULL);
+            reply(d, FWD_R_UPGRADE_FAILED);
             return;
         }
         s->tunnel_requested = true;
@@ -559,19 +558,18 @@ static void start_stream(struct hconn *d, int head_len)
     const struct host *h = fwd_pick_host(w, s->wc, s->route, &rr, &d->local, &od, s->orig_dst, sizeof s->orig_dst,
                                          &s->host, &s->host_counted, &s->si);
     if (!h) {
-        error_reply(d, 503, 1u << RF_NO_HEALTHY_UPSTREAM, "no_healthy_upstream", "no healthy upstream");
+        reply(d, FWD_R_NO_HEALTHY);
         return;
     }
     if (build_upstream_head(d, &rr, h) < 0) {
-        error_reply(d, 431, 0, "request_headers_too_large", NULL);
+        reply(d, FWD_R_REQUEST_HEADERS_TOO_LARGE);
         return;
     }
     int r = s->host == UPSTREAM_NO_POOL ? upstream_connect_addr(w, s->wc, &d->local, on_upstream_event, d, &s->u)
                                         : upstream_acquire(w, s->wc, s->host, on_upstream_event, d, &s->u);
     if (r < 0) {
         s->u = NULL;
-        error_reply(d, 503, 1u << RF_UPSTREAM_CONNECTION_FAILURE, "upstream_reset_before_response_started",
-                    "upstream connect error or disconnect/reset before headers. reset reason: connection failure");
+        reply(d, FWD_R_CONNECT_FAILURE);
         return;
     }
     if (s->timeout_ms)
@@ -659,7 +657,7 @@ static bool pump_request(struct hconn *d)
     }
     if (frame_body(&s->rqb, d->in) < 0) {
         hstat(d, HS_DOWNSTREAM_CX_PROTOCOL_ERROR, 1);
-        error_reply(d, 400, 1u << RF_DOWNSTREAM_PROTOCOL_ERROR, "bad_chunked_body", NULL);
+        reply(d, FWD_R_BAD_CHUNKED_BODY);
         return true;
     }
     if (!u || u->state != UC_OPEN || !u->writable || s->local_reply)
@@ -680,9 +678,7 @@ static bool pump_request(struct hconn *d)
             } else {
                 upstream_release(u, false);
                 s->u = NULL;
-                error_reply(d, 503, 1u << RF_UPSTREAM_CONNECTION_TERMINATION,
-                            "upstream_reset_before_response_started",
-                            "upstream connect error or disconnect/reset before headers. reset reason: connection termination");
+                reply(d, FWD_R_TERMINATION);
                 return true;
             }
         } else {
@@ -756,24 +752,13 @@ static bool handle_response_head(struct hconn *d)
     for (;;) {
         s->rs.headers = d->rs_headers;
         int r = h1_parse_response(buf_rpos(u->in), buf_len(u->in), &d->lim, &s->rs);
-        if (r == H1_INCOMPLETE) {
-            if (buf_room(u->in) == 0 && u->in->head == 0) {
-                error_reply(d, 502, 1u << RF_UPSTREAM_PROTOCOL_ERROR, "upstream_headers_too_large", NULL);
-                return true;
-            }
-            if (u->peer_closed) {
-                upstream_release(u, false);
-                s->u = NULL;
-                error_reply(d, 503, 1u << RF_UPSTREAM_CONNECTION_TERMINATION, "upstream_reset_before_response_started",
-                            "upstream connect error or disconnect/reset before headers. reset reason: connection termination");
-                return true;
-            }
-            return false;
-        }
-        if (r < 0) {
-            error_reply(d, 502, 1u << RF_UPSTREAM_PROTOCOL_ERROR, "upstream_protocol_error", NULL);
+        int fail = fwd_h1_head_failure(r, buf_room(u->in) == 0 && u->in->head == 0, u->peer_closed);
+        if (fail >= 0) {
+            reply(d, (enum fwd_reply_kind)fail);
             return true;
         }
+        if (r == H1_INCOMPLETE)
+            return false;
         if (s->rs.status >= 100 && s->rs.status < 200 && s->rs.status != 101) {
             /* Interim responses: our own 100 Continue was already sent; drop theirs. */
             u->in->head += (size_t)r;
@@ -813,7 +798,7 @@ static bool handle_response_head(struct hconn *d)
                 s->rsb.done = true;
         }
         if (build_downstream_head(d) < 0) {
-            error_reply(d, 502, 1u << RF_UPSTREAM_PROTOCOL_ERROR, "response_headers_too_large", NULL);
+            reply(d, FWD_R_RESPONSE_HEADERS_TOO_LARGE);
             return true;
         }
         s->rs_head_sent = true;
@@ -986,7 +971,7 @@ static bool bridge_pump(struct hconn *d)
         if (!s->rqb.done && read_downstream(d, s->rqb.base))
             progress = true;
         if (d->in && frame_body(&s->rqb, d->in) < 0 && !hs->rs_head_taken) {
-            router_local_reply(hs, 400, 1u << RF_DOWNSTREAM_PROTOCOL_ERROR, "bad_chunked_body", NULL);
+            router_reply(hs, FWD_R_BAD_CHUNKED_BODY);
             s->close_after = true;
         }
         if (s->rqb.ready && !hs->local_reply) {

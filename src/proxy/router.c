@@ -132,6 +132,14 @@ void router_local_reply(struct hstream *s, int status, uint32_t flag, const char
     local_reply(s, status, flag, details, body, body ? strlen(body) : 0, NULL, s->grpc);
 }
 
+void router_reply(struct hstream *s, enum fwd_reply_kind k)
+{
+    const struct fwd_reply *r = &fwd_replies[k];
+    router_local_reply(s, r->status, r->flag, r->details, r->body);
+}
+
+static void reply(struct hstream *s, enum fwd_reply_kind k) { router_reply(s, k); }
+
 static void on_route_timeout(struct loop *l, struct timer *t)
 {
     (void)l;
@@ -139,21 +147,17 @@ static void on_route_timeout(struct loop *l, struct timer *t)
     s->timed_out = true;
     if (s->wc)
         stats_inc(s->wc->c->stats, s->w->id, CS_UPSTREAM_RQ_TIMEOUT);
-    router_local_reply(s, 504, 1u << RF_UPSTREAM_REQUEST_TIMEOUT, "upstream_response_timeout",
-                       "upstream request timeout");
+    reply(s, FWD_R_ROUTE_TIMEOUT);
     s->ops->wake(s);
 }
 
 static void on_upstream_event(struct uconn *u, enum uconn_event ev, void *owner)
 {
-    (void)u;
     struct hstream *s = owner;
     if (ev == UE_CONNECT_FAILED || ev == UE_CONNECT_TIMEOUT) {
         s->u = NULL;
-        router_local_reply(s, 503, 1u << RF_UPSTREAM_CONNECTION_FAILURE, "upstream_reset_before_response_started",
-                           ev == UE_CONNECT_TIMEOUT
-                               ? "upstream connect error or disconnect/reset before headers. reset reason: connection timeout"
-                               : "upstream connect error or disconnect/reset before headers. reset reason: connection failure");
+        s->si.upstream_transport_failure_reason = u->tls_error;
+        reply(s, ev == UE_CONNECT_TIMEOUT ? FWD_R_CONNECT_TIMEOUT : FWD_R_CONNECT_FAILURE);
     }
     s->ops->wake(s);
 }
@@ -208,7 +212,7 @@ void router_start(struct hstream *s)
     s->grpc = fwd_headers(s->hcm, w, &s->rq, s->peer, s->xff, sizeof s->xff, s->request_id, sizeof s->request_id, &s->si);
 
     if (s->rq.connect) {
-        router_local_reply(s, 403, 0, "upgrade_failed", NULL);
+        reply(s, FWD_R_UPGRADE_FAILED);
         return;
     }
     struct route_request rr = fwd_route_request(&s->rq, s->scheme, s->tp && transport_is_tls(s->tp), s->peer);
@@ -228,11 +232,11 @@ void router_start(struct hstream *s)
     const struct host *h = fwd_pick_host(w, s->wc, s->route, &rr, s->local, &od, s->orig_dst, sizeof s->orig_dst,
                                          &s->host, &s->host_counted, &s->si);
     if (!h) {
-        router_local_reply(s, 503, 1u << RF_NO_HEALTHY_UPSTREAM, "no_healthy_upstream", "no healthy upstream");
+        reply(s, FWD_R_NO_HEALTHY);
         return;
     }
     if (build_upstream_head(s, &rr, h, h2) < 0) {
-        router_local_reply(s, 431, 0, "request_headers_too_large", NULL);
+        reply(s, FWD_R_REQUEST_HEADERS_TOO_LARGE);
         return;
     }
     int r;
@@ -245,8 +249,7 @@ void router_start(struct hstream *s)
     }
     if (r < 0) {
         s->u = NULL;
-        router_local_reply(s, 503, 1u << RF_UPSTREAM_CONNECTION_FAILURE, "upstream_reset_before_response_started",
-                           "upstream connect error or disconnect/reset before headers. reset reason: connection failure");
+        reply(s, FWD_R_CONNECT_FAILURE);
         return;
     }
     if (s->timeout_ms)
@@ -328,8 +331,7 @@ static bool pump_h1_request(struct hstream *s)
             io_want_write(s->w->loop, &u->io, true);
             return progress;
         }
-        router_local_reply(s, 503, 1u << RF_UPSTREAM_CONNECTION_TERMINATION, "upstream_reset_before_response_started",
-                           "upstream connect error or disconnect/reset before headers. reset reason: connection termination");
+        reply(s, FWD_R_TERMINATION);
         return true;
     }
     stats_add(s->wc->c->stats, s->w->id, CS_UPSTREAM_CX_TX_BYTES_TOTAL, wr);
@@ -368,7 +370,7 @@ int router_upstream_head(struct hstream *s)
 {
     s->si.upstream_headers_us = clock_now_us();
     if (build_response_head(s) < 0) {
-        router_local_reply(s, 502, 1u << RF_UPSTREAM_PROTOCOL_ERROR, "response_headers_too_large", NULL);
+        reply(s, FWD_R_RESPONSE_HEADERS_TOO_LARGE);
         return -1;
     }
     s->si.rs = &s->rs;
@@ -383,32 +385,23 @@ static bool handle_h1_response_head(struct hstream *s)
     struct h1_limits lim = {.max_head_bytes = 64 * 1024, .max_headers = head_slots(s)};
     for (;;) {
         if (!rsbuf(s)) {
-            router_local_reply(s, 503, 1u << RF_UPSTREAM_CONNECTION_TERMINATION, "upstream_reset_before_response_started", NULL);
+            reply(s, FWD_R_TERMINATION);
             return true;
         }
         s->urs.headers = s->urs_headers;
         int r = h1_parse_response(buf_rpos(u->in), buf_len(u->in), &lim, &s->urs);
-        if (r == H1_INCOMPLETE) {
-            if (buf_room(u->in) == 0 && u->in->head == 0) {
-                router_local_reply(s, 502, 1u << RF_UPSTREAM_PROTOCOL_ERROR, "upstream_headers_too_large", NULL);
-                return true;
-            }
-            if (u->peer_closed) {
-                router_local_reply(s, 503, 1u << RF_UPSTREAM_CONNECTION_TERMINATION, "upstream_reset_before_response_started",
-                                   "upstream connect error or disconnect/reset before headers. reset reason: connection termination");
-                return true;
-            }
-            return false;
-        }
-        if (r < 0) {
-            router_local_reply(s, 502, 1u << RF_UPSTREAM_PROTOCOL_ERROR, "upstream_protocol_error", NULL);
+        int fail = fwd_h1_head_failure(r, buf_room(u->in) == 0 && u->in->head == 0, u->peer_closed);
+        if (fail >= 0) {
+            reply(s, (enum fwd_reply_kind)fail);
             return true;
         }
+        if (r == H1_INCOMPLETE)
+            return false;
         if (s->urs.status >= 100 && s->urs.status < 200) {
             u->in->head += (size_t)r; /* interim responses are not forwarded (Envoy's default) */
             buf_compact_to(u->in, 0);
             if (s->urs.status == 101) {
-                router_local_reply(s, 502, 1u << RF_UPSTREAM_PROTOCOL_ERROR, "upstream_protocol_error", NULL);
+                reply(s, FWD_R_UPSTREAM_PROTOCOL_ERROR);
                 return true;
             }
             continue;
@@ -550,7 +543,7 @@ static bool pump_h1_response(struct hstream *s)
             return progress;
     }
     if (s->rs_head && frame_h1_response(s) < 0) {
-        router_local_reply(s, 502, 1u << RF_UPSTREAM_PROTOCOL_ERROR, "upstream_protocol_error", NULL);
+        reply(s, FWD_R_UPSTREAM_PROTOCOL_ERROR);
         return true;
     }
     if (u->peer_closed && !s->rs_end && s->urs_ready == buf_len(u->in)) {
