@@ -425,6 +425,16 @@ int fwd_write_local_head(struct buf *b, const struct hcm_config *hcm, int status
     return 0;
 }
 
+void fwd_note_local_reply(struct stream_info *si, int wire_status, int grpc_status, uint32_t flag,
+                          const char *details)
+{
+    si->status = wire_status;
+    if (grpc_status >= 0)
+        si->grpc_status = grpc_status;
+    si->flags |= flag;
+    si->local_reply_details = details;
+}
+
 #define RESET_BEFORE "upstream connect error or disconnect/reset before headers. reset reason: "
 
 const struct fwd_reply fwd_replies[] = {

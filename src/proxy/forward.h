@@ -126,6 +126,11 @@ int fwd_write_response_head(struct buf *b, const struct hcm_config *hcm, const s
 int fwd_write_local_head(struct buf *b, const struct hcm_config *hcm, int status, const char *body, size_t body_len,
                          const char *location, bool grpc, int *wire_status, int *grpc_status);
 
+/* Records a local reply in si: the status on the wire, the gRPC status (-1: not gRPC, left
+ * as it is), the response flag bit and %RESPONSE_CODE_DETAILS%. */
+void fwd_note_local_reply(struct stream_info *si, int wire_status, int grpc_status, uint32_t flag,
+                          const char *details);
+
 /* The local replies both paths send for the same failure, as Envoy words them. */
 enum fwd_reply_kind {
     FWD_R_NO_HEALTHY,                /* 503 no_healthy_upstream */

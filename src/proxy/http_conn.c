@@ -342,7 +342,6 @@ static void local_reply(struct hconn *d, int status, uint32_t flag, const char *
         s->close_after = true;
     if (grpc) {
         buf_append(o, "content-length: 0\r\n", 19); /* trailers-only: the head is all */
-        s->si.grpc_status = gs;
         body_len = 0;
     }
     if (s->close_after)
@@ -352,9 +351,7 @@ static void local_reply(struct hconn *d, int status, uint32_t flag, const char *
         buf_append(o, body, body_len);
         s->si.bytes_sent = body_len;
     }
-    s->si.status = wire; /* what went on the wire (gRPC: trailers-only 200) */
-    s->si.flags |= flag;
-    s->si.local_reply_details = details;
+    fwd_note_local_reply(&s->si, wire, gs, flag, details);
     s->local_reply = true;
     s->rs_head_sent = true;
     s->rsb.kind = BODY_NONE;

@@ -108,19 +108,15 @@ static void local_reply(struct hstream *s, int status, uint32_t flag, const char
         s->reset = true;
         return;
     }
-    if (grpc) {
-        s->si.grpc_status = gs;
+    if (grpc)
         blen = 0; /* trailers-only */
-    }
     buf_put(&s->w->bufs, s->rsbody);
     s->rsbody = NULL;
     if (blen && !s->head_request && (s->rsbody = buf_get(&s->w->bufs))) {
         buf_append(s->rsbody, body, blen < BUF_SIZE ? blen : BUF_SIZE);
         s->si.bytes_sent = blen;
     }
-    s->si.status = wire; /* what went on the wire (gRPC: trailers-only 200) */
-    s->si.flags |= flag;
-    s->si.local_reply_details = details;
+    fwd_note_local_reply(&s->si, wire, gs, flag, details);
     s->local_reply = true;
     s->rs_head = true;
     s->rs_end = true;
