@@ -11,6 +11,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "lib"))
 from weft import *  # noqa
+from tlsutil import Pki, downstream_tls
 
 be = backend("be")
 admin, port = free_port(), free_port()
@@ -31,7 +32,15 @@ routes = """virtual_hosts:
   - match: {prefix: "/be"}
     route: {cluster: be, timeout: 7s}
 """
-proxy = Proxy(bootstrap(admin, http_listener("main", port, route_config=routes), static_cluster("be", [be])), admin)
+pki = Pki()
+crt, key = pki.leaf("localhost", ["DNS:localhost"])
+tport = free_port()
+tls_routes = routes.replace('- match: {prefix: "/created"}',
+                            '- match: {prefix: "/moved"}\n    redirect: {path_redirect: "/new"}\n  - match: {prefix: "/created"}')
+listeners = (http_listener("main", port, route_config=routes) +
+             http_listener("tls", tport, stat_prefix="tls", route_config=tls_routes) +
+             downstream_tls(crt, key, alpn=["h2", "http/1.1"]))
+proxy = Proxy(bootstrap(admin, listeners, static_cluster("be", [be])), admin)
 base = "http://127.0.0.1:%d" % port
 GRPC = ("-H", "content-type: application/grpc", "-H", "te: trailers", "--data-binary", "")
 
@@ -73,6 +82,17 @@ for name, opts in (("HTTP/1.1", ("--http1.1",)), ("HTTP/2", ("--http2-prior-know
           st == 200 and h.get("grpc-status") == "12" and body == "", (st, h, body))
     st, h, body = curl(base + "/nowhere", *opts)
     check("%s: plain request with no route: 404" % name, st == 404, (st, h))
+
+# Over TLS the request's scheme is https on both codecs (redirects and direct_response location).
+tbase = "https://localhost:%d" % tport
+TLS = ("--cacert", pki.ca, "--resolve", "localhost:%d:127.0.0.1" % tport)
+for name, opts in (("HTTP/1.1", ("--http1.1",)), ("HTTP/2", ("--http2",))):
+    st, h, body = curl(tbase + "/moved", *opts, *TLS)
+    check("%s over TLS: redirect keeps the https scheme" % name,
+          st == 301 and h.get("location") == "https://localhost:%d/new" % tport, (st, h))
+    st, h, body = curl(tbase + "/found", *opts, *TLS)
+    check("%s over TLS: direct_response 302 location is https" % name,
+          st == 302 and h.get("location") == "https://localhost:%d/found" % tport, (st, h))
 
 time.sleep(1.5)  # the slow upstream calls end
 stats = proxy.stats()
