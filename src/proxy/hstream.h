@@ -22,6 +22,7 @@
 #include "common/buf.h"
 #include "common/loop.h"
 #include "net/http1.h"
+#include "proxy/forward.h"
 #include "proxy/stream_info.h"
 #include "proxy/upstream_h2.h"
 
@@ -136,5 +137,7 @@ struct buf *router_rsbuf(struct hstream *s);
 size_t router_head_slots(const struct hstream *s);
 /* Answers s with a local reply (status, optional text body). Used by the codec too. */
 void router_local_reply(struct hstream *s, int status, uint32_t flag, const char *details, const char *body);
+/* The same with one of the shared failure replies (forward.h). */
+void router_reply(struct hstream *s, enum fwd_reply_kind k);
 
 #endif

@@ -28,6 +28,7 @@
 #include "proxy/access_log.h"
 #include "proxy/codec_h2.h"
 #include "proxy/config.h"
+#include "proxy/forward.h"
 #include "proxy/http_codec.h"
 #include "proxy/hstream.h"
 #include "proxy/http_headers.h"
@@ -80,6 +81,8 @@ struct stream {
     bool bridge;                   /* this exchange goes through the codec-neutral router */
     bool bridge_chunked;           /* its response goes downstream chunked */
     bool bridge_done;              /* its response is all in d->out */
+    bool grpc;                     /* content-type application/grpc*: gRPC local replies */
+    uint64_t timeout_ms;           /* the route timeout (grpc-timeout applied), 0 = none */
     struct timer timer;            /* route timeout */
     struct stream_info si;
     char request_id[40];
@@ -311,7 +314,7 @@ static bool choose_codec(struct hconn *d)
 /* --- local replies (404, 503, 504, redirects, direct responses, protocol errors) --- */
 
 static void local_reply(struct hconn *d, int status, uint32_t flag, const char *details,
-                        const char *body, size_t body_len, const char *location, bool close_conn)
+                        const char *body, size_t body_len, const char *location, bool close_conn, bool grpc)
 {
     struct stream *s = &d->s;
     if (s->rs_head_sent) {
@@ -334,18 +337,12 @@ static void local_reply(struct hconn *d, int status, uint32_t flag, const char *
     }
     o->head = o->tail = 0;
     bool head_only = s->rq.method.n == 4 && memcmp(s->rq.method.p, "HEAD", 4) == 0;
-    char date[40];
-    http_date_now(date, sizeof date);
-    int n = snprintf(buf_wpos(o), buf_room(o),
-                     "HTTP/1.1 %d %s\r\ncontent-length: %zu\r\ndate: %s\r\nserver: %s\r\n", status,
-                     http_reason(status), body_len, date, d->hcm->server_name);
-    o->tail += (size_t)n;
-    if (body_len && body)
-        buf_append(o, "content-type: text/plain\r\n", 26);
-    if (location) {
-        buf_append(o, "location: ", 10);
-        buf_append(o, location, strlen(location));
-        buf_append(o, "\r\n", 2);
+    int wire = status, gs = -1;
+    if (fwd_write_local_head(o, d->hcm, status, body, body_len, location, grpc, &wire, &gs) < 0)
+        s->close_after = true;
+    if (grpc) {
+        buf_append(o, "content-length: 0\r\n", 19); /* trailers-only: the head is all */
+        body_len = 0;
     }
     if (s->close_after)
         buf_append(o, "connection: close\r\n", 19);
@@ -354,9 +351,7 @@ static void local_reply(struct hconn *d, int status, uint32_t flag, const char *
         buf_append(o, body, body_len);
         s->si.bytes_sent = body_len;
     }
-    s->si.status = status;
-    s->si.flags |= flag;
-    s->si.local_reply_details = details;
+    fwd_note_local_reply(&s->si, wire, gs, flag, details);
     s->local_reply = true;
     s->rs_head_sent = true;
     s->rsb.kind = BODY_NONE;
@@ -370,27 +365,16 @@ static void local_reply(struct hconn *d, int status, uint32_t flag, const char *
 
 static void error_reply(struct hconn *d, int status, uint32_t flag, const char *details, const char *body)
 {
-    local_reply(d, status, flag, details, body, body ? strlen(body) : 0, NULL, false);
+    local_reply(d, status, flag, details, body, body ? strlen(body) : 0, NULL, false, d->s.grpc);
+}
+
+static void reply(struct hconn *d, enum fwd_reply_kind k)
+{
+    const struct fwd_reply *r = &fwd_replies[k];
+    error_reply(d, r->status, r->flag, r->details, r->body);
 }
 
 /* --- stream lifecycle --- */
-
-static void release_host(struct stream *s)
-{
-    if (s->host_counted) {
-        s->wc->pools[s->host].active_rq--;
-        s->wc->active_rq[s->host]--;
-        s->host_counted = false;
-    }
-}
-
-static void count_response(struct hconn *d, int status)
-{
-    static const size_t classes[] = {HS_DOWNSTREAM_RQ_1XX, HS_DOWNSTREAM_RQ_2XX, HS_DOWNSTREAM_RQ_3XX,
-                                     HS_DOWNSTREAM_RQ_4XX, HS_DOWNSTREAM_RQ_5XX};
-    if (status >= 100 && status < 600)
-        hstat(d, classes[status / 100 - 1], 1);
-}
 
 /* Ends the current exchange: access log, stats, upstream back to its pool. */
 static void stream_finish(struct hconn *d, bool upstream_reusable)
@@ -412,27 +396,13 @@ static void stream_finish(struct hconn *d, bool upstream_reusable)
     s->si.end_us = clock_now_us();
     if (s->si.status == 0 && !s->rs_head_sent)
         s->si.flags |= 1u << RF_DOWNSTREAM_CONNECTION_TERMINATION;
-    count_response(d, s->si.status);
-    hstat(d, HS_DOWNSTREAM_RQ_ACTIVE, -1);
-    hstat(d, HS_DOWNSTREAM_RQ_COMPLETED, 1);
-    if (s->wc) {
-        struct stat_block *cs = s->wc->c->stats;
-        stats_add(cs, d->w->id, CS_UPSTREAM_RQ_ACTIVE, -1);
-        if (s->rs_head_done) {
-            static const size_t classes[] = {CS_UPSTREAM_RQ_1XX, CS_UPSTREAM_RQ_2XX, CS_UPSTREAM_RQ_3XX,
-                                             CS_UPSTREAM_RQ_4XX, CS_UPSTREAM_RQ_5XX};
-            stats_inc(cs, d->w->id, classes[s->rs.status / 100 - 1]);
-            stats_code(cs, d->w->id, s->rs.status);
-            stats_inc(cs, d->w->id, CS_UPSTREAM_RQ_COMPLETED);
-        }
-    }
-    for (size_t i = 0; i < d->hcm->n_access_logs; i++)
-        access_log_write(d->hcm->access_logs[i], &s->si, d->w->log_buf);
+    fwd_finish(d->hcm, d->w, s->wc, &s->si, s->rs_head_done ? s->rs.status : 0);
     if (s->u) {
         upstream_release(s->u, upstream_reusable);
         s->u = NULL;
     }
-    release_host(s);
+    if (s->wc)
+        fwd_release_host(s->wc, s->host, &s->host_counted);
     if (s->wc) {
         wcluster_put(s->wc);
         s->wc = NULL;
@@ -478,8 +448,7 @@ static void on_route_timeout(struct loop *l, struct timer *t)
         upstream_release(s->u, false);
         s->u = NULL;
     }
-    error_reply(d, 504, 1u << RF_UPSTREAM_REQUEST_TIMEOUT, "upstream_response_timeout",
-                "upstream request timeout");
+    reply(d, FWD_R_ROUTE_TIMEOUT);
     hconn_run(d);
 }
 
@@ -490,14 +459,8 @@ static void on_upstream_event(struct uconn *u, enum uconn_event ev, void *owner)
     if (ev == UE_CONNECT_FAILED || ev == UE_CONNECT_TIMEOUT) {
         s->u = NULL;
         s->si.upstream_transport_failure_reason = u->tls_error;
-        char body[160];
-        snprintf(body, sizeof body,
-                 "upstream connect error or disconnect/reset before headers. reset reason: %s",
-                 ev == UE_CONNECT_TIMEOUT ? "connection timeout" : "connection failure");
-        local_reply(d, 503, 1u << RF_UPSTREAM_CONNECTION_FAILURE, "upstream_reset_before_response_started",
-                    body, strlen(body), NULL, false);
+        reply(d, ev == UE_CONNECT_TIMEOUT ? FWD_R_CONNECT_TIMEOUT : FWD_R_CONNECT_FAILURE);
     }
-    (void)u;
     hconn_run(d);
 }
 
@@ -512,66 +475,14 @@ static int build_upstream_head(struct hconn *d, const struct route_request *rr, 
 {
     struct stream *s = &d->s;
     const struct h1_request *rq = &s->rq;
-    const struct hcm_config *hcm = d->hcm;
     struct buf *b = s->uhead = buf_get(&d->w->bufs);
     if (!b)
         return -1;
-    if (put_str(b, rq->method.p, rq->method.n) || put_str(b, " ", 1))
-        return -1;
-    int plen = route_rewrite_path(s->route, rr, d->w->scratch, buf_wpos(b), buf_room(b));
-    if (plen < 0)
-        return -1;
-    b->tail += (size_t)plen;
-    if (put_cstr(b, " HTTP/1.1\r\n"))
-        return -1;
-    /* Host: rewritten, or as received. */
-    char hostbuf[512];
-    bool auto_host = false;
-    int hl = route_host_rewrite(s->route, s->cluster_weight, rr, d->w->scratch, hostbuf, sizeof hostbuf, &auto_host);
-    if (hl > 0)
-        put_header(b, "host", hostbuf, (size_t)hl);
-    else if (auto_host)
-        put_header(b, "host", host->hostname ? host->hostname : host->addr_str,
-                   strlen(host->hostname ? host->hostname : host->addr_str));
-    else
-        put_header(b, "host", rq->host.p, rq->host.n);
-    const struct header_mutation *lv[ROUTE_MUTATION_LEVELS];
-    size_t nlv = route_request_mutations(s->route, s->cluster_weight, lv);
-    bool have_xfp = false;
-    for (size_t i = 0; i < rq->nheaders; i++) {
-        const struct h1_header *h = &rq->headers[i];
-        struct h1_str n = h->name;
-        if (h1_str_eq_ci(n, "host") || http_is_hop_by_hop(n) || http_in_connection_tokens(rq->headers, rq->nheaders, n))
-            continue;
-        if (h1_str_eq_ci(n, "expect") && !hcm->proxy_100_continue)
-            continue;
-        if (h1_str_eq_ci(n, "x-request-id") || h1_str_eq_ci(n, "x-forwarded-for"))
-            continue; /* written below */
-        if (h1_str_eq_ci(n, "x-forwarded-proto")) {
-            if (hcm->use_remote_address)
-                continue; /* the edge proxy sets it from the real connection */
-            have_xfp = true;
-        }
-        if (nlv && http_mutation_drops(lv, nlv, n))
-            continue;
-        if (put_str(b, n.p, n.n) || put_str(b, ": ", 2) || put_str(b, h->value.p, h->value.n) ||
-            put_str(b, "\r\n", 2))
-            return -1;
-    }
-    if (s->si.forwarded_for && put_header(b, "x-forwarded-for", s->si.forwarded_for, strlen(s->si.forwarded_for)))
-        return -1;
-    if (!have_xfp && put_header(b, "x-forwarded-proto", transport_is_tls(&d->tp) ? "https" : "http",
-                                transport_is_tls(&d->tp) ? 5 : 4))
-        return -1;
-    if (s->si.request_id && put_header(b, "x-request-id", s->si.request_id, strlen(s->si.request_id)))
-        return -1;
-    uint64_t timeout = route_timeout_ms(s->route);
-    if (timeout) {
-        char t[24];
-        if (put_header(b, "x-envoy-expected-rq-timeout-ms", t, u64_to_dec(timeout, t)))
-            return -1;
-    }
-    if (nlv && http_mutation_add(b, lv, nlv, rq->headers, rq->nheaders) < 0)
+    struct fwd_request_head in = {
+        .rq = rq, .rr = rr, .route = s->route, .cluster_weight = s->cluster_weight, .host = host, .si = &s->si,
+        .timeout_ms = s->timeout_ms, .tls = transport_is_tls(&d->tp),
+    };
+    if (fwd_write_request_head(b, d->hcm, d->w, &in) < 0)
         return -1;
     if (s->tunnel_requested &&
         (put_cstr(b, "connection: upgrade\r\n") || put_header(b, "upgrade", rq->upgrade_proto.p, rq->upgrade_proto.n)))
@@ -581,47 +492,6 @@ static int build_upstream_head(struct hconn *d, const struct route_request *rr, 
 
 /* --- starting an exchange: route, pick a host, connect --- */
 
-static void set_forwarding_headers(struct hconn *d)
-{
-    struct stream *s = &d->s;
-    const struct h1_request *rq = &s->rq;
-    struct h1_str xff = {0}, rid = {0};
-    for (size_t i = 0; i < rq->nheaders; i++) {
-        if (h1_str_eq_ci(rq->headers[i].name, "x-forwarded-for"))
-            xff = rq->headers[i].value;
-        else if (h1_str_eq_ci(rq->headers[i].name, "x-request-id"))
-            rid = rq->headers[i].value;
-    }
-    /* Envoy appends the peer address to x-forwarded-for only with use_remote_address. */
-    if (d->hcm->use_remote_address && !d->hcm->skip_xff_append) {
-        char ip[INET6_ADDRSTRLEN];
-        http_peer_ip(&d->peer, ip, sizeof ip);
-        if (xff.n)
-            snprintf(s->xff, sizeof s->xff, "%.*s,%s", (int)xff.n, xff.p, ip);
-        else
-            snprintf(s->xff, sizeof s->xff, "%s", ip);
-        s->si.forwarded_for = s->xff;
-    } else if (xff.n) {
-        snprintf(s->xff, sizeof s->xff, "%.*s", (int)xff.n, xff.p);
-        s->si.forwarded_for = s->xff;
-    }
-    /* x-request-id: kept when present (unless an edge proxy must not trust it), else generated. */
-    bool keep = rid.n && rid.n < sizeof s->request_id &&
-                (!d->hcm->use_remote_address || d->hcm->preserve_external_request_id);
-    if (keep) {
-        memcpy(s->request_id, rid.p, rid.n);
-        s->request_id[rid.n] = '\0';
-        s->si.request_id = s->request_id;
-    } else if (d->hcm->generate_request_id) {
-        uuid4_format(worker_random(d->w), worker_random(d->w), s->request_id);
-        s->si.request_id = s->request_id;
-    } else if (rid.n && rid.n < sizeof s->request_id) {
-        memcpy(s->request_id, rid.p, rid.n);
-        s->request_id[rid.n] = '\0';
-        s->si.request_id = s->request_id;
-    }
-}
-
 static void start_stream(struct hconn *d, int head_len)
 {
     struct stream *s = &d->s;
@@ -629,15 +499,7 @@ static void start_stream(struct hconn *d, int head_len)
     timer_stop(w->loop, &d->idle_timer);
     s->active = true;
     s->head_len = (size_t)head_len;
-    s->si.start_us = clock_now_us();
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    s->si.start_wall_us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-    s->si.protocol = s->rq.minor == 0 ? "HTTP/1.0" : "HTTP/1.1";
-    s->si.rq = &s->rq;
-    s->si.downstream_remote = (const struct sockaddr *)&d->peer;
-    s->si.downstream_local = (const struct sockaddr *)&d->local;
-    s->si.downstream_tp = &d->tp;
+    fwd_stream_info_start(&s->si, s->rq.minor == 0 ? "HTTP/1.0" : "HTTP/1.1", &s->rq, &d->peer, &d->local, &d->tp);
     hstat(d, HS_DOWNSTREAM_RQ_TOTAL, 1);
     hstat(d, HS_DOWNSTREAM_RQ_HTTP1_TOTAL, 1);
     hstat(d, HS_DOWNSTREAM_RQ_ACTIVE, 1);
@@ -655,12 +517,13 @@ static void start_stream(struct hconn *d, int head_len)
         s->rqb.kind = BODY_NONE;
         s->rqb.done = true;
     }
-    set_forwarding_headers(d);
+    s->grpc = fwd_headers(d->hcm, w, &s->rq, &d->peer, s->xff, sizeof s->xff, s->request_id, sizeof s->request_id,
+                          &s->si);
 
     if (s->rq.upgrade || s->rq.connect) {
         bool websocket = s->rq.upgrade && h1_str_eq_ci(s->rq.upgrade_proto, "websocket");
         if (!websocket || !d->hcm->websocket_upgrade) {
-            error_reply(d, 403, 0, "upgrade_failed", NULL);
+            reply(d, FWD_R_UPGRADE_FAILED);
             return;
         }
         s->tunnel_requested = true;
@@ -672,109 +535,42 @@ static void start_stream(struct hconn *d, int head_len)
             buf_append(o, "HTTP/1.1 100 Continue\r\n\r\n", 25);
     }
 
-    struct route_request rr = {
-        .method = s->rq.method, .path = s->rq.path, .authority = s->rq.host,
-        .scheme = {"http", 4}, .headers = s->rq.headers, .nheaders = s->rq.nheaders,
-        .source = (const struct sockaddr *)&d->peer,
-    };
-    uint64_t rnd = worker_random(w);
-    s->route = route_select(d->hcm->routes, &rr, rnd, w->scratch);
-    if (!s->route) {
-        hstat(d, HS_NO_ROUTE, 1);
-        error_reply(d, 404, 1u << RF_NO_ROUTE_FOUND, "route_not_found", NULL);
-        return;
-    }
-    s->si.route_name = route_name(s->route);
-    switch (route_kind(s->route)) {
-    case ROUTE_DIRECT: {
-        hstat(d, HS_RQ_DIRECT_RESPONSE, 1);
-        size_t blen = 0;
-        const char *body = NULL;
-        int status = 200;
-        route_direct_response(s->route, &status, &body, &blen);
-        char loc[4096];
-        int ds;
-        bool with_loc = (status == 201 || (status >= 300 && status < 400)) &&
-                        route_redirect(s->route, &rr, w->scratch, loc, sizeof loc, &ds) > 0;
-        local_reply(d, status, 0, "direct_response", body, blen, with_loc ? loc : NULL, false);
-        return;
-    }
-    case ROUTE_REDIRECT: {
-        hstat(d, HS_RQ_REDIRECT, 1);
-        char loc[4096];
-        int status = 301;
-        if (route_redirect(s->route, &rr, w->scratch, loc, sizeof loc, &status) < 0) {
-            error_reply(d, 500, 0, "redirect_too_long", NULL);
-            return;
-        }
-        local_reply(d, status, 0, "via_redirect", NULL, 0, loc, false);
-        return;
-    }
-    default:
-        break;
-    }
-    s->cluster = route_cluster(s->route, rnd);
-    s->cluster_weight = route_weight_index(s->route, rnd);
-    if (s->cluster < 0) {
-        hstat(d, HS_NO_CLUSTER, 1);
-        error_reply(d, route_cluster_not_found_status(s->route), 1u << RF_NO_CLUSTER_FOUND,
-                    "cluster_not_found", NULL);
+    struct route_request rr = fwd_route_request(&s->rq, (struct h1_str){0}, transport_is_tls(&d->tp), &d->peer);
+    struct fwd_decision fd;
+    bool up = fwd_route(&fd, d->hcm, w, &rr, s->grpc, worker_random(w), &s->si);
+    s->route = fd.route;
+    s->cluster = fd.cluster;
+    s->cluster_weight = fd.cluster_weight;
+    if (!up) {
+        local_reply(d, fd.status, fd.flag, fd.details, fd.body, fd.body_len, fd.location, false, fd.grpc_reply);
         return;
     }
     if (__builtin_expect(d->snap->clusters[s->cluster]->protocol == UPSTREAM_HTTP2, 0) && !s->tunnel_requested) {
         bridge_start(d);
         return;
     }
-    s->wc = worker_cluster_in(w, d->snap, s->cluster);
-    wcluster_hold(s->wc);
-    struct stat_block *cs = s->wc->c->stats;
-    s->si.upstream_cluster = s->wc->c->name;
-    stats_inc(cs, w->id, CS_UPSTREAM_RQ_TOTAL);
-    stats_add(cs, w->id, CS_UPSTREAM_RQ_ACTIVE, 1);
-    if (s->wc->c->type == CLUSTER_ORIGINAL_DST) {
-        /* The upstream is where the client was going before iptables redirected it. */
-        struct host h = {.addr = d->local};
-        sockaddr_format(&d->local, s->orig_dst, sizeof s->orig_dst);
-        s->si.upstream_host = s->orig_dst;
-        if (build_upstream_head(d, &rr, &h) < 0) {
-            error_reply(d, 431, 0, "request_headers_too_large", NULL);
-            return;
-        }
-        if (upstream_connect_addr(w, s->wc, &d->local, on_upstream_event, d, &s->u) < 0) {
-            s->u = NULL;
-            error_reply(d, 503, 1u << RF_UPSTREAM_CONNECTION_FAILURE, "upstream_reset_before_response_started",
-                        "upstream connect error or disconnect/reset before headers. reset reason: connection failure");
-            return;
-        }
-    } else {
-        uint64_t hash = 0;
-        bool has_hash = route_hash(s->route, &rr, &hash);
-        int host = s->wc->hs->n ? lb_pick(s->wc->hs->lb, s->wc->lb, has_hash, hash, s->wc->active_rq, NULL) : -1;
-        if (host < 0) {
-            stats_inc(cs, w->id, CS_UPSTREAM_CX_NONE_HEALTHY);
-            error_reply(d, 503, 1u << RF_NO_HEALTHY_UPSTREAM, "no_healthy_upstream", "no healthy upstream");
-            return;
-        }
-        s->host = (uint32_t)host;
-        s->wc->pools[host].active_rq++;
-        s->wc->active_rq[host]++;
-        s->host_counted = true;
-        const struct host *h = &s->wc->hs->hosts[host];
-        s->si.upstream_host = h->addr_str;
-        if (build_upstream_head(d, &rr, h) < 0) {
-            error_reply(d, 431, 0, "request_headers_too_large", NULL);
-            return;
-        }
-        if (upstream_acquire(w, s->wc, s->host, on_upstream_event, d, &s->u) < 0) {
-            s->u = NULL;
-            error_reply(d, 503, 1u << RF_UPSTREAM_CONNECTION_FAILURE, "upstream_reset_before_response_started",
-                        "upstream connect error or disconnect/reset before headers. reset reason: connection failure");
-            return;
-        }
+    s->wc = fwd_cluster(w, d->snap, s->cluster, &s->si);
+    s->timeout_ms = fd.timeout_ms;
+    struct host od;
+    const struct host *h = fwd_pick_host(w, s->wc, s->route, &rr, &d->local, &od, s->orig_dst, sizeof s->orig_dst,
+                                         &s->host, &s->host_counted, &s->si);
+    if (!h) {
+        reply(d, FWD_R_NO_HEALTHY);
+        return;
     }
-    uint64_t timeout = route_timeout_ms(s->route);
-    if (timeout)
-        timer_start(w->loop, &s->timer, timeout);
+    if (build_upstream_head(d, &rr, h) < 0) {
+        reply(d, FWD_R_REQUEST_HEADERS_TOO_LARGE);
+        return;
+    }
+    int r = s->host == UPSTREAM_NO_POOL ? upstream_connect_addr(w, s->wc, &d->local, on_upstream_event, d, &s->u)
+                                        : upstream_acquire(w, s->wc, s->host, on_upstream_event, d, &s->u);
+    if (r < 0) {
+        s->u = NULL;
+        reply(d, FWD_R_CONNECT_FAILURE);
+        return;
+    }
+    if (s->timeout_ms)
+        timer_start(w->loop, &s->timer, s->timeout_ms);
 }
 
 /* --- body framing shared by both directions --- */
@@ -858,7 +654,7 @@ static bool pump_request(struct hconn *d)
     }
     if (frame_body(&s->rqb, d->in) < 0) {
         hstat(d, HS_DOWNSTREAM_CX_PROTOCOL_ERROR, 1);
-        error_reply(d, 400, 1u << RF_DOWNSTREAM_PROTOCOL_ERROR, "bad_chunked_body", NULL);
+        reply(d, FWD_R_BAD_CHUNKED_BODY);
         return true;
     }
     if (!u || u->state != UC_OPEN || !u->writable || s->local_reply)
@@ -879,9 +675,7 @@ static bool pump_request(struct hconn *d)
             } else {
                 upstream_release(u, false);
                 s->u = NULL;
-                error_reply(d, 503, 1u << RF_UPSTREAM_CONNECTION_TERMINATION,
-                            "upstream_reset_before_response_started",
-                            "upstream connect error or disconnect/reset before headers. reset reason: connection termination");
+                reply(d, FWD_R_TERMINATION);
                 return true;
             }
         } else {
@@ -932,47 +726,7 @@ static int build_downstream_head(struct hconn *d)
     struct buf *o = out_buf(d);
     if (!o)
         return -1;
-    const struct h1_response *rs = &s->rs;
-    char date[40];
-    http_date_now(date, sizeof date);
-    char code[4] = {(char)('0' + rs->status / 100), (char)('0' + rs->status / 10 % 10), (char)('0' + rs->status % 10), ' '};
-    if (put_str(o, "HTTP/1.1 ", 9) || put_str(o, code, 4) || put_cstr(o, http_reason(rs->status)) || put_str(o, "\r\n", 2))
-        return -1;
-    bool have_date = false, have_server = false;
-    const struct header_mutation *lv[ROUTE_MUTATION_LEVELS];
-    size_t nlv = route_response_mutations(s->route, s->cluster_weight, lv);
-    for (size_t i = 0; i < rs->nheaders; i++) {
-        const struct h1_header *h = &rs->headers[i];
-        if (http_is_hop_by_hop(h->name) && !(s->tunnel && h1_str_eq_ci(h->name, "upgrade")))
-            continue;
-        if (s->rsb.dechunk && h1_str_eq_ci(h->name, "transfer-encoding"))
-            continue;
-        if (h1_str_eq_ci(h->name, "server")) {
-            if (d->hcm->server_header_transformation == 0)
-                continue;
-            have_server = true;
-        }
-        if (h1_str_eq_ci(h->name, "date"))
-            have_date = true;
-        if (nlv && http_mutation_drops(lv, nlv, h->name))
-            continue;
-        if (put_str(o, h->name.p, h->name.n) || put_str(o, ": ", 2) || put_str(o, h->value.p, h->value.n) ||
-            put_str(o, "\r\n", 2))
-            return -1;
-    }
-    if (!have_date && put_header(o, "date", date, strlen(date)))
-        return -1;
-    if (!have_server && d->hcm->server_header_transformation != 2 &&
-        put_header(o, "server", d->hcm->server_name, strlen(d->hcm->server_name)))
-        return -1;
-    char t[24];
-    size_t tn = u64_to_dec((s->si.upstream_headers_us - s->si.upstream_start_us) / 1000u, t);
-    if (put_header(o, "x-envoy-upstream-service-time", t, tn))
-        return -1;
-    if (d->hcm->always_set_request_id_in_response && s->si.request_id &&
-        put_header(o, "x-request-id", s->si.request_id, strlen(s->si.request_id)))
-        return -1;
-    if (nlv && http_mutation_add(o, lv, nlv, rs->headers, rs->nheaders) < 0)
+    if (fwd_write_response_head(o, d->hcm, s->route, s->cluster_weight, &s->rs, &s->si, s->tunnel, s->rsb.dechunk) < 0)
         return -1;
     if (s->tunnel) {
         if (put_cstr(o, "connection: upgrade\r\n"))
@@ -995,24 +749,13 @@ static bool handle_response_head(struct hconn *d)
     for (;;) {
         s->rs.headers = d->rs_headers;
         int r = h1_parse_response(buf_rpos(u->in), buf_len(u->in), &d->lim, &s->rs);
-        if (r == H1_INCOMPLETE) {
-            if (buf_room(u->in) == 0 && u->in->head == 0) {
-                error_reply(d, 502, 1u << RF_UPSTREAM_PROTOCOL_ERROR, "upstream_headers_too_large", NULL);
-                return true;
-            }
-            if (u->peer_closed) {
-                upstream_release(u, false);
-                s->u = NULL;
-                error_reply(d, 503, 1u << RF_UPSTREAM_CONNECTION_TERMINATION, "upstream_reset_before_response_started",
-                            "upstream connect error or disconnect/reset before headers. reset reason: connection termination");
-                return true;
-            }
-            return false;
-        }
-        if (r < 0) {
-            error_reply(d, 502, 1u << RF_UPSTREAM_PROTOCOL_ERROR, "upstream_protocol_error", NULL);
+        int fail = fwd_h1_head_failure(r, buf_room(u->in) == 0 && u->in->head == 0, u->peer_closed);
+        if (fail >= 0) {
+            reply(d, (enum fwd_reply_kind)fail);
             return true;
         }
+        if (r == H1_INCOMPLETE)
+            return false;
         if (s->rs.status >= 100 && s->rs.status < 200 && s->rs.status != 101) {
             /* Interim responses: our own 100 Continue was already sent; drop theirs. */
             u->in->head += (size_t)r;
@@ -1052,7 +795,7 @@ static bool handle_response_head(struct hconn *d)
                 s->rsb.done = true;
         }
         if (build_downstream_head(d) < 0) {
-            error_reply(d, 502, 1u << RF_UPSTREAM_PROTOCOL_ERROR, "response_headers_too_large", NULL);
+            reply(d, FWD_R_RESPONSE_HEADERS_TOO_LARGE);
             return true;
         }
         s->rs_head_sent = true;
@@ -1225,7 +968,7 @@ static bool bridge_pump(struct hconn *d)
         if (!s->rqb.done && read_downstream(d, s->rqb.base))
             progress = true;
         if (d->in && frame_body(&s->rqb, d->in) < 0 && !hs->rs_head_taken) {
-            router_local_reply(hs, 400, 1u << RF_DOWNSTREAM_PROTOCOL_ERROR, "bad_chunked_body", NULL);
+            router_reply(hs, FWD_R_BAD_CHUNKED_BODY);
             s->close_after = true;
         }
         if (s->rqb.ready && !hs->local_reply) {

@@ -18,6 +18,7 @@
 #include "net/transport.h"
 #include "proxy/access_log.h"
 #include "proxy/config.h"
+#include "proxy/forward.h"
 #include "proxy/grpc_headers.h"
 #include "proxy/hstream.h"
 #include "proxy/http_headers.h"
@@ -28,11 +29,6 @@
 #include "proxy/upstream.h"
 #include "proxy/upstream_h2.h"
 #include "proxy/worker.h"
-
-static inline void hstat(struct hstream *s, size_t field, int64_t delta)
-{
-    stats_add(s->hcm->stats, s->w->id, field, delta);
-}
 
 /* Slots for parsed heads at the front of s->rsbuf: the upstream's head, then ours. */
 static size_t head_slots(const struct hstream *s)
@@ -73,6 +69,8 @@ static void release_upstream(struct hstream *s, bool reusable)
     }
 }
 
+static int put(struct buf *b, const char *p, size_t n) { return buf_append(b, p, n); }
+
 /* Parses the head text at rsbuf[text..tail) into s->rs (our slots). */
 static int parse_built_head(struct hstream *s, size_t text)
 {
@@ -83,7 +81,9 @@ static int parse_built_head(struct hstream *s, size_t text)
     return r > 0 ? 0 : -1;
 }
 
-void router_local_reply(struct hstream *s, int status, uint32_t flag, const char *details, const char *body)
+/* The one local-reply path of this router: body[0..blen) (copied), location (or NULL). */
+static void local_reply(struct hstream *s, int status, uint32_t flag, const char *details, const char *body,
+                        size_t blen, const char *location, bool grpc)
 {
     if (s->rs_head_taken) {
         /* The client has a response head already: all that is left is resetting the stream. */
@@ -102,49 +102,39 @@ void router_local_reply(struct hstream *s, int status, uint32_t flag, const char
         return;
     }
     size_t text = b->tail;
-    size_t blen = body ? strlen(body) : 0;
-    char date[40];
-    http_date_now(date, sizeof date);
-    if (s->grpc) {
-        /* gRPC clients read errors from grpc-status, not from :status: answer trailers-only
-         * (a 200 HEADERS frame with END_STREAM), as Envoy does. */
-        char hdr[512];
-        char msg[256];
-        const char *text = body ? body : http_reason(status);
-        size_t mlen = grpc_message_encode(text, strlen(text), msg, sizeof msg - 1);
-        msg[mlen < sizeof msg ? mlen : sizeof msg - 1] = '\0'; /* cut to fit: a cut %XX reads as text */
-        int n = snprintf(hdr, sizeof hdr,
-                         "HTTP/1.1 200 OK\r\ncontent-type: application/grpc\r\ngrpc-status: %d\r\n"
-                         "grpc-message: %s\r\ndate: %s\r\nserver: %s\r\n\r\n",
-                         (int)grpc_status_from_http(status), msg, date, s->hcm->server_name);
-        buf_append(b, hdr, (size_t)n);
-        s->si.grpc_status = (int)grpc_status_from_http(status);
-        blen = 0;
-    } else {
-        char hdr[512];
-        int n = snprintf(hdr, sizeof hdr, "HTTP/1.1 %d %s\r\ncontent-length: %zu\r\n%sdate: %s\r\nserver: %s\r\n\r\n",
-                         status, http_reason(status), blen, blen ? "content-type: text/plain\r\n" : "", date,
-                         s->hcm->server_name);
-        buf_append(b, hdr, (size_t)n);
-    }
-    if (parse_built_head(s, text) < 0) {
+    int wire = status, gs = -1;
+    if (fwd_write_local_head(b, s->hcm, status, body, blen, location, grpc, &wire, &gs) < 0 ||
+        put(b, "\r\n", 2) || parse_built_head(s, text) < 0) {
         s->reset = true;
         return;
     }
+    if (grpc)
+        blen = 0; /* trailers-only */
     buf_put(&s->w->bufs, s->rsbody);
     s->rsbody = NULL;
     if (blen && !s->head_request && (s->rsbody = buf_get(&s->w->bufs))) {
         buf_append(s->rsbody, body, blen < BUF_SIZE ? blen : BUF_SIZE);
         s->si.bytes_sent = blen;
     }
-    s->si.status = s->grpc ? 200 : status; /* what went on the wire (gRPC: trailers-only 200) */
-    s->si.flags |= flag;
-    s->si.local_reply_details = details;
+    fwd_note_local_reply(&s->si, wire, gs, flag, details);
     s->local_reply = true;
     s->rs_head = true;
     s->rs_end = true;
     timer_stop(s->w->loop, &s->timer);
 }
+
+void router_local_reply(struct hstream *s, int status, uint32_t flag, const char *details, const char *body)
+{
+    local_reply(s, status, flag, details, body, body ? strlen(body) : 0, NULL, s->grpc);
+}
+
+void router_reply(struct hstream *s, enum fwd_reply_kind k)
+{
+    const struct fwd_reply *r = &fwd_replies[k];
+    router_local_reply(s, r->status, r->flag, r->details, r->body);
+}
+
+static void reply(struct hstream *s, enum fwd_reply_kind k) { router_reply(s, k); }
 
 static void on_route_timeout(struct loop *l, struct timer *t)
 {
@@ -153,115 +143,37 @@ static void on_route_timeout(struct loop *l, struct timer *t)
     s->timed_out = true;
     if (s->wc)
         stats_inc(s->wc->c->stats, s->w->id, CS_UPSTREAM_RQ_TIMEOUT);
-    router_local_reply(s, 504, 1u << RF_UPSTREAM_REQUEST_TIMEOUT, "upstream_response_timeout",
-                       "upstream request timeout");
+    reply(s, FWD_R_ROUTE_TIMEOUT);
     s->ops->wake(s);
 }
 
 static void on_upstream_event(struct uconn *u, enum uconn_event ev, void *owner)
 {
-    (void)u;
     struct hstream *s = owner;
     if (ev == UE_CONNECT_FAILED || ev == UE_CONNECT_TIMEOUT) {
         s->u = NULL;
-        router_local_reply(s, 503, 1u << RF_UPSTREAM_CONNECTION_FAILURE, "upstream_reset_before_response_started",
-                           ev == UE_CONNECT_TIMEOUT
-                               ? "upstream connect error or disconnect/reset before headers. reset reason: connection timeout"
-                               : "upstream connect error or disconnect/reset before headers. reset reason: connection failure");
+        s->si.upstream_transport_failure_reason = u->tls_error;
+        reply(s, ev == UE_CONNECT_TIMEOUT ? FWD_R_CONNECT_TIMEOUT : FWD_R_CONNECT_FAILURE);
     }
     s->ops->wake(s);
 }
 
 /* --- the upstream request head (HTTP/1.1 text; HTTP/2 upstreams parse it back) --- */
 
-static int put(struct buf *b, const char *p, size_t n) { return buf_append(b, p, n); }
 
 static int build_upstream_head(struct hstream *s, const struct route_request *rr, const struct host *host,
                                bool h2_upstream)
 {
     const struct h1_request *rq = &s->rq;
-    const struct hcm_config *hcm = s->hcm;
     struct buf *b = s->uhead = buf_get(&s->w->bufs);
     if (!b)
         return -1;
-    if (put(b, rq->method.p, rq->method.n) || put(b, " ", 1))
-        return -1;
-    int plen = route_rewrite_path(s->route, rr, s->w->scratch, buf_wpos(b), buf_room(b));
-    if (plen < 0)
-        return -1;
-    b->tail += (size_t)plen;
-    if (put(b, " HTTP/1.1\r\n", 11))
-        return -1;
-    char hostbuf[512];
-    bool auto_host = false;
-    int hl = route_host_rewrite(s->route, s->cluster_weight, rr, s->w->scratch, hostbuf, sizeof hostbuf, &auto_host);
-    const char *hn = host->hostname ? host->hostname : host->addr_str;
-    if (hl > 0)
-        http_put_header(b, "host", hostbuf, (size_t)hl);
-    else if (auto_host)
-        http_put_header(b, "host", hn, strlen(hn));
-    else
-        http_put_header(b, "host", rq->host.p, rq->host.n);
-    const struct header_mutation *lv[ROUTE_MUTATION_LEVELS];
-    size_t nlv = route_request_mutations(s->route, s->cluster_weight, lv);
-    bool have_xfp = false, cookie_done = false;
-    for (size_t i = 0; i < rq->nheaders; i++) {
-        const struct h1_header *h = &rq->headers[i];
-        struct h1_str n = h->name;
-        if (h1_str_eq_ci(n, "host") || http_in_connection_tokens(rq->headers, rq->nheaders, n))
-            continue;
-        if (http_is_hop_by_hop(n)) {
-            /* te: trailers is the one connection-specific header HTTP/2 keeps (gRPC needs it). */
-            if (!(h2_upstream && h1_str_eq_ci(n, "te") && h->value.n == 8 && strncasecmp(h->value.p, "trailers", 8) == 0))
-                continue;
-        }
-        if (h1_str_eq_ci(n, "expect") && !hcm->proxy_100_continue)
-            continue;
-        if (h1_str_eq_ci(n, "x-request-id") || h1_str_eq_ci(n, "x-forwarded-for"))
-            continue;
-        if (h1_str_eq_ci(n, "x-forwarded-proto")) {
-            if (hcm->use_remote_address)
-                continue;
-            have_xfp = true;
-        }
-        if (nlv && http_mutation_drops(lv, nlv, n))
-            continue;
-        if (h1_str_eq_ci(n, "cookie") && !h2_upstream) {
-            /* HTTP/2 splits cookies into one field per crumb; HTTP/1.1 wants one line joined
-             * with "; " (RFC 9113 8.2.3). */
-            if (cookie_done)
-                continue;
-            cookie_done = true;
-            if (put(b, "cookie: ", 8))
-                return -1;
-            bool first = true;
-            for (size_t j = i; j < rq->nheaders; j++) {
-                if (!h1_str_eq_ci(rq->headers[j].name, "cookie"))
-                    continue;
-                if ((!first && put(b, "; ", 2)) || put(b, rq->headers[j].value.p, rq->headers[j].value.n))
-                    return -1;
-                first = false;
-            }
-            if (put(b, "\r\n", 2))
-                return -1;
-            continue;
-        }
-        if (put(b, n.p, n.n) || put(b, ": ", 2) || put(b, h->value.p, h->value.n) || put(b, "\r\n", 2))
-            return -1;
-    }
-    if (s->si.forwarded_for && http_put_header(b, "x-forwarded-for", s->si.forwarded_for, strlen(s->si.forwarded_for)))
-        return -1;
-    bool tls = s->tp && transport_is_tls(s->tp);
-    if (!have_xfp && http_put_header(b, "x-forwarded-proto", tls ? "https" : "http", tls ? 5 : 4))
-        return -1;
-    if (s->si.request_id && http_put_header(b, "x-request-id", s->si.request_id, strlen(s->si.request_id)))
-        return -1;
-    if (s->timeout_ms) {
-        char t[24];
-        if (http_put_header(b, "x-envoy-expected-rq-timeout-ms", t, u64_to_dec(s->timeout_ms, t)))
-            return -1;
-    }
-    if (nlv && http_mutation_add(b, lv, nlv, rq->headers, rq->nheaders) < 0)
+    struct fwd_request_head in = {
+        .rq = rq, .rr = rr, .route = s->route, .cluster_weight = s->cluster_weight, .host = host, .si = &s->si,
+        .timeout_ms = s->timeout_ms, .tls = s->tp && transport_is_tls(s->tp), .h2_upstream = h2_upstream,
+        .join_cookies = !h2_upstream,
+    };
+    if (fwd_write_request_head(b, s->hcm, s->w, &in) < 0)
         return -1;
     /* HTTP/2 requests carry no framing headers; HTTP/1.1 needs one when there is a body. */
     if (!h2_upstream && !(s->rq_end && (!s->rqbody || buf_len(s->rqbody) == 0))) {
@@ -279,40 +191,6 @@ static int build_upstream_head(struct hstream *s, const struct route_request *rr
     return put(b, "\r\n", 2);
 }
 
-static void set_forwarding_headers(struct hstream *s)
-{
-    const struct h1_request *rq = &s->rq;
-    struct h1_str xff = {0}, rid = {0};
-    for (size_t i = 0; i < rq->nheaders; i++) {
-        if (h1_str_eq_ci(rq->headers[i].name, "x-forwarded-for"))
-            xff = rq->headers[i].value;
-        else if (h1_str_eq_ci(rq->headers[i].name, "x-request-id"))
-            rid = rq->headers[i].value;
-    }
-    if (s->hcm->use_remote_address && !s->hcm->skip_xff_append) {
-        char ip[64];
-        http_peer_ip(s->peer, ip, sizeof ip);
-        if (xff.n)
-            snprintf(s->xff, sizeof s->xff, "%.*s,%s", (int)xff.n, xff.p, ip);
-        else
-            snprintf(s->xff, sizeof s->xff, "%s", ip);
-        s->si.forwarded_for = s->xff;
-    } else if (xff.n) {
-        snprintf(s->xff, sizeof s->xff, "%.*s", (int)xff.n, xff.p);
-        s->si.forwarded_for = s->xff;
-    }
-    bool keep = rid.n && rid.n < sizeof s->request_id &&
-                (!s->hcm->use_remote_address || s->hcm->preserve_external_request_id);
-    if (keep || (!s->hcm->generate_request_id && rid.n && rid.n < sizeof s->request_id)) {
-        memcpy(s->request_id, rid.p, rid.n);
-        s->request_id[rid.n] = '\0';
-        s->si.request_id = s->request_id;
-    } else if (s->hcm->generate_request_id) {
-        uuid4_format(worker_random(s->w), worker_random(s->w), s->request_id);
-        s->si.request_id = s->request_id;
-    }
-}
-
 static bool use_h2_upstream(const struct hstream *s)
 {
     enum upstream_proto p = s->wc->c->protocol;
@@ -322,137 +200,39 @@ static bool use_h2_upstream(const struct hstream *s)
 void router_start(struct hstream *s)
 {
     struct worker *w = s->w;
-    s->si.start_us = clock_now_us();
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    s->si.start_wall_us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-    s->si.protocol = s->protocol;
-    s->si.rq = &s->rq;
-    s->si.downstream_remote = (const struct sockaddr *)s->peer;
-    s->si.downstream_local = (const struct sockaddr *)s->local;
-    s->si.downstream_tp = s->tp;
-    s->si.grpc_status = -1;
+    fwd_stream_info_start(&s->si, s->protocol, &s->rq, s->peer, s->local, s->tp);
     s->cluster = -1;
     s->cluster_weight = -1;
     timer_init(&s->timer, on_route_timeout, s);
-    s->grpc = grpc_hdr_is_request(s->rq.headers, s->rq.nheaders);
     s->head_request = s->rq.method.n == 4 && memcmp(s->rq.method.p, "HEAD", 4) == 0;
-    set_forwarding_headers(s);
+    s->grpc = fwd_headers(s->hcm, w, &s->rq, s->peer, s->xff, sizeof s->xff, s->request_id, sizeof s->request_id, &s->si);
 
     if (s->rq.connect) {
-        router_local_reply(s, 403, 0, "upgrade_failed", NULL);
+        reply(s, FWD_R_UPGRADE_FAILED);
         return;
     }
-    struct route_request rr = {
-        .method = s->rq.method, .path = s->rq.path, .authority = s->rq.host,
-        .scheme = s->scheme.n ? s->scheme : (struct h1_str){"http", 4},
-        .headers = s->rq.headers, .nheaders = s->rq.nheaders, .source = (const struct sockaddr *)s->peer,
-    };
-    uint64_t rnd = worker_random(w);
-    s->route = route_select(s->hcm->routes, &rr, rnd, w->scratch);
-    if (!s->route) {
-        hstat(s, HS_NO_ROUTE, 1);
-        router_local_reply(s, 404, 1u << RF_NO_ROUTE_FOUND, "route_not_found", NULL);
+    struct route_request rr = fwd_route_request(&s->rq, s->scheme, s->tp && transport_is_tls(s->tp), s->peer);
+    struct fwd_decision fd;
+    bool up = fwd_route(&fd, s->hcm, w, &rr, s->grpc, worker_random(w), &s->si);
+    s->route = fd.route;
+    s->cluster = fd.cluster;
+    s->cluster_weight = fd.cluster_weight;
+    if (!up) {
+        local_reply(s, fd.status, fd.flag, fd.details, fd.body, fd.body_len, fd.location, fd.grpc_reply);
         return;
     }
-    s->si.route_name = route_name(s->route);
-    switch (route_kind(s->route)) {
-    case ROUTE_DIRECT: {
-        hstat(s, HS_RQ_DIRECT_RESPONSE, 1);
-        size_t blen = 0;
-        const char *body = NULL;
-        int status = 200;
-        route_direct_response(s->route, &status, &body, &blen);
-        char tmp[4097];
-        size_t n = blen < sizeof tmp - 1 ? blen : sizeof tmp - 1;
-        if (body)
-            memcpy(tmp, body, n);
-        tmp[n] = '\0';
-        bool grpc = s->grpc;
-        s->grpc = false; /* a direct response is what the route says, gRPC or not */
-        router_local_reply(s, status, 0, "direct_response", n ? tmp : NULL);
-        s->grpc = grpc;
-        return;
-    }
-    case ROUTE_REDIRECT: {
-        hstat(s, HS_RQ_REDIRECT, 1);
-        char loc[4096];
-        int status = 301;
-        if (route_redirect(s->route, &rr, w->scratch, loc, sizeof loc, &status) < 0) {
-            router_local_reply(s, 500, 0, "redirect_too_long", NULL);
-            return;
-        }
-        /* Rebuild the local reply with a location header. */
-        router_local_reply(s, status, 0, "via_redirect", NULL);
-        struct buf *b = s->rsbuf;
-        if (b) {
-            size_t text = b->tail;
-            char hdr[4200];
-            char date[40];
-            http_date_now(date, sizeof date);
-            int n = snprintf(hdr, sizeof hdr, "HTTP/1.1 %d %s\r\ncontent-length: 0\r\nlocation: %s\r\ndate: %s\r\nserver: %s\r\n\r\n",
-                             status, http_reason(status), loc, date, s->hcm->server_name);
-            if (n > 0 && (size_t)n < sizeof hdr && buf_append(b, hdr, (size_t)n) == 0)
-                parse_built_head(s, text);
-        }
-        return;
-    }
-    default:
-        break;
-    }
-    s->cluster = route_cluster(s->route, rnd);
-    s->cluster_weight = route_weight_index(s->route, rnd);
-    if (s->cluster < 0) {
-        hstat(s, HS_NO_CLUSTER, 1);
-        router_local_reply(s, route_cluster_not_found_status(s->route), 1u << RF_NO_CLUSTER_FOUND, "cluster_not_found", NULL);
-        return;
-    }
-    s->wc = worker_cluster_in(w, s->hcm->snap, s->cluster);
-    wcluster_hold(s->wc);
-    struct stat_block *cs = s->wc->c->stats;
-    s->si.upstream_cluster = s->wc->c->name;
-    stats_inc(cs, w->id, CS_UPSTREAM_RQ_TOTAL);
-    stats_add(cs, w->id, CS_UPSTREAM_RQ_ACTIVE, 1);
-    s->timeout_ms = route_timeout_ms(s->route);
-    if (s->grpc) {
-        /* grpc-timeout becomes the timeout when the route allows it (max_grpc_timeout /
-         * max_stream_duration.grpc_timeout_header_max), capped by that value (0 = no cap);
-         * without the header the route timeout stands. */
-        uint64_t cap, t;
-        if (route_grpc_timeout_max(s->route, &cap) && grpc_hdr_timeout_ms(s->rq.headers, s->rq.nheaders, &t)) {
-            if (cap && t > cap)
-                t = cap;
-            s->timeout_ms = t;
-        }
-    }
+    s->wc = fwd_cluster(w, s->hcm->snap, s->cluster, &s->si);
+    s->timeout_ms = fd.timeout_ms;
     bool h2 = use_h2_upstream(s);
-    const struct host *h;
     struct host od;
-    if (s->wc->c->type == CLUSTER_ORIGINAL_DST) {
-        od = (struct host){.addr = *s->local};
-        sockaddr_format(s->local, s->orig_dst, sizeof s->orig_dst);
-        snprintf(od.addr_str, sizeof od.addr_str, "%s", s->orig_dst);
-        s->si.upstream_host = s->orig_dst;
-        h = &od;
-        s->host = UPSTREAM_NO_POOL;
-    } else {
-        uint64_t hash = 0;
-        bool has_hash = route_hash(s->route, &rr, &hash);
-        int host = s->wc->hs->n ? lb_pick(s->wc->hs->lb, s->wc->lb, has_hash, hash, s->wc->active_rq, NULL) : -1;
-        if (host < 0) {
-            stats_inc(cs, w->id, CS_UPSTREAM_CX_NONE_HEALTHY);
-            router_local_reply(s, 503, 1u << RF_NO_HEALTHY_UPSTREAM, "no_healthy_upstream", "no healthy upstream");
-            return;
-        }
-        s->host = (uint32_t)host;
-        s->wc->pools[host].active_rq++;
-        s->wc->active_rq[host]++;
-        s->host_counted = true;
-        h = &s->wc->hs->hosts[host];
-        s->si.upstream_host = h->addr_str;
+    const struct host *h = fwd_pick_host(w, s->wc, s->route, &rr, s->local, &od, s->orig_dst, sizeof s->orig_dst,
+                                         &s->host, &s->host_counted, &s->si);
+    if (!h) {
+        reply(s, FWD_R_NO_HEALTHY);
+        return;
     }
     if (build_upstream_head(s, &rr, h, h2) < 0) {
-        router_local_reply(s, 431, 0, "request_headers_too_large", NULL);
+        reply(s, FWD_R_REQUEST_HEADERS_TOO_LARGE);
         return;
     }
     int r;
@@ -465,8 +245,7 @@ void router_start(struct hstream *s)
     }
     if (r < 0) {
         s->u = NULL;
-        router_local_reply(s, 503, 1u << RF_UPSTREAM_CONNECTION_FAILURE, "upstream_reset_before_response_started",
-                           "upstream connect error or disconnect/reset before headers. reset reason: connection failure");
+        reply(s, FWD_R_CONNECT_FAILURE);
         return;
     }
     if (s->timeout_ms)
@@ -548,8 +327,7 @@ static bool pump_h1_request(struct hstream *s)
             io_want_write(s->w->loop, &u->io, true);
             return progress;
         }
-        router_local_reply(s, 503, 1u << RF_UPSTREAM_CONNECTION_TERMINATION, "upstream_reset_before_response_started",
-                           "upstream connect error or disconnect/reset before headers. reset reason: connection termination");
+        reply(s, FWD_R_TERMINATION);
         return true;
     }
     stats_add(s->wc->c->stats, s->w->id, CS_UPSTREAM_CX_TX_BYTES_TOTAL, wr);
@@ -577,48 +355,8 @@ static int build_response_head(struct hstream *s)
     if (!o)
         return -1;
     size_t text = o->tail;
-    const struct h1_response *rs = &s->urs;
-    char line[64];
-    int n = snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\n", rs->status, http_reason(rs->status));
-    if (put(o, line, (size_t)n))
-        return -1;
-    bool have_date = false, have_server = false;
-    const struct header_mutation *lv[ROUTE_MUTATION_LEVELS];
-    size_t nlv = route_response_mutations(s->route, s->cluster_weight, lv);
-    for (size_t i = 0; i < rs->nheaders; i++) {
-        const struct h1_header *h = &rs->headers[i];
-        if (http_is_hop_by_hop(h->name) || h1_str_eq_ci(h->name, "transfer-encoding") ||
-            http_in_connection_tokens(rs->headers, rs->nheaders, h->name))
-            continue;
-        if (h1_str_eq_ci(h->name, "server")) {
-            if (s->hcm->server_header_transformation == 0)
-                continue;
-            have_server = true;
-        }
-        if (h1_str_eq_ci(h->name, "date"))
-            have_date = true;
-        if (nlv && http_mutation_drops(lv, nlv, h->name))
-            continue;
-        if (put(o, h->name.p, h->name.n) || put(o, ": ", 2) || put(o, h->value.p, h->value.n) || put(o, "\r\n", 2))
-            return -1;
-    }
-    char date[40];
-    http_date_now(date, sizeof date);
-    if (!have_date && http_put_header(o, "date", date, strlen(date)))
-        return -1;
-    if (!have_server && s->hcm->server_header_transformation != 2 &&
-        http_put_header(o, "server", s->hcm->server_name, strlen(s->hcm->server_name)))
-        return -1;
-    char t[24];
-    size_t tn = u64_to_dec((s->si.upstream_headers_us - s->si.upstream_start_us) / 1000u, t);
-    if (http_put_header(o, "x-envoy-upstream-service-time", t, tn))
-        return -1;
-    if (s->hcm->always_set_request_id_in_response && s->si.request_id &&
-        http_put_header(o, "x-request-id", s->si.request_id, strlen(s->si.request_id)))
-        return -1;
-    if (nlv && http_mutation_add(o, lv, nlv, rs->headers, rs->nheaders) < 0)
-        return -1;
-    if (put(o, "\r\n", 2))
+    if (fwd_write_response_head(o, s->hcm, s->route, s->cluster_weight, &s->urs, &s->si, false, true) < 0 ||
+        put(o, "\r\n", 2))
         return -1;
     return parse_built_head(s, text);
 }
@@ -628,7 +366,7 @@ int router_upstream_head(struct hstream *s)
 {
     s->si.upstream_headers_us = clock_now_us();
     if (build_response_head(s) < 0) {
-        router_local_reply(s, 502, 1u << RF_UPSTREAM_PROTOCOL_ERROR, "response_headers_too_large", NULL);
+        reply(s, FWD_R_RESPONSE_HEADERS_TOO_LARGE);
         return -1;
     }
     s->si.rs = &s->rs;
@@ -643,32 +381,23 @@ static bool handle_h1_response_head(struct hstream *s)
     struct h1_limits lim = {.max_head_bytes = 64 * 1024, .max_headers = head_slots(s)};
     for (;;) {
         if (!rsbuf(s)) {
-            router_local_reply(s, 503, 1u << RF_UPSTREAM_CONNECTION_TERMINATION, "upstream_reset_before_response_started", NULL);
+            reply(s, FWD_R_TERMINATION);
             return true;
         }
         s->urs.headers = s->urs_headers;
         int r = h1_parse_response(buf_rpos(u->in), buf_len(u->in), &lim, &s->urs);
-        if (r == H1_INCOMPLETE) {
-            if (buf_room(u->in) == 0 && u->in->head == 0) {
-                router_local_reply(s, 502, 1u << RF_UPSTREAM_PROTOCOL_ERROR, "upstream_headers_too_large", NULL);
-                return true;
-            }
-            if (u->peer_closed) {
-                router_local_reply(s, 503, 1u << RF_UPSTREAM_CONNECTION_TERMINATION, "upstream_reset_before_response_started",
-                                   "upstream connect error or disconnect/reset before headers. reset reason: connection termination");
-                return true;
-            }
-            return false;
-        }
-        if (r < 0) {
-            router_local_reply(s, 502, 1u << RF_UPSTREAM_PROTOCOL_ERROR, "upstream_protocol_error", NULL);
+        int fail = fwd_h1_head_failure(r, buf_room(u->in) == 0 && u->in->head == 0, u->peer_closed);
+        if (fail >= 0) {
+            reply(s, (enum fwd_reply_kind)fail);
             return true;
         }
+        if (r == H1_INCOMPLETE)
+            return false;
         if (s->urs.status >= 100 && s->urs.status < 200) {
             u->in->head += (size_t)r; /* interim responses are not forwarded (Envoy's default) */
             buf_compact_to(u->in, 0);
             if (s->urs.status == 101) {
-                router_local_reply(s, 502, 1u << RF_UPSTREAM_PROTOCOL_ERROR, "upstream_protocol_error", NULL);
+                reply(s, FWD_R_UPSTREAM_PROTOCOL_ERROR);
                 return true;
             }
             continue;
@@ -810,7 +539,7 @@ static bool pump_h1_response(struct hstream *s)
             return progress;
     }
     if (s->rs_head && frame_h1_response(s) < 0) {
-        router_local_reply(s, 502, 1u << RF_UPSTREAM_PROTOCOL_ERROR, "upstream_protocol_error", NULL);
+        reply(s, FWD_R_UPSTREAM_PROTOCOL_ERROR);
         return true;
     }
     if (u->peer_closed && !s->rs_end && s->urs_ready == buf_len(u->in)) {
@@ -880,14 +609,6 @@ void router_response_consumed(struct hstream *s, size_t n)
         b->head = b->tail = 0;
 }
 
-static void count_response(struct hstream *s, int status)
-{
-    static const size_t classes[] = {HS_DOWNSTREAM_RQ_1XX, HS_DOWNSTREAM_RQ_2XX, HS_DOWNSTREAM_RQ_3XX,
-                                     HS_DOWNSTREAM_RQ_4XX, HS_DOWNSTREAM_RQ_5XX};
-    if (status >= 100 && status < 600)
-        hstat(s, classes[status / 100 - 1], 1);
-}
-
 void router_finish(struct hstream *s, bool downstream_reset)
 {
     if (s->finished)
@@ -903,31 +624,13 @@ void router_finish(struct hstream *s, bool downstream_reset)
         size_t ns = s->n_rs_trailers ? s->n_rs_trailers : (s->rs_head ? s->rs.nheaders : 0);
         s->si.grpc_status = grpc_hdr_status(src, ns);
     }
-    count_response(s, s->si.status);
-    hstat(s, HS_DOWNSTREAM_RQ_ACTIVE, -1);
-    hstat(s, HS_DOWNSTREAM_RQ_COMPLETED, 1);
-    if (s->wc) {
-        struct stat_block *cs = s->wc->c->stats;
-        stats_add(cs, w->id, CS_UPSTREAM_RQ_ACTIVE, -1);
-        if (s->si.rs) {
-            static const size_t classes[] = {CS_UPSTREAM_RQ_1XX, CS_UPSTREAM_RQ_2XX, CS_UPSTREAM_RQ_3XX,
-                                             CS_UPSTREAM_RQ_4XX, CS_UPSTREAM_RQ_5XX};
-            stats_inc(cs, w->id, classes[s->rs.status / 100 - 1]);
-            stats_code(cs, w->id, s->rs.status);
-            stats_inc(cs, w->id, CS_UPSTREAM_RQ_COMPLETED);
-        }
-    }
-    for (size_t i = 0; i < s->hcm->n_access_logs; i++)
-        access_log_write(s->hcm->access_logs[i], &s->si, w->log_buf);
+    fwd_finish(s->hcm, w, s->wc, &s->si, s->si.rs ? s->rs.status : 0);
     bool reusable = !downstream_reset && !s->local_reply && s->rs_end && s->rq_sent && s->urs_ready == 0 &&
                     s->urs_kind != H1_BODY_UNTIL_CLOSE && (s->uh2 || s->urs.keep_alive) &&
                     (!s->uhead || buf_len(s->uhead) == 0);
     release_upstream(s, reusable);
-    if (s->host_counted) {
-        s->wc->pools[s->host].active_rq--;
-        s->wc->active_rq[s->host]--;
-        s->host_counted = false;
-    }
+    if (s->wc)
+        fwd_release_host(s->wc, s->host, &s->host_counted);
     if (s->wc) {
         wcluster_put(s->wc);
         s->wc = NULL;
