@@ -721,7 +721,8 @@ static void start_stream(struct hconn *d, int head_len)
                     "cluster_not_found", NULL);
         return;
     }
-    if (__builtin_expect(d->snap->clusters[s->cluster]->protocol == UPSTREAM_HTTP2, 0) && !s->tunnel_requested) {
+    enum upstream_proto up = d->snap->clusters[s->cluster]->protocol; /* AUTO: ALPN decides (router.c) */
+    if (__builtin_expect(up == UPSTREAM_HTTP2 || up == UPSTREAM_AUTO, 0) && !s->tunnel_requested) {
         bridge_start(d);
         return;
     }

@@ -313,10 +313,26 @@ static void set_forwarding_headers(struct hstream *s)
     }
 }
 
+/* The upstream protocol for s (its host is chosen): explicit HTTP/2; the downstream's with
+ * use_downstream_protocol_config; for auto_config (TLS only) HTTP/2 with ALPN "h2,http/1.1"
+ * unless this host last answered with HTTP/1.1 (the HTTP/2 upstream falls back per connection,
+ * see router_upstream_h1_fallback). ORIGINAL_DST connections are HTTP/1.1 in auto mode. */
 static bool use_h2_upstream(const struct hstream *s)
 {
     enum upstream_proto p = s->wc->c->protocol;
+    if (p == UPSTREAM_AUTO)
+        return s->host != UPSTREAM_NO_POOL && !s->wc->pools[s->host].auto_h1;
     return p == UPSTREAM_HTTP2 || (p == UPSTREAM_DOWNSTREAM && s->protocol && strcmp(s->protocol, "HTTP/2") == 0);
+}
+
+/* What routing looks at in s's request. */
+static struct route_request request_of(const struct hstream *s)
+{
+    return (struct route_request){
+        .method = s->rq.method, .path = s->rq.path, .authority = s->rq.host,
+        .scheme = s->scheme.n ? s->scheme : (struct h1_str){"http", 4},
+        .headers = s->rq.headers, .nheaders = s->rq.nheaders, .source = (const struct sockaddr *)s->peer,
+    };
 }
 
 void router_start(struct hstream *s)
@@ -343,11 +359,7 @@ void router_start(struct hstream *s)
         router_local_reply(s, 403, 0, "upgrade_failed", NULL);
         return;
     }
-    struct route_request rr = {
-        .method = s->rq.method, .path = s->rq.path, .authority = s->rq.host,
-        .scheme = s->scheme.n ? s->scheme : (struct h1_str){"http", 4},
-        .headers = s->rq.headers, .nheaders = s->rq.nheaders, .source = (const struct sockaddr *)s->peer,
-    };
+    struct route_request rr = request_of(s);
     uint64_t rnd = worker_random(w);
     s->route = route_select(s->hcm->routes, &rr, rnd, w->scratch);
     if (!s->route) {
@@ -425,7 +437,6 @@ void router_start(struct hstream *s)
             s->timeout_ms = t;
         }
     }
-    bool h2 = use_h2_upstream(s);
     const struct host *h;
     struct host od;
     if (s->wc->c->type == CLUSTER_ORIGINAL_DST) {
@@ -451,6 +462,7 @@ void router_start(struct hstream *s)
         h = &s->wc->hs->hosts[host];
         s->si.upstream_host = h->addr_str;
     }
+    bool h2 = use_h2_upstream(s);
     if (build_upstream_head(s, &rr, h, h2) < 0) {
         router_local_reply(s, 431, 0, "request_headers_too_large", NULL);
         return;
@@ -471,6 +483,29 @@ void router_start(struct hstream *s)
     }
     if (s->timeout_ms)
         timer_start(w->loop, &s->timer, s->timeout_ms);
+}
+
+int router_upstream_h1_fallback(struct hstream *s, struct uconn *u)
+{
+    struct route_request rr = request_of(s);
+    buf_put(&s->w->bufs, s->uhead);
+    s->uhead = NULL;
+    s->uhead_chunked = false;
+    if (build_upstream_head(s, &rr, &s->wc->hs->hosts[s->host], false) < 0) {
+        router_local_reply(s, 431, 0, "request_headers_too_large", NULL);
+        return 0;
+    }
+    if (u) {
+        s->u = u;
+        upstream_set_owner(u, on_upstream_event, s);
+        return 1;
+    }
+    if (upstream_acquire(s->w, s->wc, s->host, on_upstream_event, s, &s->u) < 0) {
+        s->u = NULL;
+        router_local_reply(s, 503, 1u << RF_UPSTREAM_CONNECTION_FAILURE, "upstream_reset_before_response_started",
+                           "upstream connect error or disconnect/reset before headers. reset reason: connection failure");
+    }
+    return 0;
 }
 
 /* --- HTTP/1.1 upstream: request bytes out --- */
@@ -541,7 +576,8 @@ static bool pump_h1_request(struct hstream *s)
     }
     if (!u->writable || buf_len(s->uhead) == 0)
         return progress;
-    ssize_t wr = sock_send(u->io.fd, buf_rpos(s->uhead), buf_len(s->uhead));
+    struct iovec iov = {buf_rpos(s->uhead), buf_len(s->uhead)};
+    ssize_t wr = upstream_sendv(u, &iov, 1); /* plaintext or TLS */
     if (wr < 0) {
         if (errno == EAGAIN || errno == EINTR) {
             u->writable = false;
