@@ -42,6 +42,12 @@ h2tls = start("h2_backend.py", ["h2tls"], be_crt, be_key)
 h2mtls = start("h2_backend.py", ["h2mtls"], be_crt, be_key, ca=pki.ca)
 grpc_tls = start("grpc_backend.py", [], be_crt, be_key)
 h1only = tls_backend("h1only", be_crt, be_key, alpn="http/1.1")
+# A port that takes TCP connections (the backlog) and never speaks TLS: handshake timeout.
+import socket  # noqa: E402
+mute = socket.socket()
+mute.bind(("127.0.0.1", 0))
+mute.listen(16)
+mute_port = mute.getsockname()[1]
 
 admin, port = free_port(), free_port()
 log = pki.path("access.log")
@@ -64,6 +70,7 @@ routes = ('virtual_hosts: [{name: all, domains: ["*"], routes: ['
           '{match: {prefix: "/autoh1"}, route: {cluster: autoh1}},'
           '{match: {prefix: "/firsth1"}, route: {cluster: firsth1}},'
           '{match: {prefix: "/bad"}, route: {cluster: bad}},'
+          '{match: {prefix: "/mute"}, route: {cluster: mute}},'
           '{match: {prefix: "/mux"}, route: {cluster: mux}},'
           '{match: {prefix: "/", grpc: {}}, route: {cluster: grpc, timeout: 30s}},'
           '{match: {prefix: "/"}, route: {cluster: h2}}]}]')
@@ -79,6 +86,7 @@ clusters = (static_cluster("h2", [h2tls], extra=H2 + upstream_tls(ca=pki.ca, sni
             static_cluster("firsth1", [h1only], extra=AUTO + upstream_tls(ca=pki.ca)) +
             static_cluster("bad", [h2tls], extra=H2 + upstream_tls(
                 ca=pki.ca, sans=[("URI", "{exact: %s}" % (SPIFFE + "someone-else"))])) +
+            static_cluster("mute", [mute_port], extra=H2 + upstream_tls(ca=pki.ca)) +
             static_cluster("mux", [h2tls], extra=H2 + upstream_tls(ca=pki.ca)) +
             static_cluster("grpc", [grpc_tls], extra=H2 + upstream_tls(ca=pki.ca, sni="backend.mesh.local")))
 proxy = Proxy(bootstrap(admin, http_listener("main", port, extra=access, route_config=routes), clusters), admin)
@@ -199,6 +207,21 @@ check("TLS failure: cluster.bad.ssl.fail_verify_san counted", st.get("cluster.ba
       {k: v for k, v in st.items() if k.startswith("cluster.bad.")})
 check("TLS success: cluster.h2.ssl.handshake counted", st.get("cluster.h2.ssl.handshake", 0) >= 1,
       {k: v for k, v in st.items() if k.startswith("cluster.h2.ssl")})
+
+# A TLS handshake that never ends: the uconn's connect_timeout (1 s) covers it.
+t0 = time.time()
+head, body = get("/mute")
+took = time.time() - t0
+check("TLS handshake timeout to an h2 upstream: 503 after connect_timeout",
+      head.startswith("HTTP/1.1 503") and 0.8 < took < 5 and "connection timeout" in body, (head, body, took))
+time.sleep(0.3)
+lines = [l for l in open(log).read().splitlines() if l.startswith("/mute ")]
+check("handshake timeout: UF and the reason in the access log",
+      lines and " UF " in lines[-1] and "handshake timeout" in lines[-1], lines)
+st = proxy.stats()
+check("handshake timeout: upstream_cx_connect_timeout and ssl.connection_error counted",
+      st.get("cluster.mute.upstream_cx_connect_timeout", 0) == 1 and st.get("cluster.mute.ssl.connection_error", 0) == 1,
+      {k: v for k, v in st.items() if k.startswith("cluster.mute.")})
 
 # 6. Many concurrent requests over one TLS connection per worker (--concurrency 2).
 results = []
