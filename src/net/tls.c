@@ -1281,6 +1281,17 @@ SSL_CTX *tls_provider_ctx(struct tls_provider *p)
 
 const char *tls_provider_sni(const struct tls_provider *p) { return p->cfg.sni; }
 
+int tls_transport_alpn_fallback(struct transport *t, const struct tls_provider *p, const char *wire, size_t len)
+{
+    if (!t->ssl || p->cfg.alpn_len || !len)
+        return 0;
+    if (SSL_set_alpn_protos(t->ssl, (const unsigned char *)wire, (unsigned)len) != 0) {
+        ERR_clear_error();
+        return -ENOMEM;
+    }
+    return 0;
+}
+
 void tls_provider_restrict_alpn(struct tls_provider *p, const char *const *supported, size_t n)
 {
     struct tls_cfg *c = &p->cfg;

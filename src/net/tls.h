@@ -74,6 +74,10 @@ enum tls_fail {
  * Returns 0 or -ENOMEM. */
 int tls_transport_start(struct transport *t, struct tls_provider *p, bool server, const char *sni,
                         SSL_SESSION *session, SSL_SESSION **session_slot);
+/* A client's ALPN offer when the provider's CommonTlsContext.alpn_protocols is empty (Envoy
+ * derives it from the upstream protocol): wire is the length-prefixed list ("\x02h2"). Call
+ * after tls_transport_start, before the handshake. Returns 0 or -ENOMEM. */
+int tls_transport_alpn_fallback(struct transport *t, const struct tls_provider *p, const char *wire, size_t len);
 /* Advances the handshake. Returns 1 when done, 0 when blocked (*want_write: wait for EPOLLOUT
  * too), -1 when it failed: *fail says why and why[] has a readable reason (Envoy style,
  * "TLS_error:|...:TLS_error_end"). */

@@ -61,8 +61,9 @@ struct h2_options {
 /* Fills o with Envoy's defaults. */
 void h2_options_defaults(struct h2_options *o);
 
-/* The protocol a cluster speaks to its hosts. */
-enum upstream_proto { UPSTREAM_HTTP1, UPSTREAM_HTTP2, UPSTREAM_DOWNSTREAM };
+/* The protocol a cluster speaks to its hosts. UPSTREAM_AUTO (auto_config) only with TLS: each
+ * connection offers ALPN "h2,http/1.1" and speaks what the server selected. */
+enum upstream_proto { UPSTREAM_HTTP1, UPSTREAM_HTTP2, UPSTREAM_DOWNSTREAM, UPSTREAM_AUTO };
 
 /* --- clusters --- */
 

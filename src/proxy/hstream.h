@@ -132,6 +132,12 @@ void router_finish(struct hstream *s, bool downstream_reset);
 /* For upstream codecs: the upstream's response head is in s->urs; builds ours. Returns 0, or
  * -1 after answering with a local reply. */
 int router_upstream_head(struct hstream *s);
+/* Called by the HTTP/2 upstream when an auto_config connection's server did not select h2:
+ * rebuilds s's request head for HTTP/1.1 and sends it on u (when not NULL: a connected uconn
+ * nobody else uses) or on a connection of its own. Returns 1 when it took u, else 0 (it may
+ * have answered locally). */
+struct uconn;
+int router_upstream_h1_fallback(struct hstream *s, struct uconn *u);
 /* For upstream codecs: the storage for the upstream's head slices and strings (rsbuf). */
 struct buf *router_rsbuf(struct hstream *s);
 size_t router_head_slots(const struct hstream *s);

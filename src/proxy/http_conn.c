@@ -545,7 +545,8 @@ static void start_stream(struct hconn *d, int head_len)
         local_reply(d, fd.status, fd.flag, fd.details, fd.body, fd.body_len, fd.location, false, fd.grpc_reply);
         return;
     }
-    if (__builtin_expect(d->snap->clusters[s->cluster]->protocol == UPSTREAM_HTTP2, 0) && !s->tunnel_requested) {
+    enum upstream_proto proto = d->snap->clusters[s->cluster]->protocol; /* AUTO: ALPN decides (router.c) */
+    if (__builtin_expect(proto == UPSTREAM_HTTP2 || proto == UPSTREAM_AUTO, 0) && !s->tunnel_requested) {
         bridge_start(d);
         return;
     }

@@ -191,9 +191,15 @@ static int build_upstream_head(struct hstream *s, const struct route_request *rr
     return put(b, "\r\n", 2);
 }
 
+/* The upstream protocol for s (its host is chosen): explicit HTTP/2; the downstream's with
+ * use_downstream_protocol_config; for auto_config (TLS only) HTTP/2 with ALPN "h2,http/1.1"
+ * unless this host last answered with HTTP/1.1 (the HTTP/2 upstream falls back per connection,
+ * see router_upstream_h1_fallback). ORIGINAL_DST connections are HTTP/1.1 in auto mode. */
 static bool use_h2_upstream(const struct hstream *s)
 {
     enum upstream_proto p = s->wc->c->protocol;
+    if (p == UPSTREAM_AUTO)
+        return s->host != UPSTREAM_NO_POOL && !s->wc->pools[s->host].auto_h1;
     return p == UPSTREAM_HTTP2 || (p == UPSTREAM_DOWNSTREAM && s->protocol && strcmp(s->protocol, "HTTP/2") == 0);
 }
 
@@ -223,7 +229,6 @@ void router_start(struct hstream *s)
     }
     s->wc = fwd_cluster(w, s->hcm->snap, s->cluster, &s->si);
     s->timeout_ms = fd.timeout_ms;
-    bool h2 = use_h2_upstream(s);
     struct host od;
     const struct host *h = fwd_pick_host(w, s->wc, s->route, &rr, s->local, &od, s->orig_dst, sizeof s->orig_dst,
                                          &s->host, &s->host_counted, &s->si);
@@ -231,6 +236,7 @@ void router_start(struct hstream *s)
         reply(s, FWD_R_NO_HEALTHY);
         return;
     }
+    bool h2 = use_h2_upstream(s);
     if (build_upstream_head(s, &rr, h, h2) < 0) {
         reply(s, FWD_R_REQUEST_HEADERS_TOO_LARGE);
         return;
@@ -250,6 +256,29 @@ void router_start(struct hstream *s)
     }
     if (s->timeout_ms)
         timer_start(w->loop, &s->timer, s->timeout_ms);
+}
+
+int router_upstream_h1_fallback(struct hstream *s, struct uconn *u)
+{
+    struct route_request rr = fwd_route_request(&s->rq, s->scheme, s->tp && transport_is_tls(s->tp), s->peer);
+    buf_put(&s->w->bufs, s->uhead);
+    s->uhead = NULL;
+    s->uhead_chunked = false;
+    if (build_upstream_head(s, &rr, &s->wc->hs->hosts[s->host], false) < 0) {
+        reply(s, FWD_R_REQUEST_HEADERS_TOO_LARGE);
+        return 0;
+    }
+    if (u) {
+        s->u = u;
+        upstream_set_owner(u, on_upstream_event, s);
+        return 1;
+    }
+    if (upstream_acquire(s->w, s->wc, s->host, on_upstream_event, s, &s->u) < 0) {
+        s->u = NULL;
+        router_local_reply(s, 503, 1u << RF_UPSTREAM_CONNECTION_FAILURE, "upstream_reset_before_response_started",
+                           "upstream connect error or disconnect/reset before headers. reset reason: connection failure");
+    }
+    return 0;
 }
 
 /* --- HTTP/1.1 upstream: request bytes out --- */
@@ -320,7 +349,8 @@ static bool pump_h1_request(struct hstream *s)
     }
     if (!u->writable || buf_len(s->uhead) == 0)
         return progress;
-    ssize_t wr = sock_send(u->io.fd, buf_rpos(s->uhead), buf_len(s->uhead));
+    struct iovec iov = {buf_rpos(s->uhead), buf_len(s->uhead)};
+    ssize_t wr = upstream_sendv(u, &iov, 1); /* plaintext or TLS */
     if (wr < 0) {
         if (errno == EAGAIN || errno == EINTR) {
             u->writable = false;

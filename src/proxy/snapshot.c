@@ -529,8 +529,8 @@ typedef Envoy__Extensions__Upstreams__Http__V3__HttpProtocolOptions UpHpo;
 
 /* The protocol a cluster speaks: typed_extension_protocol_options
  * "envoy.extensions.upstreams.http.v3.HttpProtocolOptions", else the deprecated
- * http2_protocol_options, else HTTP/1.1. auto_config without TLS is HTTP/1.1 (as in Envoy:
- * ALPN decides, and a plaintext connection has none). */
+ * http2_protocol_options, else HTTP/1.1. auto_config is UPSTREAM_AUTO: ALPN decides per
+ * connection; without TLS it becomes HTTP/1.1 once the transport socket is known. */
 static int build_upstream_protocol(struct ctx *c, const Cluster *pc, struct cluster *cl)
 {
     cl->protocol = UPSTREAM_HTTP1;
@@ -578,7 +578,7 @@ static int build_upstream_protocol(struct ctx *c, const Cluster *pc, struct clus
         case ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__UPSTREAM_PROTOCOL_OPTIONS_AUTO_CONFIG:
             push(c, ".auto_config.http2_protocol_options");
             r = build_h2_options(c, h->auto_config->http2_protocol_options, &cl->h2);
-            cl->protocol = UPSTREAM_HTTP1; /* no TLS, no ALPN: HTTP/1.1 */
+            cl->protocol = UPSTREAM_AUTO; /* ALPN decides; without TLS HTTP/1.1 (see below) */
             break;
         default:
             r = fail(c, "one of explicit_http_config, use_downstream_protocol_config, auto_config is required");
@@ -728,6 +728,8 @@ static int build_cluster(struct ctx *c, const Cluster *pc, struct cluster *cl)
     }
     if (build_transport_socket(c, pc->transport_socket, false, &cl->tls) < 0)
         return -1;
+    if (cl->protocol == UPSTREAM_AUTO && !cl->tls)
+        cl->protocol = UPSTREAM_HTTP1; /* auto_config without TLS: no ALPN, HTTP/1.1 (as Envoy) */
     if (cl->tls) {
         snprintf(prefix, sizeof prefix, "cluster.%s.ssl.", pc->alt_stat_name && *pc->alt_stat_name ? pc->alt_stat_name : cl->name);
         cl->ssl_stats = stats_block(prefix, &ssl_stat_schema);

@@ -5,6 +5,7 @@
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -194,7 +195,11 @@ static void start_tls(struct uconn *u)
     if (pooled && tls_provider_auto_host_sni(c->tls) && u->wc->hs->hosts[u->host].hostname)
         sni = u->wc->hs->hosts[u->host].hostname;
     struct upool *p = pooled ? &u->wc->pools[u->host] : NULL;
-    if (tls_transport_start(&u->tp, c->tls, false, sni, p ? p->tls_session : NULL, p ? &p->tls_session : NULL) < 0) {
+    static const char alpn_wire[][16] = {[UA_NONE] = "", [UA_H2] = "\x02h2", [UA_AUTO] = "\x02h2\x08http/1.1",
+                                         [UA_H1] = "\x08http/1.1"};
+    static const size_t alpn_len[] = {[UA_NONE] = 0, [UA_H2] = 3, [UA_AUTO] = 12, [UA_H1] = 9};
+    if (tls_transport_start(&u->tp, c->tls, false, sni, p ? p->tls_session : NULL, p ? &p->tls_session : NULL) < 0 ||
+        tls_transport_alpn_fallback(&u->tp, c->tls, alpn_wire[u->alpn], alpn_len[u->alpn]) < 0) {
         u->error = ENOMEM;
         uconn_stat(u, CS_UPSTREAM_CX_CONNECT_FAIL, 1);
         uconn_close(u);
@@ -208,7 +213,7 @@ static void start_tls(struct uconn *u)
 
 /* Starts a non-blocking connect to addr for a new connection object. */
 static int connect_new(struct worker *w, struct wcluster *wc, uint32_t host, const struct sockaddr_storage *addr,
-                       uconn_cb cb, void *owner, struct uconn **out)
+                       enum upstream_alpn alpn, size_t proto_stat, uconn_cb cb, void *owner, struct uconn **out)
 {
     socklen_t len = addr->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
     int fd = socket(addr->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -228,9 +233,11 @@ static int connect_new(struct worker *w, struct wcluster *wc, uint32_t host, con
     u->owner = owner;
     u->cb = cb;
     u->state = UC_CONNECTING;
+    u->alpn = (uint8_t)alpn;
     timer_init(&u->timer, on_timer, u);
     stats_inc(wc->c->stats, w->id, CS_UPSTREAM_CX_TOTAL);
-    stats_inc(wc->c->stats, w->id, CS_UPSTREAM_CX_HTTP1_TOTAL);
+    if (proto_stat)
+        stats_inc(wc->c->stats, w->id, proto_stat);
     if (connect(fd, (const struct sockaddr *)addr, len) < 0 && errno != EINPROGRESS) {
         int e = errno;
         close(fd);
@@ -265,13 +272,31 @@ int upstream_acquire(struct worker *w, struct wcluster *wc, uint32_t host, uconn
         *out = u;
         return 0;
     }
-    return connect_new(w, wc, host, &wc->hs->hosts[host].addr, cb, owner, out);
+    /* An auto_config cluster comes here once the host answered ALPN with HTTP/1.1. */
+    enum upstream_alpn alpn = wc->c->protocol == UPSTREAM_AUTO ? UA_H1 : UA_NONE;
+    return connect_new(w, wc, host, &wc->hs->hosts[host].addr, alpn, CS_UPSTREAM_CX_HTTP1_TOTAL, cb, owner, out);
 }
+
+int upstream_connect_alpn(struct worker *w, struct wcluster *wc, uint32_t host, enum upstream_alpn alpn, bool h2_stat,
+                          uconn_cb cb, void *owner, struct uconn **out)
+{
+    return connect_new(w, wc, host, &wc->hs->hosts[host].addr, alpn, h2_stat ? CS_UPSTREAM_CX_HTTP2_TOTAL : 0, cb,
+                       owner, out);
+}
+
+bool upstream_alpn_is_h2(const struct uconn *u)
+{
+    size_t n = 0;
+    const char *a = transport_alpn(&u->tp, &n);
+    return a && n == 2 && memcmp(a, "h2", 2) == 0;
+}
+
+void upstream_close(struct uconn *u) { uconn_close(u); }
 
 int upstream_connect_addr(struct worker *w, struct wcluster *wc, const struct sockaddr_storage *addr,
                           uconn_cb cb, void *owner, struct uconn **out)
 {
-    return connect_new(w, wc, UPSTREAM_NO_POOL, addr, cb, owner, out);
+    return connect_new(w, wc, UPSTREAM_NO_POOL, addr, UA_NONE, CS_UPSTREAM_CX_HTTP1_TOTAL, cb, owner, out);
 }
 
 void upstream_release(struct uconn *u, bool reusable)

@@ -47,6 +47,7 @@ struct uconn {
     bool hup;                      /* epoll reported the peer's EOF or an error */
     int error;                     /* errno of the last failure */
     bool handshaking;              /* TCP is up, TLS is not yet (still UC_CONNECTING to the owner) */
+    uint8_t alpn;                  /* enum upstream_alpn: what TLS offers when alpn_protocols is empty */
     const char *tls_error;         /* after a failed TLS handshake: %UPSTREAM_TRANSPORT_FAILURE_REASON%
                                     * (worker-local storage that outlives the connection) */
     struct deferred def;
@@ -63,6 +64,28 @@ int upstream_acquire(struct worker *w, struct wcluster *wc, uint32_t host, uconn
 int upstream_connect_addr(struct worker *w, struct wcluster *wc, const struct sockaddr_storage *addr,
                           uconn_cb cb, void *owner, struct uconn **out);
 #define UPSTREAM_NO_POOL UINT32_MAX
+
+/* The ALPN a connection offers when the cluster's UpstreamTlsContext lists none (Envoy derives
+ * it from the protocol): nothing (explicit HTTP/1.1, as before), "h2", or "h2,http/1.1"
+ * (auto_config). */
+enum upstream_alpn { UA_NONE, UA_H2, UA_AUTO, UA_H1 };
+/* A new, unpooled connection to host `host` of wc for an HTTP/2 connection (upstream_h2.c) or
+ * an auto_config one: offers ALPN per alpn, counts upstream_cx_http2_total when h2_stat.
+ * Never goes to the idle list on its own; the owner closes it with upstream_close or hands it
+ * on (upstream_set_owner, then upstream_release puts it in the HTTP/1.1 idle list). Same
+ * results and events as upstream_acquire. */
+int upstream_connect_alpn(struct worker *w, struct wcluster *wc, uint32_t host, enum upstream_alpn alpn, bool h2_stat,
+                          uconn_cb cb, void *owner, struct uconn **out);
+/* Makes owner (with cb) the one u reports to. */
+static inline void upstream_set_owner(struct uconn *u, uconn_cb cb, void *owner)
+{
+    u->cb = cb;
+    u->owner = owner;
+}
+/* True when u's TLS handshake selected ALPN "h2". */
+bool upstream_alpn_is_h2(const struct uconn *u);
+/* Closes u (the owner counts why: destroy_local / destroy_remote). u must not be used afterwards. */
+void upstream_close(struct uconn *u);
 
 /* Gives u back. reusable: the exchange ended cleanly and the connection may carry another
  * request; otherwise it is closed. u must not be used afterwards. */

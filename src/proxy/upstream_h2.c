@@ -3,8 +3,16 @@
  * SETTINGS_MAX_CONCURRENT_STREAMS (and the cluster's own max_concurrent_streams), a new
  * connection when every one is full, and max_requests_per_connection streams at most on one.
  *
+ * The connection under a session is a struct uconn (upstream.c): connecting, connect_timeout,
+ * the TLS handshake (SNI, ALPN, SAN checks, client certificates, session reuse), UF failures,
+ * cluster.<name>.ssl.* stats and %UPSTREAM_TRANSPORT_FAILURE_REASON% live there once for both
+ * protocols. This file owns the uconn from its start and reads and writes it through the
+ * transport (plaintext or TLS). For auto_config (UPSTREAM_AUTO) the connection offers ALPN
+ * "h2,http/1.1"; when the server does not select h2, the streams waiting on it go to the
+ * HTTP/1.1 path (router_upstream_h1_fallback), the first one taking this very connection.
+ *
  * Bytes: one input buffer (fed to nghttp2_session_mem_recv, then given back) and one output
- * buffer (the send callback fills it, sock_send drains it). Request bodies are pulled from
+ * buffer (the send callback fills it, transport_sendv drains it). Request bodies are pulled from
  * the hstream's body buffer as the server's window allows; response DATA goes into the
  * hstream's response buffer and the stream window reopens only as the downstream takes it,
  * so nothing here buffers without bound.
@@ -29,6 +37,7 @@
 #include "proxy/config.h"
 #include "proxy/h2_mem.h"
 #include "proxy/hstream.h"
+#include "proxy/upstream.h"
 #include "proxy/worker.h"
 
 #define UH2_STREAM_WINDOW 65535
@@ -36,19 +45,19 @@
 enum uh2_state { UH2_CONNECTING, UH2_OPEN, UH2_CLOSED };
 
 struct uh2c {
-    struct io io;
+    struct uconn *u;               /* the connection (NULL once closed or handed over) */
     struct worker *w;
     struct wcluster *wc;
     uint32_t host;
     enum uh2_state state;
     nghttp2_session *ng;
     struct buf *in, *out;
-    struct timer timer;            /* connect timeout, then idle timeout */
+    struct timer timer;            /* idle timeout (the uconn times the connect) */
     struct uh2_stream *streams;    /* attached streams */
     uint32_t active;               /* attached streams */
     uint32_t requests;             /* streams ever started (max_requests_per_connection) */
     struct uh2c *next;             /* in the host's list */
-    bool readable, writable, goaway, in_run, rerun, settings_seen;
+    bool goaway, in_run, rerun, settings_seen, auto_alpn;
     struct deferred def;
 };
 
@@ -74,25 +83,24 @@ static void unlink_conn(struct uh2c *c)
 
 static void wake_dirty(struct uh2c *c);
 
-/* Closes the connection; every attached stream that has no complete response gets `fail`. */
-static void conn_close(struct uh2c *c, bool connect_failed)
+/* Closes the connection; every attached stream that has no complete response gets a 503:
+ * connection failure (UF, with the uconn's TLS failure reason; timeout: the connect timed out)
+ * when it never opened, else connection termination. */
+static void conn_close(struct uh2c *c, bool connect_failed, bool timeout, const char *tls_error)
 {
     if (c->state == UH2_CLOSED)
         return;
-    bool was_open = c->state == UH2_OPEN;
     c->state = UH2_CLOSED;
     struct loop *l = c->w->loop;
     timer_stop(l, &c->timer);
-    io_stop(l, &c->io);
-    close(c->io.fd);
+    if (c->u) {
+        upstream_close(c->u); /* counts upstream_cx_destroy and the active gauge */
+        c->u = NULL;
+    }
     buf_put(&c->w->bufs, c->in);
     buf_put(&c->w->bufs, c->out);
     c->in = c->out = NULL;
     unlink_conn(c);
-    if (was_open) {
-        ustat(c, CS_UPSTREAM_CX_ACTIVE, -1);
-        ustat(c, CS_UPSTREAM_CX_DESTROY, 1);
-    }
     /* Every stream still here gets its answer, then its downstream is woken. The list is
      * taken first: answering detaches streams, and waking may start new ones. */
     struct uh2_stream *list = c->streams;
@@ -109,9 +117,12 @@ static void conn_close(struct uh2c *c, bool connect_failed)
             wake[nw++] = s;
         if (s->rs_end)
             continue;
-        if (connect_failed)
+        if (connect_failed) {
+            s->si.upstream_transport_failure_reason = tls_error;
             router_local_reply(s, 503, 1u << RF_UPSTREAM_CONNECTION_FAILURE, "upstream_reset_before_response_started",
-                               "upstream connect error or disconnect/reset before headers. reset reason: connection failure");
+                               timeout ? "upstream connect error or disconnect/reset before headers. reset reason: connection timeout"
+                                       : "upstream connect error or disconnect/reset before headers. reset reason: connection failure");
+        }
         else
             router_local_reply(s, 503, 1u << RF_UPSTREAM_CONNECTION_TERMINATION, "upstream_reset_before_response_started",
                                "upstream connect error or disconnect/reset before headers. reset reason: connection termination");
@@ -491,10 +502,11 @@ again:
     c->rerun = false;
     for (int rounds = 0; rounds < 64 && !failed; rounds++) {
         bool progress = false;
-        while (c->readable) {
+        struct uconn *u = c->u;
+        while (u->readable) {
             if (!c->in && !(c->in = buf_get(&c->w->bufs)))
                 break;
-            ssize_t n = sock_recv(c->io.fd, buf_wpos(c->in), buf_room(c->in));
+            ssize_t n = transport_recv(&u->tp, buf_wpos(c->in), buf_room(c->in));
             if (n > 0) {
                 ustat(c, CS_UPSTREAM_CX_RX_BYTES_TOTAL, n);
                 ssize_t r = nghttp2_session_mem_recv(c->ng, (const uint8_t *)c->in->data, (size_t)n);
@@ -507,13 +519,13 @@ again:
                     failed = true;
                     break;
                 }
-                if ((size_t)n < BUF_SIZE)
-                    c->readable = false;
+                if ((size_t)n < BUF_SIZE && !u->hup)
+                    u->readable = false; /* drained (after an EOF, read on until we see it) */
             } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
                 failed = true;
                 break;
             } else if (errno == EAGAIN) {
-                c->readable = false;
+                u->readable = false;
             }
         }
         buf_put(&c->w->bufs, c->in);
@@ -527,13 +539,14 @@ again:
                 failed = true;
                 break;
             }
-            if (!c->out || buf_len(c->out) == 0 || !c->writable)
+            if (!c->out || buf_len(c->out) == 0 || !u->writable)
                 break;
-            ssize_t w = sock_send(c->io.fd, buf_rpos(c->out), buf_len(c->out));
+            struct iovec iov = {buf_rpos(c->out), buf_len(c->out)};
+            ssize_t w = upstream_sendv(u, &iov, 1);
             if (w < 0) {
                 if (errno == EAGAIN || errno == EINTR) {
-                    c->writable = false;
-                    io_want_write(c->w->loop, &c->io, true);
+                    u->writable = false;
+                    io_want_write(c->w->loop, &u->io, true);
                     break;
                 }
                 failed = true;
@@ -561,13 +574,13 @@ again:
     if (c->state != UH2_OPEN)
         return;
     if (failed || (!nghttp2_session_want_read(c->ng) && !nghttp2_session_want_write(c->ng))) {
-        conn_close(c, false);
+        conn_close(c, false, false, NULL);
         return;
     }
     if (c->active == 0 && !c->wc->retired && !c->w->drain_started && !c->goaway)
         timer_start(c->w->loop, &c->timer, c->wc->c->idle_timeout_ms);
     else if (c->active == 0)
-        conn_close(c, false);
+        conn_close(c, false, false, NULL);
     else if (c->rerun)
         conn_run(c);
 }
@@ -576,59 +589,68 @@ static void on_timer(struct loop *l, struct timer *t)
 {
     (void)l;
     struct uh2c *c = t->data;
-    if (c->state == UH2_CONNECTING) {
-        ustat(c, CS_UPSTREAM_CX_CONNECT_TIMEOUT, 1);
-        ustat(c, CS_UPSTREAM_CX_CONNECT_FAIL, 1);
-        conn_close(c, true);
-    } else if (c->active == 0) {
+    if (c->state == UH2_OPEN && c->active == 0) {
         ustat(c, CS_UPSTREAM_CX_DESTROY_LOCAL, 1);
-        conn_close(c, false);
+        conn_close(c, false, false, NULL);
     }
 }
 
-static void on_io(struct loop *l, struct io *io, uint32_t events)
+/* auto_config and the server did not select h2: this host speaks HTTP/1.1 from now on. The
+ * waiting streams restart on the HTTP/1.1 path, the first one on this connection; the session
+ * shell closes without touching it. */
+static void fall_back_to_h1(struct uh2c *c)
 {
-    struct uh2c *c = io->data;
-    if (c->state == UH2_CONNECTING) {
-        int err = 0;
-        socklen_t len = sizeof err;
-        getsockopt(c->io.fd, SOL_SOCKET, SO_ERROR, &err, &len);
-        if (err || (events & (EPOLLERR | EPOLLHUP))) {
-            ustat(c, CS_UPSTREAM_CX_CONNECT_FAIL, 1);
-            conn_close(c, true);
-            return;
-        }
-        if (!(events & EPOLLOUT))
-            return;
-        timer_stop(l, &c->timer);
-        io_want_write(l, &c->io, false);
-        c->state = UH2_OPEN;
-        c->writable = true;
-        ustat(c, CS_UPSTREAM_CX_ACTIVE, 1);
+    struct uconn *u = c->u;
+    c->u = NULL;
+    c->goaway = true; /* no new streams here while the old ones move */
+    c->wc->pools[c->host].auto_h1 = true;
+    stats_inc(c->wc->c->stats, c->w->id, CS_UPSTREAM_CX_HTTP1_TOTAL);
+    struct uh2_stream *list = c->streams;
+    c->streams = NULL;
+    c->active = 0;
+    for (struct uh2_stream *us = list, *next; us; us = next) {
+        next = us->next;
+        struct hstream *s = us->s;
+        us->c = NULL;
+        us->closed = true;
+        s->uh2 = NULL;
+        if (router_upstream_h1_fallback(s, u) == 1)
+            u = NULL; /* s has it now */
+        s->ops->wake(s);
     }
-    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
-        c->readable = true;
-    if (events & EPOLLOUT) {
-        c->writable = true;
-        io_want_write(l, io, false);
+    if (u)
+        upstream_release(u, true); /* nobody waits: an idle HTTP/1.1 connection */
+    conn_close(c, false, false, NULL);
+}
+
+/* Events of the uconn under the session. */
+static void on_uconn(struct uconn *u, enum uconn_event ev, void *owner)
+{
+    struct uh2c *c = owner;
+    if (ev == UE_CONNECT_FAILED || ev == UE_CONNECT_TIMEOUT) {
+        c->u = NULL; /* the uconn closed itself (and counted why) */
+        conn_close(c, true, ev == UE_CONNECT_TIMEOUT, u->tls_error);
+        return;
+    }
+    if (ev == UE_CONNECTED) {
+        if (c->auto_alpn) {
+            if (!upstream_alpn_is_h2(u)) {
+                fall_back_to_h1(c);
+                return;
+            }
+            c->wc->pools[c->host].auto_h1 = false;
+            stats_inc(c->wc->c->stats, c->w->id, CS_UPSTREAM_CX_HTTP2_TOTAL);
+        }
+        c->state = UH2_OPEN;
     }
     conn_run(c);
 }
 
-static struct uh2c *conn_new(struct worker *w, struct wcluster *wc, uint32_t host, const struct host *h)
+static struct uh2c *conn_new(struct worker *w, struct wcluster *wc, uint32_t host)
 {
-    const struct sockaddr_storage *addr = &h->addr;
-    socklen_t len = addr->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
-    int fd = socket(addr->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return NULL;
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     struct uh2c *c = calloc(1, sizeof *c);
-    if (!c) {
-        close(fd);
+    if (!c)
         return NULL;
-    }
     nghttp2_session_callbacks *cb;
     nghttp2_session_callbacks_new(&cb);
     nghttp2_session_callbacks_set_send_callback(cb, on_send);
@@ -646,7 +668,6 @@ static struct uh2c *conn_new(struct worker *w, struct wcluster *wc, uint32_t hos
     nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cb);
     if (r != 0) {
-        close(fd);
         free(c);
         return NULL;
     }
@@ -666,18 +687,14 @@ static struct uh2c *conn_new(struct worker *w, struct wcluster *wc, uint32_t hos
     c->host = host;
     c->state = UH2_CONNECTING;
     timer_init(&c->timer, on_timer, c);
-    stats_inc(wc->c->stats, w->id, CS_UPSTREAM_CX_TOTAL);
-    stats_inc(wc->c->stats, w->id, CS_UPSTREAM_CX_HTTP2_TOTAL);
-    if (connect(fd, (const struct sockaddr *)addr, len) < 0 && errno != EINPROGRESS) {
-        close(fd);
+    /* Explicit HTTP/2 offers "h2"; auto_config "h2,http/1.1" and counts the protocol once known. */
+    c->auto_alpn = wc->c->protocol == UPSTREAM_AUTO;
+    if (upstream_connect_alpn(w, wc, host, c->auto_alpn ? UA_AUTO : UA_H2, !c->auto_alpn, on_uconn, c, &c->u) < 0) {
         nghttp2_session_del(c->ng);
         wcluster_put(wc);
         free(c);
-        stats_inc(wc->c->stats, w->id, CS_UPSTREAM_CX_CONNECT_FAIL);
         return NULL;
     }
-    io_start(w->loop, &c->io, fd, EPOLLIN | EPOLLOUT, on_io, c);
-    timer_start(w->loop, &c->timer, wc->c->connect_timeout_ms);
     struct upool *p = &wc->pools[host];
     c->next = p->h2;
     p->h2 = c;
@@ -706,19 +723,16 @@ static bool usable(const struct uh2c *c)
 
 int uh2_stream_start(struct hstream *s, const struct host *h)
 {
+    (void)h;
     if (s->host == UINT32_MAX)
         return -ENOTSUP; /* ORIGINAL_DST over HTTP/2: not pooled, not supported */
     struct upool *p = &s->wc->pools[s->host];
     struct uh2c *c = p->h2;
     while (c && !usable(c))
         c = c->next;
-    if (!c && !(c = conn_new(s->w, s->wc, s->host, h)))
+    if (!c && !(c = conn_new(s->w, s->wc, s->host)))
         return -ECONNREFUSED;
-    timer_stop(s->w->loop, &c->timer);
-    if (c->state == UH2_OPEN)
-        timer_stop(s->w->loop, &c->timer);
-    else
-        timer_start(s->w->loop, &c->timer, s->wc->c->connect_timeout_ms);
+    timer_stop(s->w->loop, &c->timer); /* the idle timer */
     struct uh2_stream *us = &s->uh2s;
     *us = (struct uh2_stream){.c = c, .s = s, .next = c->streams};
     c->streams = us;
@@ -782,7 +796,7 @@ void uh2_stream_detach(struct uh2_stream *us, bool reset)
     if (c->state == UH2_CLOSED)
         return;
     if (c->active == 0 && (c->wc->retired || c->w->drain_started)) {
-        conn_close(c, false);
+        conn_close(c, false, false, NULL);
         return;
     }
     if (!c->in_run)
@@ -797,7 +811,7 @@ void uh2_close_idle(struct wcluster *wc)
         while (c) {
             struct uh2c *next = c->next;
             if (c->active == 0)
-                conn_close(c, false);
+                conn_close(c, false, false, NULL);
             else
                 c->goaway = true; /* no new streams; closes when the last one is done */
             c = next;

@@ -26,6 +26,7 @@ struct upool {
     struct ssl_session_st *tls_session;  /* last TLS session from this host, offered for resumption */
     char tls_error[192];           /* last TLS handshake failure with this host (access logs) */
     struct uh2c *h2;               /* HTTP/2 connections to this host (upstream_h2.c) */
+    bool auto_h1;                  /* auto_config: this host's last ALPN answer was not "h2" */
 };
 
 /* This worker's view of one cluster for one host set: pools and load-balancer state. When

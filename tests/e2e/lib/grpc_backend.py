@@ -2,7 +2,10 @@
 """A gRPC test server on python3-grpcio with generic handlers on raw bytes (no generated code).
 Service test.Echo: Unary (echoes the request + "!"), ServerStream (5 replies), ClientStream
 (joins the requests), Bidi (upper-cases each message), Fail (NOT_FOUND "nope"), Slow (sleeps 2 s).
-Usage: grpc_backend.py PORT  (prints "ready" when listening)"""
+Usage: grpc_backend.py PORT  (prints "ready" when listening)
+With WEFT_TLS_CERT and WEFT_TLS_KEY in the environment it serves TLS (grpc.ssl_server_credentials;
+WEFT_TLS_CA: require and verify client certificates)."""
+import os
 import sys
 import time
 from concurrent import futures
@@ -29,7 +32,16 @@ handlers = grpc.method_handlers_generic_handler("test.Echo", {
 })
 server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
 server.add_generic_rpc_handlers((handlers,))
-server.add_insecure_port("127.0.0.1:%s" % sys.argv[1])
+if os.environ.get("WEFT_TLS_CERT"):
+    def _read(path):
+        with open(path, "rb") as f:
+            return f.read()
+    ca = os.environ.get("WEFT_TLS_CA")
+    creds = grpc.ssl_server_credentials([(_read(os.environ["WEFT_TLS_KEY"]), _read(os.environ["WEFT_TLS_CERT"]))],
+                                        root_certificates=_read(ca) if ca else None, require_client_auth=bool(ca))
+    server.add_secure_port("127.0.0.1:%s" % sys.argv[1], creds)
+else:
+    server.add_insecure_port("127.0.0.1:%s" % sys.argv[1])
 server.start()
 print("ready", flush=True)
 server.wait_for_termination()

@@ -10,9 +10,15 @@ Request headers steer it:
   x-reset: 1         reset the stream (RST_STREAM INTERNAL_ERROR) instead of answering
   x-delay-ms: N      wait N ms before answering
 Usage: h2_backend.py PORT NAME [MAX_CONCURRENT_STREAMS]  (prints "ready" when listening)
+With WEFT_TLS_CERT and WEFT_TLS_KEY in the environment it serves HTTP/2 over TLS with ALPN "h2"
+(WEFT_TLS_CA: require and verify client certificates); the echo gains
+"tls": {"sni", "alpn", "peer_uri_san"}.
 """
 import json
+import os
+import select
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -27,7 +33,44 @@ MAX_STREAMS = int(sys.argv[3]) if len(sys.argv) > 3 else 100
 conns = [0]
 
 
+def tls_context():
+    cert, key = os.environ.get("WEFT_TLS_CERT"), os.environ.get("WEFT_TLS_KEY")
+    if not cert:
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    if os.environ.get("WEFT_TLS_CA"):
+        ctx.load_verify_locations(os.environ["WEFT_TLS_CA"])
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.set_alpn_protocols(["h2"])
+
+    def on_sni(sock, name, _ctx):
+        sock.weft_sni = name
+    ctx.sni_callback = on_sni
+    return ctx
+
+
+TLS = tls_context()
+
+
+def tls_info(sock):
+    if not isinstance(sock, ssl.SSLSocket):
+        return None
+    peer = sock.getpeercert() or {}
+    uris = [v for k, v in peer.get("subjectAltName", ()) if k == "URI"]
+    return {"sni": getattr(sock, "weft_sni", None), "alpn": sock.selected_alpn_protocol(),
+            "peer_uri_san": uris[0] if uris else None}
+
+
 def serve(sock):
+    if TLS:
+        try:
+            sock.settimeout(10)
+            sock = TLS.wrap_socket(sock, server_side=True)
+            sock.settimeout(None)
+        except (OSError, ssl.SSLError):
+            sock.close()
+            return
     conns[0] += 1
     conn_no = conns[0]
     cfg = h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
@@ -91,7 +134,7 @@ def serve(sock):
                                    "authority": h.get(":authority"),
                                    "headers": {k: v for k, v in st["list"] if not k.startswith(":")},
                                    "body_len": len(st["body"]), "trailers": st.get("rq_trailers", {}),
-                                   "conn": seen[0]}).encode()
+                                   "conn": seen[0], "conn_no": conn_no, "tls": tls_info(sock)}).encode()
             st["trailer"] = bool(h.get("x-trailer"))
             c.send_headers(sid, [(":status", h.get("x-status", "200")), ("content-type", "application/json"),
                                  ("x-backend", NAME)], end_stream=False)
@@ -100,7 +143,17 @@ def serve(sock):
 
     try:
         while True:
-            data = sock.recv(65536)
+            if TLS:
+                # One SSL object must not read and write at once: reads take the lock too, and
+                # wait for bytes outside it.
+                if not sock.pending():
+                    select.select([sock], [], [], 0.05)
+                with lock:
+                    if not sock.pending() and not select.select([sock], [], [], 0)[0]:
+                        continue
+                    data = sock.recv(65536)
+            else:
+                data = sock.recv(65536)
             if not data:
                 break
             with lock:
