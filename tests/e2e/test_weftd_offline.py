@@ -4,6 +4,7 @@ what a proxy would receive as JSON DiscoveryResponses, and the watch mode picks 
 changes through inotify (new config versions in its log, last good objects kept)."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -108,11 +109,16 @@ try:
                             stdout=log, stderr=subprocess.STDOUT)
 
     def wait_log(text, timeout=10.0):
+        """Waits for a log line containing text. "config version N:" matches any version from N
+        on: a save seen half-written on a loaded machine may take one version more."""
+        m = re.match(r"config version (\d+): (.*)", text)
+        pattern = (r"config version (\d+): " + re.escape(m.group(2))) if m else re.escape(text)
         end = time.time() + timeout
         while time.time() < end:
             log.seek(0)
-            if text in log.read():
-                return True
+            for found in re.finditer(pattern, log.read()):
+                if not m or int(found.group(1)) >= int(m.group(1)):
+                    return True
             time.sleep(0.05)
         return False
 
