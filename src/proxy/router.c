@@ -247,7 +247,8 @@ void router_start(struct hstream *s)
     } else if (s->host == UPSTREAM_NO_POOL) {
         r = upstream_connect_addr(w, s->wc, s->local, on_upstream_event, s, &s->u);
     } else {
-        r = upstream_acquire(w, s->wc, s->host, on_upstream_event, s, &s->u);
+        r = upstream_acquire_alpn(w, s->wc, s->host, s->wc->c->protocol == UPSTREAM_AUTO ? UA_H1 : UA_NONE,
+                                  on_upstream_event, s, &s->u);
     }
     if (r < 0) {
         s->u = NULL;
@@ -273,7 +274,7 @@ int router_upstream_h1_fallback(struct hstream *s, struct uconn *u)
         upstream_set_owner(u, on_upstream_event, s);
         return 1;
     }
-    if (upstream_acquire(s->w, s->wc, s->host, on_upstream_event, s, &s->u) < 0) {
+    if (upstream_acquire_alpn(s->w, s->wc, s->host, UA_H1, on_upstream_event, s, &s->u) < 0) {
         s->u = NULL;
         router_local_reply(s, 503, 1u << RF_UPSTREAM_CONNECTION_FAILURE, "upstream_reset_before_response_started",
                            "upstream connect error or disconnect/reset before headers. reset reason: connection failure");

@@ -257,6 +257,12 @@ static int connect_new(struct worker *w, struct wcluster *wc, uint32_t host, con
 int upstream_acquire(struct worker *w, struct wcluster *wc, uint32_t host, uconn_cb cb, void *owner,
                      struct uconn **out)
 {
+    return upstream_acquire_alpn(w, wc, host, UA_NONE, cb, owner, out);
+}
+
+int upstream_acquire_alpn(struct worker *w, struct wcluster *wc, uint32_t host, enum upstream_alpn alpn, uconn_cb cb,
+                          void *owner, struct uconn **out)
+{
     struct upool *p = &wc->pools[host];
     struct uconn *u = p->idle;
     if (u) {
@@ -272,8 +278,6 @@ int upstream_acquire(struct worker *w, struct wcluster *wc, uint32_t host, uconn
         *out = u;
         return 0;
     }
-    /* An auto_config cluster comes here once the host answered ALPN with HTTP/1.1. */
-    enum upstream_alpn alpn = wc->c->protocol == UPSTREAM_AUTO ? UA_H1 : UA_NONE;
     return connect_new(w, wc, host, &wc->hs->hosts[host].addr, alpn, CS_UPSTREAM_CX_HTTP1_TOTAL, cb, owner, out);
 }
 

@@ -69,6 +69,10 @@ int upstream_connect_addr(struct worker *w, struct wcluster *wc, const struct so
  * it from the protocol): nothing (explicit HTTP/1.1, as before), "h2", or "h2,http/1.1"
  * (auto_config). */
 enum upstream_alpn { UA_NONE, UA_H2, UA_AUTO, UA_H1 };
+/* upstream_acquire for HTTP: a new connection offers ALPN per alpn (the router passes UA_H1
+ * for an auto_config host that answered HTTP/1.1). */
+int upstream_acquire_alpn(struct worker *w, struct wcluster *wc, uint32_t host, enum upstream_alpn alpn, uconn_cb cb,
+                          void *owner, struct uconn **out);
 /* A new, unpooled connection to host `host` of wc for an HTTP/2 connection (upstream_h2.c) or
  * an auto_config one: offers ALPN per alpn, counts upstream_cx_http2_total when h2_stat.
  * Never goes to the idle list on its own; the owner closes it with upstream_close or hands it
