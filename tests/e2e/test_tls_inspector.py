@@ -157,10 +157,16 @@ while time.time() < deadline and b'"/pieces"' not in resp:
     if not chunk:
         break
     inb.write(chunk)
-    try:
-        resp += obj.read(65536)
-    except ssl.SSLWantReadError:
-        pass
+    # One read returns at most one TLS record: take every record this chunk completed (the
+    # head and the body may be separate records, and the server may close right after).
+    while True:
+        try:
+            data = obj.read(65536)
+        except (ssl.SSLWantReadError, ssl.SSLZeroReturnError, ssl.SSLEOFError):
+            break
+        if not data:
+            break
+        resp += data
 sock.close()
 check("... and the request over it is answered", resp.startswith(b"HTTP/1.1 200") and b'"/pieces"' in resp, resp[:200])
 
