@@ -48,7 +48,9 @@ static void parse_alpn(const uint8_t *p, size_t n, struct tls_hello *out)
         size_t len = p[0];
         if (len == 0 || len > list - 1)
             return;
-        if (len <= INSPECT_ALPN_LEN && out->n_alpn < INSPECT_MAX_ALPN) {
+        /* A name with a NUL byte is not a protocol anyone speaks; kept, it would read as a
+         * shorter name ("h2\0x" as "h2"). Skip it. */
+        if (len <= INSPECT_ALPN_LEN && out->n_alpn < INSPECT_MAX_ALPN && !memchr(p + 1, 0, len)) {
             memcpy(out->alpn[out->n_alpn], p + 1, len);
             out->alpn[out->n_alpn][len] = '\0';
             out->n_alpn++;
