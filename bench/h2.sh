@@ -9,21 +9,11 @@ cd "$(dirname "$0")/.."
 BIN=${WEFT_BIN:-build/bin}
 DURATION=${DURATION:-10}
 ROUNDS=${ROUNDS:-3}
-work=$(mktemp -d /tmp/weft-bench-h2.XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+. bench/lib.sh
+bench_init h2
 
 BACKEND=28080 WEFT=28081 HAPROXY=28082 NGINX=28083 ADMIN=28090
-head -c 1024 /dev/zero | tr '\0' 'w' > "$work/1k"
-mkdir -p "$work/nb" "$work/np"
-cat > "$work/backend.conf" <<CONF
-worker_processes 1; daemon off; pid $work/nb/pid; error_log $work/nb/err warn;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:$BACKEND; location / { root $work; try_files /1k =404; } } }
-CONF
-nginx -p "$work/nb" -c "$work/backend.conf" & pids+=($!)
+start_backend $BACKEND
 
 cat > "$work/weft.yaml" <<CONF
 admin: {address: {socket_address: {address: 127.0.0.1, port_value: $ADMIN}}}
@@ -79,12 +69,9 @@ http { access_log off; keepalive_requests 1000000; http2_max_requests 1000000;
 CONF
 nginx -p "$work/np" -c "$work/nginx.conf" & pids+=($!); nginx_pid=$!
 
-for port in $BACKEND $WEFT $HAPROXY $NGINX; do
-  h2=--http2-prior-knowledge; [ "$port" = "$BACKEND" ] && h2=
-  for _ in $(seq 100); do curl -sf $h2 -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.05; done
-done
+wait_up "http://127.0.0.1:$BACKEND/" || true
+for port in $WEFT $HAPROXY $NGINX; do wait_up "http://127.0.0.1:$port/" --http2-prior-knowledge || true; done
 
-to_us() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) print n; else if (v ~ /ms$/) print n * 1000; else print n * 1000000 }'; }
 rounds=$(mktemp)
 run() { # name port
   local out; out=$(h2load -D "$DURATION" -c 10 -m 10 "http://127.0.0.1:$2/" 2>&1)
@@ -107,7 +94,6 @@ for p in weft haproxy nginx; do
   read -r _ RPS[$p] MEAN[$p] MAX[$p] _ < <(awk -v p="$p" '$1 == p' "$rounds" | sort -k2 -n | awk -v m=$(((ROUNDS + 1) / 2)) 'NR == m')
 done
 rm -f "$rounds"
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "-"; else printf "%.2f", a / b }'; }
 section="$work/section.md"
 {
   echo "## HTTP/2 (h2c)"

@@ -12,23 +12,13 @@ BIN=${WEFT_BIN:-build/bin}
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-16}
 ROUNDS=${ROUNDS:-3}
-work=$(mktemp -d /tmp/weft-bench.XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+. bench/lib.sh
+bench_init h1
 
 BACKEND=18080 WEFT=18081 HAPROXY=18082 NGINX=18083 ADMIN=18090
-head -c 1024 /dev/zero | tr '\0' 'w' > "$work/1k"
 
 # nginx as the shared backend (2 workers so it is never the bottleneck of one proxy worker).
-mkdir -p "$work/nb" "$work/np"
-cat > "$work/backend.conf" <<CONF
-worker_processes 1; daemon off; pid $work/nb/pid; error_log $work/nb/err warn;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:$BACKEND; location / { root $work; try_files /1k =404; } } }
-CONF
-nginx -p "$work/nb" -c "$work/backend.conf" & pids+=($!)
+start_backend $BACKEND
 
 cat > "$work/weft.yaml" <<CONF
 admin: {address: {socket_address: {address: 127.0.0.1, port_value: $ADMIN}}}
@@ -83,14 +73,10 @@ http { access_log off; keepalive_requests 1000000;
 CONF
 nginx -p "$work/np" -c "$work/nginx.conf" & pids+=($!); nginx_pid=$!
 
-for port in $BACKEND $WEFT $HAPROXY $NGINX; do
-  for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.05; done
-done
-rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+for port in $BACKEND $WEFT $HAPROXY $NGINX; do wait_up "http://127.0.0.1:$port/" || true; done
 idle_weft=$(rss $weft_pid); idle_haproxy=$(rss $haproxy_pid); idle_nginx=$(rss $nginx_pid)
 
 declare -A RPS P50 P99 RSS CPU
-to_us() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) print n; else if (v ~ /ms$/) print n * 1000; else print n * 1000000 }'; }
 rounds=$(mktemp)
 # CPU time (user+system, in clock ticks) a process has used: a steadier measure than req/s.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -119,7 +105,6 @@ for p in weft haproxy nginx; do
 done
 rm -f "$rounds"
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 {
   echo "# Benchmarks"
   echo

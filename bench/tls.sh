@@ -14,15 +14,12 @@ cd "$(dirname "$0")/.."
 BIN=${WEFT_BIN:-build/bin}
 DURATION=${DURATION:-10}
 ROUNDS=${ROUNDS:-3}
-work=$(mktemp -d /tmp/weft-bench-tls.XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+. bench/lib.sh
+bench_init tls
 
 BACKEND=18180 ADMIN=18190
 WEFT=18181 HAPROXY=18182 NGINX=18183        # TLS
 WEFT_M=18184 HAPROXY_M=18185 NGINX_M=18186  # mTLS
-head -c 1024 /dev/zero | tr '\0' 'w' > "$work/1k"
 
 # A CA, a server certificate and a client certificate with a SPIFFE identity.
 ossl() { openssl "$@" >/dev/null 2>&1; }
@@ -38,14 +35,7 @@ leaf server DNS:localhost
 leaf client URI:spiffe://cluster.local/ns/default/sa/bench
 cat "$work/server.crt" "$work/server.key" > "$work/server.pem"   # HAProxy wants both in one file
 
-mkdir -p "$work/nb" "$work/np"
-cat > "$work/backend.conf" <<CONF
-worker_processes 1; daemon off; pid $work/nb/pid; error_log $work/nb/err warn;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:$BACKEND; location / { root $work; try_files /1k =404; } } }
-CONF
-nginx -p "$work/nb" -c "$work/backend.conf" & pids+=($!)
+start_backend $BACKEND
 
 tls_chain() { # require_client
   cat <<CONF
@@ -136,14 +126,9 @@ http { access_log off; keepalive_requests 1000000;
 CONF
 nginx -p "$work/np" -c "$work/nginx.conf" & pids+=($!); nginx_pid=$!
 
-for port in $WEFT $HAPROXY $NGINX; do
-  for _ in $(seq 100); do curl -sfk -o /dev/null "https://127.0.0.1:$port/" && break; sleep 0.05; done
-done
+for port in $WEFT $HAPROXY $NGINX; do wait_up "https://127.0.0.1:$port/" -k || true; done
 for port in $WEFT_M $HAPROXY_M $NGINX_M; do
-  for _ in $(seq 100); do
-    curl -sfk --cert "$work/client.crt" --key "$work/client.key" -o /dev/null "https://127.0.0.1:$port/" && break
-    sleep 0.05
-  done
+  wait_up "https://127.0.0.1:$port/" -k --cert "$work/client.crt" --key "$work/client.key" || true
 done
 
 rounds=$(mktemp)
@@ -169,7 +154,6 @@ for p in weft haproxy nginx; do
   RQ[$p]=$(awk -v p="$p" '$1 == p {print $3}' "$rounds" | sort -n | awk -v m=$(((ROUNDS + 1) / 2)) 'NR == m')
 done
 rm -f "$rounds"
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "-"; else printf "%.2f", a / b }'; }
 lat() { awk -v r="$1" 'BEGIN { if (r + 0 == 0) print "-"; else printf "%.0f", 1e6 / r }'; }
 
 touch bench/RESULTS.md
