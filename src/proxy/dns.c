@@ -1,6 +1,8 @@
 /* DNS for STRICT_DNS and LOGICAL_DNS clusters: c-ares on the main thread's loop, re-resolving
  * every dns_refresh_rate. A changed answer becomes a new host set (with its own load-balancing
- * table) that workers pick up on their next request; unchanged answers change nothing. */
+ * table) that workers pick up on their next request; unchanged answers change nothing.
+ * Snapshots are built without any lookup: a cluster whose names the previous snapshot already
+ * resolved takes those answers over, any other resolves at once. */
 #include "proxy/dns.h"
 
 #include <ares.h>
@@ -24,6 +26,7 @@ struct dns_cluster {
     struct host *hosts;            /* answers gathered this round */
     size_t n, cap;
     bool failed;
+    bool initial;                  /* its first round is what dns_start's ready waits for */
 };
 
 struct dns {
@@ -31,8 +34,12 @@ struct dns {
     ares_channel channel;
     struct io ios[DNS_MAX_FDS];
     struct timer ares_timer;
+    struct timer ready_timer;
     struct dns_cluster *clusters;
     size_t n;
+    size_t initial_left;           /* first rounds still out */
+    void (*ready)(void *arg);
+    void *ready_arg;
 };
 
 struct query {
@@ -134,6 +141,11 @@ static void round_done(struct dns_cluster *dc)
     dc->hosts = NULL;
     dc->n = dc->cap = 0;
     timer_start(d->loop, &dc->refresh, c->dns_refresh_ms);
+    if (dc->initial) {
+        dc->initial = false;
+        if (--d->initial_left == 0 && d->ready)
+            d->ready(d->ready_arg);
+    }
 }
 
 static void on_addrinfo(void *arg, int status, int timeouts, struct ares_addrinfo *res)
@@ -196,25 +208,82 @@ static void on_refresh(struct loop *l, struct timer *t)
     schedule_ares_timer(dc->dns);
 }
 
-struct dns *dns_start(struct loop *loop, struct snapshot *s)
+static bool same_targets(const struct cluster *a, const struct cluster *b)
+{
+    if (a->type != b->type || a->n_dns != b->n_dns || a->dns_family != b->dns_family)
+        return false;
+    for (size_t i = 0; i < a->n_dns; i++)
+        if (strcmp(a->dns[i].name, b->dns[i].name) != 0 || a->dns[i].port != b->dns[i].port ||
+            a->dns[i].weight != b->dns[i].weight || a->dns[i].priority != b->dns[i].priority)
+            return false;
+    return true;
+}
+
+/* Gives c the answers prev's cluster of the same name got for the same names, in a host set
+ * built with c's own load-balancing config. False when there is nothing to take over. */
+static bool carry_over(struct loop *loop, struct cluster *c, const struct snapshot *prev)
+{
+    int i = prev ? snapshot_cluster_index(prev, c->name) : -1;
+    if (i < 0 || !same_targets(c, prev->clusters[i]))
+        return false;
+    struct host_set *old = atomic_load(&prev->clusters[i]->hosts);
+    if (!old || old->n == 0)
+        return false;
+    struct host *hosts = calloc(old->n, sizeof *hosts);
+    if (!hosts)
+        return false;
+    for (size_t j = 0; j < old->n; j++) {
+        hosts[j] = old->hosts[j];
+        hosts[j].hostname = old->hosts[j].hostname ? strdup(old->hosts[j].hostname) : NULL;
+    }
+    char err[256];
+    struct host_set *hs = host_set_new(hosts, old->n, c->lbc, err, sizeof err);
+    if (!hs) {
+        for (size_t j = 0; j < old->n; j++)
+            free(hosts[j].hostname);
+        free(hosts);
+        return false;
+    }
+    cluster_set_hosts(c, hs, loop_now_ms(loop));
+    return true;
+}
+
+static void call_ready(struct loop *l, struct timer *t)
+{
+    (void)l;
+    struct dns *d = t->data;
+    if (d->ready)
+        d->ready(d->ready_arg);
+}
+
+struct dns *dns_start(struct loop *loop, struct snapshot *s, const struct snapshot *prev, void (*ready)(void *arg),
+                      void *arg)
 {
     size_t n = 0;
     for (size_t i = 0; i < s->n_clusters; i++)
         n += s->clusters[i]->n_dns > 0;
-    if (n == 0)
+    if (n == 0) {
+        if (ready)
+            ready(arg);
         return NULL;
+    }
     struct dns *d = calloc(1, sizeof *d);
     d->loop = loop;
+    d->ready = ready;
+    d->ready_arg = arg;
     d->clusters = calloc(n, sizeof *d->clusters);
     struct ares_options opts = {.sock_state_cb = on_sock_state, .sock_state_cb_data = d};
     if (ares_library_init(ARES_LIB_INIT_ALL) != ARES_SUCCESS ||
         ares_init_options(&d->channel, &opts, ARES_OPT_SOCK_STATE_CB) != ARES_SUCCESS) {
-        log_error("dns: c-ares could not start; DNS clusters keep their startup answers");
+        log_error("dns: c-ares could not start; DNS clusters resolve nothing");
         free(d->clusters);
         free(d);
+        if (ready)
+            ready(arg);
         return NULL;
     }
     timer_init(&d->ares_timer, on_ares_timer, d);
+    timer_init(&d->ready_timer, call_ready, d);
     for (size_t i = 0; i < s->n_clusters; i++) {
         if (!s->clusters[i]->n_dns)
             continue;
@@ -222,8 +291,13 @@ struct dns *dns_start(struct loop *loop, struct snapshot *s)
         dc->dns = d;
         dc->c = s->clusters[i];
         timer_init(&dc->refresh, on_refresh, dc);
-        timer_start(loop, &dc->refresh, dc->c->dns_refresh_ms);
+        bool have = carry_over(loop, dc->c, prev);
+        dc->initial = !have;
+        d->initial_left += !have;
+        timer_start(loop, &dc->refresh, have ? dc->c->dns_refresh_ms : 0);
     }
+    if (d->initial_left == 0)
+        timer_start(loop, &d->ready_timer, 0); /* not from inside dns_start: the caller has no d yet */
     return d;
 }
 
@@ -234,6 +308,8 @@ void dns_stop(struct dns *d)
     for (size_t i = 0; i < d->n; i++)
         timer_stop(d->loop, &d->clusters[i].refresh);
     timer_stop(d->loop, &d->ares_timer);
+    timer_stop(d->loop, &d->ready_timer);
+    d->ready = NULL; /* pending queries end with ARES_EDESTRUCTION below, never as a ready round */
     ares_destroy(d->channel); /* calls pending callbacks with ARES_EDESTRUCTION */
     for (int i = 0; i < DNS_MAX_FDS; i++)
         io_stop(d->loop, &d->ios[i]);

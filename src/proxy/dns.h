@@ -7,8 +7,13 @@
 
 struct dns;
 
-/* Starts refreshing every DNS cluster of s on loop; NULL when there are none. */
-struct dns *dns_start(struct loop *loop, struct snapshot *s);
+/* Starts resolving every DNS cluster of s on loop; NULL when there are none. A cluster that
+ * prev (the snapshot s replaces, or NULL) resolved for the same names starts with prev's
+ * answers and refreshes after dns_refresh_rate; the others resolve now. ready(arg), if given,
+ * runs once every cluster has an answer or a failed first round (at once when none waits; from
+ * the loop otherwise): Envoy starts its listeners only after that. */
+struct dns *dns_start(struct loop *loop, struct snapshot *s, const struct snapshot *prev, void (*ready)(void *arg),
+                      void *arg);
 void dns_stop(struct dns *d);
 
 #endif

@@ -48,6 +48,8 @@ struct proxy {
     uint64_t drain_deadline_ms;
     const char *state;
     bool quitting;
+    bool started;                  /* workers running (after the startup DNS round) */
+    struct timer init_timer;       /* xDS initial fetch timeout */
 };
 
 static void usage(FILE *f)
@@ -240,10 +242,10 @@ static void xds_publish(void *arg, struct snapshot *s)
     struct snapshot *old = p->snap;
     s->version = old->version + 1;
     p->snap = s;
+    dns_stop(p->dns);
+    p->dns = dns_start(p->loop, s, old, NULL, NULL); /* DNS clusters first take old's answers */
     for (unsigned i = 0; i < p->nworkers; i++)
         worker_update(p->workers[i], snapshot_ref(s));
-    dns_stop(p->dns);
-    p->dns = dns_start(p->loop, s);
     snapshot_unref(old);
     if (strcmp(p->state, "INITIALIZING") == 0)
         p->state = "LIVE";
@@ -309,7 +311,7 @@ static void on_signal(struct loop *l, struct io *io, uint32_t events)
     struct signalfd_siginfo si;
     while (read(io->fd, &si, sizeof si) == sizeof si) {
         if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
-            if (strcmp(p->state, "DRAINING") == 0) {
+            if (!p->started || strcmp(p->state, "DRAINING") == 0) {
                 stop_workers_and_exit_loop(p); /* a second signal: do not wait */
                 return;
             }
@@ -322,6 +324,25 @@ static void on_signal(struct loop *l, struct io *io, uint32_t events)
             timer_start(l, &p->drain_timer, 20);
         }
     }
+}
+
+/* Envoy opens its listeners once the static clusters are initialised, which for DNS clusters
+ * means their first resolution finished (answered or failed): dns_start calls this then. */
+static void start_serving(void *arg)
+{
+    struct proxy *p = arg;
+    p->started = true;
+    for (unsigned i = 0; i < p->nworkers; i++)
+        worker_start(p->workers[i]);
+    p->state = "LIVE";
+    if (p->xds) {
+        p->state = "INITIALIZING";
+        xds_client_set_loop(p->xds, p->loop);
+        xds_client_start(p->xds);
+        timer_start(p->loop, &p->init_timer, XDS_DEFAULT_INITIAL_FETCH_MS);
+    }
+    log_info("weft-proxy %s: %zu listeners, %zu clusters, %u workers", WEFT_VERSION, p->snap->n_listeners,
+             p->snap->n_clusters, p->nworkers);
 }
 
 int main(int argc, char **argv)
@@ -390,22 +411,11 @@ int main(int argc, char **argv)
             goto out;
         }
     }
-    for (unsigned i = 0; i < p.nworkers; i++)
-        worker_start(p.workers[i]);
-    p.dns = dns_start(p.loop, p.snap);
     timer_init(&p.housekeeping, on_housekeeping, &p);
     timer_start(p.loop, &p.housekeeping, 1000);
-    p.state = "LIVE";
-    struct timer init_timer;
-    timer_init(&init_timer, on_init_timeout, &p);
-    if (p.xds) {
-        p.state = "INITIALIZING";
-        xds_client_set_loop(p.xds, p.loop);
-        xds_client_start(p.xds);
-        timer_start(p.loop, &init_timer, XDS_DEFAULT_INITIAL_FETCH_MS);
-    }
-    log_info("weft-proxy %s: %zu listeners, %zu clusters, %u workers", WEFT_VERSION, p.snap->n_listeners,
-             p.snap->n_clusters, p.nworkers);
+    timer_init(&p.init_timer, on_init_timeout, &p);
+    p.state = "INITIALIZING";
+    p.dns = dns_start(p.loop, p.snap, NULL, start_serving, &p);
     loop_run(p.loop);
     log_info("exiting");
 out:

@@ -415,29 +415,25 @@ struct host_set *host_set_new(struct host *hosts, size_t n, const struct lb_conf
     return hs;
 }
 
-/* Resolves a DNS cluster's names once at startup (blocking, main thread), so that traffic can
- * flow at once; src/proxy/dns.c then re-resolves with c-ares every dns_refresh_rate. */
-static int resolve_into(struct ctx *c, const char *name, uint32_t port, int family, struct host **hosts, size_t *n,
-                        size_t *cap, uint32_t weight, uint32_t priority, bool first_only)
+/* A DNS cluster's endpoint given as an IP literal becomes a host at once (no lookup happens).
+ * Names are never resolved here: building a snapshot must not block (an unreachable resolver
+ * stalls for seconds), so src/proxy/dns.c resolves them with c-ares after the snapshot is
+ * published, or carries the previous snapshot's answers over. Returns 1 when name was a
+ * literal, 0 when it is a name to resolve, -1 (error set) when out of memory. */
+static int literal_host(struct ctx *c, const char *name, uint32_t port, int family, struct host **hosts, size_t *n,
+                        size_t *cap, uint32_t weight, uint32_t priority)
 {
-    struct addrinfo hints = {.ai_family = family, .ai_socktype = SOCK_STREAM}, *res = NULL;
+    struct addrinfo hints = {.ai_family = family, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
     char portstr[8];
     snprintf(portstr, sizeof portstr, "%u", port);
-    int r = getaddrinfo(name, portstr, &hints, &res);
-    if (r != 0)
-        return fail(c, "cannot resolve '%s': %s", name, gai_strerror(r));
-    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        struct sockaddr_storage ss;
-        memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
-        if (add_host(c, hosts, n, cap, &ss, ai->ai_addrlen, weight, priority, true, name) < 0) {
-            freeaddrinfo(res);
-            return -1;
-        }
-        if (first_only)
-            break;
-    }
+    if (getaddrinfo(name, portstr, &hints, &res) != 0 || !res)
+        return 0;
+    struct sockaddr_storage ss;
+    memcpy(&ss, res->ai_addr, res->ai_addrlen);
+    int r = add_host(c, hosts, n, cap, &ss, res->ai_addrlen, weight, priority, true, name);
     freeaddrinfo(res);
-    return 0;
+    return r < 0 ? -1 : 1;
 }
 
 /* --- transport sockets --- */
@@ -694,12 +690,9 @@ static int build_cluster(struct ctx *c, const Cluster *pc, struct cluster *cl)
                     return free_hosts(hosts, n), fail(c, "out of memory");
                 cl->dns = nd;
                 cl->dns[cl->n_dns++] = (struct dns_target){xstrdup(ip), (uint16_t)port, weight, lle->priority};
-                if (resolve_into(c, ip, port, family, &hosts, &n, &cap, weight, lle->priority,
-                                 cl->type == CLUSTER_LOGICAL_DNS) < 0) {
-                    /* Envoy starts anyway and keeps retrying; the cluster has no hosts until then. */
-                    log_warn("%s", c->err);
-                    c->err[0] = '\0';
-                }
+                if (!(cl->type == CLUSTER_LOGICAL_DNS && n > 0) &&
+                    literal_host(c, ip, port, family, &hosts, &n, &cap, weight, lle->priority) < 0)
+                    return free_hosts(hosts, n), -1;
             }
             pop(c, old);
         }

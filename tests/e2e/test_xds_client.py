@@ -273,6 +273,36 @@ check("zero non-2xx and zero errors under load during 20 route, 5 endpoint and 1
       counts["bad"] == 0 and counts["err"] == 0 and counts["ok"] > 50 and r, "%s %s" % (counts, errors[:5]))
 check("the listener added under load serves", wait_for(lambda: get(lport3)[0] == 200, 2))
 
+# --- a DNS cluster: resolved after the snapshot is built (never blocking it), and its answers
+# carried across later updates, so no request between an update and the next lookup fails ---
+dns = {"name": "dns", "type": "STRICT_DNS", "connect_timeout": "1s", "dns_lookup_family": "V4_ONLY",
+       "dns_refresh_rate": "60s", "load_assignment": {"cluster_name": "dns", "endpoints": [{"lb_endpoints": [
+           {"endpoint": {"address": {"socket_address": {"address": "localhost", "port_value": be_c}}}}]}]}}
+ads.set(CDS, [cluster("be", "be-svc"), cluster("be2", "be2-svc"), dns], "cd1")
+ads.set(RDS, [routes("r1", "dns", "dns0")], "rd0")
+r = wait_for(lambda: get(lport)[1].get("x-route") == "dns0", 2)
+check("a STRICT_DNS cluster from CDS resolves and serves", r and get(lport)[1].get("x-backend") == "c")
+counts.update(ok=0, bad=0, err=0)
+del errors[:]
+stop.clear()
+threads = [threading.Thread(target=load) for _ in range(4)]
+for th in threads:
+    th.start()
+for i in range(10):
+    ads.set(RDS, [routes("r1", "dns", "dns%d" % (i + 1))], "rd%d" % (i + 1))
+    if i % 3 == 0:  # a changed Cluster: a new cluster object, the same names to resolve
+        dns["connect_timeout"] = "%ds" % (2 + i)
+        ads.set(CDS, [cluster("be", "be-svc"), cluster("be2", "be2-svc"), dns], "cd%d" % (i + 2))
+    time.sleep(0.1)
+time.sleep(0.3)
+stop.set()
+for th in threads:
+    th.join(10)
+check("zero non-2xx on the DNS cluster during 10 route and 4 cluster updates (answers carried over)",
+      counts["bad"] == 0 and counts["err"] == 0 and counts["ok"] > 20, "%s %s" % (counts, errors[:5]))
+ads.set(RDS, [routes("r1", "be", "back")], "rback")
+wait_for(lambda: get(lport)[1].get("x-route") == "back", 2)
+
 # --- listener removal: new one opens, the old port stops accepting, its in-flight request finishes ---
 inflight = {}
 
