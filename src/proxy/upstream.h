@@ -50,6 +50,7 @@ struct uconn {
     uint8_t alpn;                  /* enum upstream_alpn: what TLS offers when alpn_protocols is empty */
     const char *tls_error;         /* after a failed TLS handshake: %UPSTREAM_TRANSPORT_FAILURE_REASON%
                                     * (worker-local storage that outlives the connection) */
+    bool cb_cx, cb_pending;        /* counted on the circuit breaker: a connection, a pending request */
     struct deferred def;
 };
 
