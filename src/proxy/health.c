@@ -339,10 +339,12 @@ static void take_events(struct cluster_health *ch, uint64_t now)
         uint32_t ev = atomic_exchange_explicit(&hh->events, 0, memory_order_relaxed);
         if (!ev || !hh->in_use)
             continue;
-        if (ev & OE_5XX)
-            eject(ch, hh, ODS_DETECTED_5XX, ODS_ENFORCED_5XX, od->enforcing_consecutive_5xx, now);
+        /* Gateway first: Envoy counts a 502/503/504 toward gateway failure before 5xx, so of
+         * two thresholds reached by the same response the gateway one is seen first. */
         if (ev & OE_GATEWAY)
             eject(ch, hh, ODS_DETECTED_GATEWAY, ODS_ENFORCED_GATEWAY, od->enforcing_consecutive_gateway_failure, now);
+        if (ev & OE_5XX)
+            eject(ch, hh, ODS_DETECTED_5XX, ODS_ENFORCED_5XX, od->enforcing_consecutive_5xx, now);
         if (ev & OE_LOCAL_ORIGIN)
             eject(ch, hh, ODS_DETECTED_LOCAL, ODS_ENFORCED_LOCAL, od->enforcing_consecutive_local_origin_failure,
                   now);
