@@ -492,7 +492,6 @@ static void hc_healthy_gauge(struct cluster_health *ch)
 
 void health_host_result(struct cluster_health *ch, struct host_health *hh, bool ok, bool network, uint64_t now)
 {
-    (void)now;
     const struct hc_config *hc = ch->hc;
     uint32_t f = atomic_load(&hh->flags);
     mstat(ch->hc_stats, ok ? HCS_SUCCESS : HCS_FAILURE, 1);
@@ -514,6 +513,8 @@ void health_host_result(struct cluster_health *ch, struct host_health *hh, bool 
     }
     set_flag(ch, hh, HHF_PENDING_ACTIVE_HC, false);
     hc_healthy_gauge(ch);
+    if (ch->republish)
+        republish(ch, now); /* at once: the next tick may be 50 ms away */
 }
 
 /* When the next check of hh goes out: no_traffic_interval until the cluster has carried a
