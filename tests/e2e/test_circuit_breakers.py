@@ -122,6 +122,7 @@ code, out = run_proxy_expect_fail(bootstrap(ADMIN, http_listener("in", PORT), st
     "be", [BE_SLOW], extra="    circuit_breakers: {thresholds: [{priority: 7}]}")))
 check("unknown priority is rejected", code != 0 and "priority" in out, out)
 
-proxy.stop()
+rc = proxy.stop()
+check("weft-proxy exits cleanly (ASan: no leak or error)", rc == 0, proxy.output()[-3000:])
 os.unlink(log)
 finish()

@@ -100,5 +100,6 @@ for extra, what in ((HC % ("1s", "") , "health_checker"),
 
 st = poll(lambda: proxy.stats().get("cluster.hc.upstream_rq_active") == 0, 10)
 check("no requests left active", bool(st))
-proxy.stop()
+rc = proxy.stop()
+check("weft-proxy exits cleanly (ASan: no leak or error)", rc == 0, proxy.output()[-3000:])
 finish()

@@ -137,5 +137,6 @@ st = poll(lambda: all(proxy.stats().get("cluster.%s.upstream_rq_active" % c) == 
                       ("od", "pan", "lo", "sr", "fp")), 10)
 check("no requests left active", bool(st))
 check("proxy still running", proxy.p.poll() is None)
-proxy.stop()
+rc = proxy.stop()
+check("weft-proxy exits cleanly (ASan: no leak or error)", rc == 0, proxy.output()[-3000:])
 finish()
