@@ -56,7 +56,8 @@ struct uconn {
 
 /* Gets a connection to host `host` of wc for owner. Returns 0 with *out set (state UC_OPEN for
  * a reused one, UC_CONNECTING for a new one: wait for UE_CONNECTED), or -errno when a socket
- * could not even be created (treat as connect failure). */
+ * could not even be created (treat as connect failure), or -EBUSY when the circuit breaker's
+ * max_connections / max_pending_requests is reached (reply 503 UO). */
 int upstream_acquire(struct worker *w, struct wcluster *wc, uint32_t host, uconn_cb cb, void *owner,
                      struct uconn **out);
 /* For ORIGINAL_DST clusters: a connection to an address that is not one of wc's hosts (the
