@@ -31,6 +31,8 @@ struct echo_config {
     double fail_rate;                   /* 0..1 */
     int fail_status;                    /* 200..599 [503] */
     uint32_t delay_ms;                  /* added to every response [0] */
+    char fail_file[ECHO_URL_MAX];       /* while this file exists every answer (/healthz too)
+                                         * is fail_status: a test flips a running backend */
     bool help;
 };
 

@@ -120,7 +120,8 @@ int echo_parse_args(int argc, char **argv, struct echo_config *c, char *err)
             continue;
         }
         static const char *const with_value[] = {"--port", "--grpc-port", "--name", "--version",
-            "--pod", "--bind", "--call", "--fail-rate", "--fail-status", "--delay-ms", NULL};
+            "--pod", "--bind", "--call", "--fail-rate", "--fail-status", "--delay-ms",
+            "--fail-file", NULL};
         int k = 0;
         while (with_value[k] && strcmp(with_value[k], f))
             k++;
@@ -175,6 +176,11 @@ int echo_parse_args(int argc, char **argv, struct echo_config *c, char *err)
             if (parse_uint(v, 0, 60000, &u) < 0)
                 return fail(err, f, "must be 0..60000 milliseconds", v);
             c->delay_ms = (uint32_t)u;
+            break;
+        case 10:
+            if (!*v || strlen(v) >= sizeof c->fail_file)
+                return fail(err, f, "must be a path of 1..1023 bytes", v);
+            strcpy(c->fail_file, v);
             break;
         }
     }

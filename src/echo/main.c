@@ -67,6 +67,7 @@ struct req {
     uint32_t delay_ms;
     int64_t body_size;         /* -1: JSON answer */
     bool reset, close_after;
+    bool fail_forced;          /* --fail-file exists: fail_status, /healthz included */
     /* --call */
     struct call calls[ECHO_MAX_CALLS];
     int calls_pending;
@@ -296,6 +297,9 @@ static void req_plan(struct req *r)
     s = hdr(r, "x-echo-close");
     r->close_after = truthy(s ? s : query_param(r->path, "close", qb, sizeof qb));
     if (E.cfg.fail_rate > 0 && (double)rand_r(&E.seed) / ((double)RAND_MAX + 1.0) < E.cfg.fail_rate)
+        r->status = E.cfg.fail_status;
+    r->fail_forced = E.cfg.fail_file[0] && access(E.cfg.fail_file, F_OK) == 0;
+    if (r->fail_forced)
         r->status = E.cfg.fail_status;
 }
 
@@ -583,7 +587,7 @@ static int req_body(struct req *r, const char **ctype)
         r->resp = strdup("{\"status\":\"ok\"}\n");
         r->resp_len = r->resp ? strlen(r->resp) : 0;
         *ctype = "application/json";
-        return 200;
+        return r->fail_forced ? E.cfg.fail_status : 200;
     }
     if (r->call_failed && !E.cfg.call_optional && status < 300)
         status = 502;
@@ -1399,7 +1403,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: weft-echo --port P [--port P2 ...] [--grpc-port G] [--name N] [--version V]\n"
                "         [--pod POD] [--bind ADDR] [--call http://host:port/path]... [--call-optional]\n"
-               "         [--fail-rate 0..1] [--fail-status S] [--delay-ms D]\n");
+               "         [--fail-rate 0..1] [--fail-status S] [--delay-ms D] [--fail-file PATH]\n");
 }
 
 int main(int argc, char **argv)

@@ -3,6 +3,7 @@
  * /listeners, /server_info, POST /quitquitquit, POST /logging?level=. One request per
  * connection at a time; answers are built in memory and written as they drain. */
 #include "proxy/admin.h"
+#include "proxy/host_health.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -276,7 +277,24 @@ static void render_prometheus(struct stat_list *l, struct sbuf *b)
 
 /* --- endpoints --- */
 
-static const char *health_flags(const struct host *h) { return h->healthy ? "healthy" : "/failed_eds_health"; }
+
+/* Envoy's per-host lines of /clusters that Weft keeps (host_health.h). */
+static void render_host_counters(struct sbuf *b, const struct cluster *c, const struct host *h)
+{
+    const struct host_health *hh = h->hh;
+    if (!hh)
+        return;
+    sb_printf(b, "%s::%s::cx_active::%lld\n", c->name, h->addr_str, (long long)atomic_load(&hh->cx_active));
+    sb_printf(b, "%s::%s::rq_active::%lld\n", c->name, h->addr_str, (long long)atomic_load(&hh->rq_active));
+    sb_printf(b, "%s::%s::rq_total::%llu\n", c->name, h->addr_str, (unsigned long long)atomic_load(&hh->rq_total));
+    sb_printf(b, "%s::%s::rq_success::%llu\n", c->name, h->addr_str,
+              (unsigned long long)atomic_load(&hh->rq_success));
+    sb_printf(b, "%s::%s::rq_error::%llu\n", c->name, h->addr_str, (unsigned long long)atomic_load(&hh->rq_error));
+    sb_printf(b, "%s::%s::rq_timeout::%llu\n", c->name, h->addr_str,
+              (unsigned long long)atomic_load(&hh->rq_timeout));
+    sb_printf(b, "%s::%s::success_rate::%.1f\n", c->name, h->addr_str, hh->success_rate);
+    sb_printf(b, "%s::%s::local_origin_success_rate::%.1f\n", c->name, h->addr_str, hh->local_success_rate);
+}
 
 static void render_clusters(struct snapshot *s, struct sbuf *b)
 {
@@ -287,7 +305,9 @@ static void render_clusters(struct snapshot *s, struct sbuf *b)
         for (size_t j = 0; j < hs->n; j++) {
             const struct host *h = &hs->hosts[j];
             sb_printf(b, "%s::%s::hostname::%s\n", c->name, h->addr_str, h->hostname ? h->hostname : "");
-            sb_printf(b, "%s::%s::health_flags::%s\n", c->name, h->addr_str, health_flags(h));
+            char fb[128];
+            sb_printf(b, "%s::%s::health_flags::%s\n", c->name, h->addr_str, host_health_flags(h, fb, sizeof fb));
+            render_host_counters(b, c, h);
             sb_printf(b, "%s::%s::weight::%u\n", c->name, h->addr_str, h->weight);
             sb_printf(b, "%s::%s::priority::%u\n", c->name, h->addr_str, h->priority);
         }

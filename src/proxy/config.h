@@ -19,6 +19,9 @@ struct lb_config;
 struct access_log;
 struct dns_resolver;
 struct tls_provider;
+struct host_health;
+struct cluster_health;
+struct circuit_breakers;
 
 #define ADDR_STR_MAX 64   /* "[ffff:...]:65535" */
 
@@ -76,7 +79,8 @@ struct host {
     char *hostname;                /* from Endpoint.hostname or the DNS name; may be NULL */
     uint32_t weight;
     uint32_t priority;
-    bool healthy;
+    bool healthy;                  /* EDS health_status; the lb also reads hh (host_health.h) */
+    struct host_health *hh;        /* this address's health record (the cluster's), or NULL */
 };
 
 /* Stats fields of a cluster block ("cluster.<name>."); order matches cluster_stat_defs. */
@@ -115,6 +119,8 @@ struct cluster {
     enum upstream_proto protocol;  /* typed_extension_protocol_options / http2_protocol_options */
     struct h2_options h2;          /* when protocol may be HTTP/2 */
     struct stat_block *h2_stats;   /* "cluster.<name>.http2." */
+    struct circuit_breakers *cb;   /* circuit_breakers.thresholds (circuit_breaker.h) */
+    struct cluster_health *health; /* outlier detection, health checks (host_health.h) */
 };
 
 struct dns_target {
@@ -129,6 +135,7 @@ struct host_set {
     struct host *hosts;
     size_t n;
     struct lb_table *lb;
+    bool panic;                    /* some priority level of lb is in panic mode */
 };
 
 /* --- listeners --- */

@@ -9,6 +9,8 @@
 #include <time.h>
 
 #include "proxy/access_log.h"
+#include "proxy/circuit_breaker.h"
+#include "proxy/host_health.h"
 #include "proxy/config.h"
 #include "net/grpc.h"
 #include "proxy/grpc_headers.h"
@@ -201,28 +203,72 @@ const struct host *fwd_pick_host(struct worker *w, struct wcluster *wc, const st
         *host_idx = UPSTREAM_NO_POOL;
         return od;
     }
+    /* Circuit breaker max_requests, at the route's priority. */
+    if (!cb_acquire(wc->c->cb, route_priority(route), CB_RQ, w->id)) {
+        *host_idx = FWD_HOST_OVERFLOW;
+        return NULL;
+    }
     uint64_t hash = 0;
     bool has_hash = route_hash(route, rr, &hash);
     int host = wc->hs->n ? lb_pick(wc->hs->lb, wc->lb, has_hash, hash, wc->active_rq, NULL) : -1;
     if (host < 0) {
+        cb_release(wc->c->cb, route_priority(route), CB_RQ);
         stats_inc(wc->c->stats, w->id, CS_UPSTREAM_CX_NONE_HEALTHY);
         return NULL;
     }
+    if (wc->hs->panic)
+        stats_inc(wc->c->cb->stats, w->id, CBS_LB_HEALTHY_PANIC);
     *host_idx = (uint32_t)host;
     wc->pools[host].active_rq++;
     wc->active_rq[host]++;
+    if (wc->hs->hosts[host].hh)
+        atomic_fetch_add_explicit(&wc->hs->hosts[host].hh->rq_active, 1, memory_order_relaxed);
     *host_counted = true;
     si->upstream_host = wc->hs->hosts[host].addr_str;
     return &wc->hs->hosts[host];
 }
 
-void fwd_release_host(struct wcluster *wc, uint32_t host_idx, bool *host_counted)
+void fwd_release_host(struct wcluster *wc, const struct route_entry *route, uint32_t host_idx, bool *host_counted)
 {
     if (*host_counted) {
         wc->pools[host_idx].active_rq--;
         wc->active_rq[host_idx]--;
+        if (wc->hs->hosts[host_idx].hh)
+            atomic_fetch_sub_explicit(&wc->hs->hosts[host_idx].hh->rq_active, 1, memory_order_relaxed);
+        cb_release(wc->c->cb, route_priority(route), CB_RQ);
         *host_counted = false;
     }
+}
+
+/* The host of wc's host set that si->upstream_host names (a pointer into it), or NULL. */
+static const struct host *stream_host(const struct wcluster *wc, const struct stream_info *si)
+{
+    const struct host_set *hs = wc->hs;
+    if (!si->upstream_host || !hs->n)
+        return NULL;
+    const char *p = si->upstream_host, *base = (const char *)hs->hosts;
+    if (p < base || p >= base + hs->n * sizeof *hs->hosts)
+        return NULL;
+    size_t i = (size_t)(p - base) / sizeof *hs->hosts;
+    return hs->hosts[i].addr_str == p ? &hs->hosts[i] : NULL;
+}
+
+/* Tells outlier detection how the request went: the upstream's status, or what failed. */
+static void report_outlier(const struct wcluster *wc, const struct stream_info *si, int upstream_status)
+{
+    const struct host *h = stream_host(wc, si);
+    if (!h || !h->hh || (si->flags & (1u << RF_UPSTREAM_OVERFLOW)))
+        return;
+    enum outlier_local local = OL_NONE;
+    if (!upstream_status) {
+        if (si->flags & (1u << RF_UPSTREAM_CONNECTION_FAILURE))
+            local = OL_CONNECT_FAILED;
+        else if (si->flags & (1u << RF_UPSTREAM_REQUEST_TIMEOUT))
+            local = OL_TIMEOUT;
+        else if (si->flags & ((1u << RF_UPSTREAM_CONNECTION_TERMINATION) | (1u << RF_UPSTREAM_REMOTE_RESET)))
+            local = OL_RESET;
+    }
+    outlier_report(wc->c, h, upstream_status, local);
 }
 
 static int put(struct buf *b, const char *p, size_t n) { return buf_append(b, p, n); }
@@ -453,6 +499,8 @@ const struct fwd_reply fwd_replies[] = {
     [FWD_R_REQUEST_HEADERS_TOO_LARGE] = {431, 0, "request_headers_too_large", NULL},
     [FWD_R_UPGRADE_FAILED] = {403, 0, "upgrade_failed", NULL},
     [FWD_R_BAD_CHUNKED_BODY] = {400, 1u << RF_DOWNSTREAM_PROTOCOL_ERROR, "bad_chunked_body", NULL},
+    [FWD_R_OVERFLOW] = {503, 1u << RF_UPSTREAM_OVERFLOW, "upstream_reset_before_response_started{overflow}",
+                        RESET_BEFORE "overflow"},
 };
 
 int fwd_h1_head_failure(int r, bool full, bool peer_closed)
@@ -484,6 +532,7 @@ void fwd_finish(const struct hcm_config *hcm, struct worker *w, struct wcluster 
             stats_code(cs, w->id, upstream_status);
             stats_inc(cs, w->id, CS_UPSTREAM_RQ_COMPLETED);
         }
+        report_outlier(wc, si, upstream_status);
     }
     for (size_t i = 0; i < hcm->n_access_logs; i++)
         access_log_write(hcm->access_logs[i], si, w->log_buf);

@@ -81,14 +81,18 @@ struct wcluster *fwd_cluster(struct worker *w, struct snapshot *snap, int cluste
 /* Chooses the upstream host in wc. ORIGINAL_DST clusters: the connection's original
  * destination (*od is filled from local, its text into orig_dst[orig_cap], *host_idx =
  * UPSTREAM_NO_POOL). Others: the load balancer's pick (hash policy of route over rr), with
- * one active request counted on it (*host_counted; fwd_release_host gives it back). Sets
+ * one active request counted on it and on the circuit breaker (*host_counted;
+ * fwd_release_host(route) gives both back). Sets
  * si->upstream_host. Returns the host, or NULL when none is healthy (counted; the caller
  * replies 503 no_healthy_upstream). */
 const struct host *fwd_pick_host(struct worker *w, struct wcluster *wc, const struct route_entry *route,
                                  const struct route_request *rr, const struct sockaddr_storage *local,
                                  struct host *od, char *orig_dst, size_t orig_cap, uint32_t *host_idx,
                                  bool *host_counted, struct stream_info *si);
-void fwd_release_host(struct wcluster *wc, uint32_t host_idx, bool *host_counted);
+void fwd_release_host(struct wcluster *wc, const struct route_entry *route, uint32_t host_idx, bool *host_counted);
+/* *host_idx after fwd_pick_host returned NULL because the circuit breaker's max_requests is
+ * reached (counted): reply FWD_R_OVERFLOW (503 UO) instead of no_healthy_upstream. */
+#define FWD_HOST_OVERFLOW (UINT32_MAX - 1)
 
 /* The inputs of the HTTP/1.1 upstream request head that differ between callers. */
 struct fwd_request_head {
@@ -146,6 +150,7 @@ enum fwd_reply_kind {
     FWD_R_REQUEST_HEADERS_TOO_LARGE, /* 431 the upstream request head does not fit */
     FWD_R_UPGRADE_FAILED,            /* 403 an upgrade / CONNECT that is not allowed */
     FWD_R_BAD_CHUNKED_BODY,          /* 400 the client's chunked body is malformed */
+    FWD_R_OVERFLOW,                  /* 503 UO a circuit breaker is open */
 };
 struct fwd_reply {
     int status;

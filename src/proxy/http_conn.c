@@ -402,7 +402,7 @@ static void stream_finish(struct hconn *d, bool upstream_reusable)
         s->u = NULL;
     }
     if (s->wc)
-        fwd_release_host(s->wc, s->host, &s->host_counted);
+        fwd_release_host(s->wc, s->route, s->host, &s->host_counted);
     if (s->wc) {
         wcluster_put(s->wc);
         s->wc = NULL;
@@ -556,7 +556,7 @@ static void start_stream(struct hconn *d, int head_len)
     const struct host *h = fwd_pick_host(w, s->wc, s->route, &rr, &d->local, &od, s->orig_dst, sizeof s->orig_dst,
                                          &s->host, &s->host_counted, &s->si);
     if (!h) {
-        reply(d, FWD_R_NO_HEALTHY);
+        reply(d, s->host == FWD_HOST_OVERFLOW ? FWD_R_OVERFLOW : FWD_R_NO_HEALTHY);
         return;
     }
     if (build_upstream_head(d, &rr, h) < 0) {
@@ -567,7 +567,7 @@ static void start_stream(struct hconn *d, int head_len)
                                         : upstream_acquire(w, s->wc, s->host, on_upstream_event, d, &s->u);
     if (r < 0) {
         s->u = NULL;
-        reply(d, FWD_R_CONNECT_FAILURE);
+        reply(d, r == -EBUSY ? FWD_R_OVERFLOW : FWD_R_CONNECT_FAILURE);
         return;
     }
     if (s->timeout_ms)

@@ -18,6 +18,7 @@
 #include "proxy/admin.h"
 #include "proxy/config.h"
 #include "proxy/dns.h"
+#include "proxy/host_health.h"
 #include "proxy/version.h"
 #include "proxy/worker.h"
 #include "proxy/xds_client.h"
@@ -44,6 +45,7 @@ struct proxy {
     struct timer drain_timer;
     struct timer housekeeping;
     struct dns *dns;
+    struct health *health;     /* health checks, outlier detection (host_health.h) */
     struct xds_client *xds;
     uint64_t drain_deadline_ms;
     const char *state;
@@ -246,6 +248,8 @@ static void xds_publish(void *arg, struct snapshot *s)
     p->dns = dns_start(p->loop, s, old, NULL, NULL); /* DNS clusters first take old's answers */
     for (unsigned i = 0; i < p->nworkers; i++)
         worker_update(p->workers[i], snapshot_ref(s));
+    health_stop(p->health);
+    p->health = health_start(p->loop, s, old);
     snapshot_unref(old);
     if (strcmp(p->state, "INITIALIZING") == 0)
         p->state = "LIVE";
@@ -411,6 +415,7 @@ int main(int argc, char **argv)
             goto out;
         }
     }
+    p.health = health_start(p.loop, p.snap, NULL);
     timer_init(&p.housekeeping, on_housekeeping, &p);
     timer_start(p.loop, &p.housekeeping, 1000);
     timer_init(&p.init_timer, on_init_timeout, &p);
@@ -426,6 +431,7 @@ out:
     free(p.workers);
     xds_client_free(p.xds);
     dns_stop(p.dns);
+    health_stop(p.health);
     host_sets_reap(0, true);
     tls_poll(0, true);
     admin_stop(p.admin);

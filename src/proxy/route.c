@@ -565,6 +565,11 @@ int route_cluster_not_found_status(const struct route_entry *e)
     return e->not_found_status ? e->not_found_status : 503;
 }
 
+int route_priority(const struct route_entry *e)
+{
+    return e ? e->priority : 0;
+}
+
 uint64_t route_timeout_ms(const struct route_entry *e)
 {
     return e->timeout_ms;

@@ -141,6 +141,8 @@ const char *route_cluster_name(const struct route_entry *e, uint64_t random);
 /* cluster_not_found_response_code: 503 (default) or 404. */
 int route_cluster_not_found_status(const struct route_entry *e);
 
+/* RouteAction.priority (core.v3.RoutingPriority): which circuit breaker thresholds apply. */
+int route_priority(const struct route_entry *e);
 /* RouteAction.timeout in ms: ROUTE_TIMEOUT_DEFAULT_MS when unset, 0 = disabled. */
 uint64_t route_timeout_ms(const struct route_entry *e);
 /* RouteAction.idle_timeout in ms, or -1 when unset (the HCM stream idle timeout applies). */
@@ -345,6 +347,7 @@ struct route_entry {
     const char *host_sub;
     uint64_t timeout_ms;
     int64_t idle_timeout_ms;
+    uint8_t priority;               /* RouteAction.priority: 0 DEFAULT, 1 HIGH (circuit breakers) */
     uint64_t grpc_timeout_max_ms;  /* max_stream_duration.grpc_timeout_header_max / max_grpc_timeout */
     bool grpc_timeout_set;
     const struct route_hash_policy *hash;

@@ -903,6 +903,7 @@ static int compile_route_action(struct build *b, const RouteAction *ra, struct r
     }
     if (ra->timeout && duration_ms(b, ".timeout", ra->timeout, &e->timeout_ms) < 0)
         return -1;
+    e->priority = ra->priority == 1 ? 1 : 0;
     /* grpc-timeout is honoured only when the route says so: max_stream_duration's
      * grpc_timeout_header_max, or the deprecated max_grpc_timeout (0 = no cap). */
     if (ra->max_stream_duration && ra->max_stream_duration->grpc_timeout_header_max) {

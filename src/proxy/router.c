@@ -233,7 +233,7 @@ void router_start(struct hstream *s)
     const struct host *h = fwd_pick_host(w, s->wc, s->route, &rr, s->local, &od, s->orig_dst, sizeof s->orig_dst,
                                          &s->host, &s->host_counted, &s->si);
     if (!h) {
-        reply(s, FWD_R_NO_HEALTHY);
+        reply(s, s->host == FWD_HOST_OVERFLOW ? FWD_R_OVERFLOW : FWD_R_NO_HEALTHY);
         return;
     }
     bool h2 = use_h2_upstream(s);
@@ -252,7 +252,7 @@ void router_start(struct hstream *s)
     }
     if (r < 0) {
         s->u = NULL;
-        reply(s, FWD_R_CONNECT_FAILURE);
+        reply(s, r == -EBUSY ? FWD_R_OVERFLOW : FWD_R_CONNECT_FAILURE);
         return;
     }
     if (s->timeout_ms)
@@ -661,7 +661,7 @@ void router_finish(struct hstream *s, bool downstream_reset)
                     (!s->uhead || buf_len(s->uhead) == 0);
     release_upstream(s, reusable);
     if (s->wc)
-        fwd_release_host(s->wc, s->host, &s->host_counted);
+        fwd_release_host(s->wc, s->route, s->host, &s->host_counted);
     if (s->wc) {
         wcluster_put(s->wc);
         s->wc = NULL;

@@ -34,6 +34,8 @@
 #include "proxy/lb.h"
 #include "proxy/listener.h"
 #include "proxy/route.h"
+#include "proxy/host_health.h"
+#include "proxy/resilience_build.h"
 
 typedef Envoy__Config__Bootstrap__V3__Bootstrap Bootstrap;
 typedef Envoy__Config__Listener__V3__Listener Listener;
@@ -392,6 +394,51 @@ static void free_hosts(struct host *hosts, size_t n)
     free(hosts);
 }
 
+/* The load-balancing table for hosts[0..n): health is EDS health plus the hosts' active health
+ * check and outlier state (host_healthy_for_lb). *panic: some level is in panic mode. */
+static struct lb_table *host_set_lb_build(const struct host *hosts, size_t n, const struct lb_config *lbc, bool *panic,
+                                          char *err, size_t errlen)
+{
+    struct lb_host_info *info = calloc(n ? n : 1, sizeof *info);
+    if (!info)
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        info[i] = (struct lb_host_info){hosts[i].addr_str, strlen(hosts[i].addr_str), hosts[i].weight,
+                                        hosts[i].priority, host_healthy_for_lb(&hosts[i])};
+    struct lb_table *t = lb_table_build(lbc, info, n, err, errlen);
+    free(info);
+    *panic = false;
+    struct lb_level_info li;
+    for (size_t i = 0; t && i < lb_table_levels(t); i++)
+        if (lb_table_level(t, i, &li) == 0 && li.panic)
+            *panic = true;
+    return t;
+}
+
+/* Main thread: attaches hs's hosts to their health records and, when one of them is
+ * unhealthy by its record, rebuilds the table (hs is not published yet). */
+static void host_set_attach_health(struct cluster *c, struct host_set *hs)
+{
+    if (!cluster_health_attach(c, hs) || !hs->n)
+        return;
+    char err[256];
+    bool panic;
+    struct lb_table *t = host_set_lb_build(hs->hosts, hs->n, c->lbc, &panic, err, sizeof err);
+    if (!t)
+        return; /* out of memory: keep the table that ignores health */
+    lb_table_free(hs->lb);
+    hs->lb = t;
+    hs->panic = panic;
+}
+
+static size_t count_lb_healthy(const struct host_set *hs)
+{
+    size_t healthy = 0;
+    for (size_t i = 0; i < hs->n; i++)
+        healthy += host_healthy_for_lb(&hs->hosts[i]);
+    return healthy;
+}
+
 struct host_set *host_set_new(struct host *hosts, size_t n, const struct lb_config *lbc, char *err, size_t errlen)
 {
     struct host_set *hs = calloc(1, sizeof *hs);
@@ -401,12 +448,7 @@ struct host_set *host_set_new(struct host *hosts, size_t n, const struct lb_conf
     hs->hosts = hosts;
     hs->n = n;
     if (n) {
-        struct lb_host_info *info = calloc(n, sizeof *info);
-        for (size_t i = 0; i < n; i++)
-            info[i] = (struct lb_host_info){hosts[i].addr_str, strlen(hosts[i].addr_str), hosts[i].weight,
-                                            hosts[i].priority, hosts[i].healthy};
-        hs->lb = lb_table_build(lbc, info, n, err, errlen);
-        free(info);
+        hs->lb = host_set_lb_build(hosts, n, lbc, &hs->panic, err, errlen);
         if (!hs->lb) {
             free(hs);
             return NULL;
@@ -727,9 +769,11 @@ static int build_cluster(struct ctx *c, const Cluster *pc, struct cluster *cl)
         snprintf(prefix, sizeof prefix, "cluster.%s.ssl.", pc->alt_stat_name && *pc->alt_stat_name ? pc->alt_stat_name : cl->name);
         cl->ssl_stats = stats_block(prefix, &ssl_stat_schema);
     }
-    size_t healthy = 0;
-    for (size_t i = 0; i < n; i++)
-        healthy += hosts[i].healthy;
+    const char *stat_name = pc->alt_stat_name && *pc->alt_stat_name ? pc->alt_stat_name : cl->name;
+    if (resilience_build(pc, cl, stat_name, lerr, sizeof lerr) < 0)
+        return fail(c, "%s", lerr);
+    host_set_attach_health(cl, hs);
+    size_t healthy = count_lb_healthy(hs);
     /* Membership gauges belong to the main thread's slot: reset then set. */
     unsigned main_slot = stats_slots() - 1;
     stats_add(cl->stats, main_slot, CS_MEMBERSHIP_TOTAL, (int64_t)n - stats_value(cl->stats, CS_MEMBERSHIP_TOTAL));
@@ -1136,6 +1180,7 @@ static struct retired_hs *retired;
 
 void cluster_set_hosts(struct cluster *c, struct host_set *hs, uint64_t now_ms)
 {
+    host_set_attach_health(c, hs);
     struct host_set *old = atomic_exchange_explicit(&c->hosts, hs, memory_order_acq_rel);
     struct retired_hs *r = malloc(sizeof *r);
     if (!r) {
@@ -1145,9 +1190,7 @@ void cluster_set_hosts(struct cluster *c, struct host_set *hs, uint64_t now_ms)
     *r = (struct retired_hs){old, now_ms, retired};
     retired = r;
     unsigned main_slot = stats_slots() - 1;
-    size_t healthy = 0;
-    for (size_t i = 0; i < hs->n; i++)
-        healthy += hs->hosts[i].healthy;
+    size_t healthy = count_lb_healthy(hs);
     stats_add(c->stats, main_slot, CS_MEMBERSHIP_TOTAL, (int64_t)hs->n - stats_value(c->stats, CS_MEMBERSHIP_TOTAL));
     stats_add(c->stats, main_slot, CS_MEMBERSHIP_HEALTHY, (int64_t)healthy - stats_value(c->stats, CS_MEMBERSHIP_HEALTHY));
 }
@@ -1230,6 +1273,7 @@ static void snapshot_free(struct snapshot *s)
             free(cl->dns[j].name);
         free(cl->dns);
         free(cl->lbc);
+        resilience_free(cl);
         tls_provider_free(cl->tls);
         free(cl);
     }

@@ -141,9 +141,11 @@ static void connect_upstream(struct tsess *t)
     t->wc->active_rq[host]++;
     t->host_counted = true;
     t->si.upstream_host = t->wc->hs->hosts[host].addr_str;
-    if (upstream_acquire(t->w, t->wc, t->host, on_upstream, t, &t->u) < 0 || !t->u) {
+    int r = upstream_acquire(t->w, t->wc, t->host, on_upstream, t, &t->u);
+    if (r < 0 || !t->u) {
         t->u = NULL;
-        t->si.flags |= 1u << RF_UPSTREAM_CONNECTION_FAILURE;
+        /* -EBUSY: the cluster's max_connections circuit breaker (UO, as Envoy's tcp_proxy). */
+        t->si.flags |= 1u << (r == -EBUSY ? RF_UPSTREAM_OVERFLOW : RF_UPSTREAM_CONNECTION_FAILURE);
         tsess_close(t);
     }
 }

@@ -13,13 +13,61 @@
 #include "common/log.h"
 #include "common/sock.h"
 #include "net/tls.h"
+#include "proxy/circuit_breaker.h"
 #include "proxy/config.h"
+#include "proxy/host_health.h"
 #include "proxy/upstream_h2.h"
 #include "proxy/worker.h"
 
 static void uconn_stat(struct uconn *u, size_t field, int64_t delta)
 {
     stats_add(u->wc->c->stats, u->w->id, field, delta);
+}
+
+/* The health record of u's host (per-host cx_active), or NULL. */
+static struct host_health *uconn_hh(const struct uconn *u)
+{
+    return u->host < u->wc->hs->n ? u->wc->hs->hosts[u->host].hh : NULL;
+}
+
+/* Gives back what u holds on the circuit breaker (connections count at DEFAULT priority). */
+static void uconn_cb_release(struct uconn *u)
+{
+    struct circuit_breakers *cb = u->wc->c->cb;
+    if (u->cb_pending)
+        cb_release(cb, CB_DEFAULT, CB_PENDING);
+    if (u->cb_cx) {
+        cb_release(cb, CB_DEFAULT, CB_CX);
+        if (u->host < u->wc->hs->n)
+            u->wc->pools[u->host].nconn--;
+    }
+    u->cb_pending = u->cb_cx = false;
+}
+
+/* Circuit breaker for a new connection: max_connections (a pool without any connection may
+ * still open one, as in Envoy) and, when a request will wait for it, max_pending_requests.
+ * Returns false (overflow counted) when the connection must not be made. */
+static bool uconn_cb_admit(struct worker *w, struct wcluster *wc, uint32_t host, bool pending, struct uconn *u)
+{
+    struct circuit_breakers *cb = wc->c->cb;
+    bool pooled = host < wc->hs->n;
+    u->wc = wc;
+    if (!cb_acquire(cb, CB_DEFAULT, CB_CX, w->id)) {
+        if (!pooled || wc->pools[host].nconn > 0)
+            return false;
+        cb_force(cb, CB_DEFAULT, CB_CX);
+    }
+    u->cb_cx = true;
+    if (pooled)
+        wc->pools[host].nconn++;
+    if (pending) {
+        if (!cb_acquire(cb, CB_DEFAULT, CB_PENDING, w->id)) {
+            uconn_cb_release(u);
+            return false;
+        }
+        u->cb_pending = true;
+    }
+    return true;
 }
 
 static void free_deferred(struct deferred *d)
@@ -42,7 +90,11 @@ static void uconn_close(struct uconn *u)
     if (u->state != UC_CONNECTING) {
         uconn_stat(u, CS_UPSTREAM_CX_ACTIVE, -1);
         uconn_stat(u, CS_UPSTREAM_CX_DESTROY, 1);
+        struct host_health *hh = uconn_hh(u);
+        if (hh)
+            atomic_fetch_sub_explicit(&hh->cx_active, 1, memory_order_relaxed);
     }
+    uconn_cb_release(u);
     u->state = UC_CLOSED;
     wcluster_put(u->wc);
     loop_defer(l, &u->def, free_deferred);
@@ -156,6 +208,13 @@ static void connected(struct uconn *u)
     if (transport_is_tls(&u->tp))
         u->readable = true; /* OpenSSL may hold bytes that came with the end of the handshake */
     uconn_stat(u, CS_UPSTREAM_CX_ACTIVE, 1);
+    struct host_health *hh = uconn_hh(u);
+    if (hh)
+        atomic_fetch_add_explicit(&hh->cx_active, 1, memory_order_relaxed);
+    if (u->cb_pending) {
+        cb_release(u->wc->c->cb, CB_DEFAULT, CB_PENDING);
+        u->cb_pending = false;
+    }
     u->cb(u, UE_CONNECTED, u->owner);
 }
 
@@ -226,6 +285,11 @@ static int connect_new(struct worker *w, struct wcluster *wc, uint32_t host, con
         close(fd);
         return -ENOMEM;
     }
+    if (!uconn_cb_admit(w, wc, host, true, u)) {
+        close(fd);
+        free(u);
+        return -EBUSY;
+    }
     u->w = w;
     u->wc = wc;
     wcluster_hold(wc);
@@ -241,6 +305,7 @@ static int connect_new(struct worker *w, struct wcluster *wc, uint32_t host, con
     if (connect(fd, (const struct sockaddr *)addr, len) < 0 && errno != EINPROGRESS) {
         int e = errno;
         close(fd);
+        uconn_cb_release(u);
         wcluster_put(wc);
         free(u);
         stats_inc(wc->c->stats, w->id, CS_UPSTREAM_CX_CONNECT_FAIL);

@@ -50,12 +50,14 @@ struct uconn {
     uint8_t alpn;                  /* enum upstream_alpn: what TLS offers when alpn_protocols is empty */
     const char *tls_error;         /* after a failed TLS handshake: %UPSTREAM_TRANSPORT_FAILURE_REASON%
                                     * (worker-local storage that outlives the connection) */
+    bool cb_cx, cb_pending;        /* counted on the circuit breaker: a connection, a pending request */
     struct deferred def;
 };
 
 /* Gets a connection to host `host` of wc for owner. Returns 0 with *out set (state UC_OPEN for
  * a reused one, UC_CONNECTING for a new one: wait for UE_CONNECTED), or -errno when a socket
- * could not even be created (treat as connect failure). */
+ * could not even be created (treat as connect failure), or -EBUSY when the circuit breaker's
+ * max_connections / max_pending_requests is reached (reply 503 UO). */
 int upstream_acquire(struct worker *w, struct wcluster *wc, uint32_t host, uconn_cb cb, void *owner,
                      struct uconn **out);
 /* For ORIGINAL_DST clusters: a connection to an address that is not one of wc's hosts (the

@@ -23,6 +23,7 @@ struct upool {
     struct uconn *idle;            /* idle keep-alive connections, most recent first */
     uint32_t nidle;
     uint32_t active_rq;            /* in-flight requests (LEAST_REQUEST input) */
+    uint32_t nconn;                /* connections of this pool, connecting ones included */
     struct ssl_session_st *tls_session;  /* last TLS session from this host, offered for resumption */
     char tls_error[192];           /* last TLS handshake failure with this host (access logs) */
     struct uh2c *h2;               /* HTTP/2 connections to this host (upstream_h2.c) */
