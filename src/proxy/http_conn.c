@@ -1088,12 +1088,25 @@ static bool bridge_pump(struct hconn *d)
 
 /* --- the driver --- */
 
+/* xDS moved the worker to a new snapshot: when this connection's Listener resource is the same
+ * (an RDS-only change), its next request (HTTP/1.1, plaintext or TLS) or its next streams
+ * (HTTP/2) use the new routes, as in Envoy. HTTP/2 streams in flight keep the routes and
+ * clusters they started with: each holds the old snapshot until it ends (h2c_rebind). A TLS
+ * connection's SSL holds its own reference on its SSL_CTX, and its handshake is over. */
+static void follow_snapshot(struct hconn *d)
+{
+    struct snapshot *old = snapshot_ref(d->snap);
+    if (worker_rebind(d->w, &d->snap, &d->lc, &d->hcm, &d->link) && d->h2)
+        h2c_rebind(d->h2, d->hcm, old);
+    snapshot_unref(old);
+}
+
 static bool try_start(struct hconn *d)
 {
     if (d->draining)
         return false;
-    if (__builtin_expect(d->snap != d->w->snap, 0) && !d->h2 && !d->tp.ssl)
-        worker_rebind(d->w, &d->snap, &d->lc, &d->hcm, &d->link); /* xDS: new routes for the next request */
+    if (__builtin_expect(d->snap != d->w->snap, 0))
+        follow_snapshot(d);
     read_downstream(d, 0);
     if (!d->in || buf_len(d->in) == 0)
         return false;
@@ -1150,6 +1163,8 @@ static void hconn_run(struct hconn *d)
             }
         }
         if (d->h2) {
+            if (__builtin_expect(d->snap != d->w->snap, 0))
+                follow_snapshot(d);
             h2c_run(d->h2);
             return;
         }
