@@ -52,6 +52,7 @@ struct h2s {
     bool started;                  /* router_start ran */
     bool trailers_submitted;
     size_t nslots;
+    struct snapshot *hold;         /* the snapshot of hs.hcm when the connection moved on (h2c_rebind) */
 };
 
 struct h2c {
@@ -195,7 +196,21 @@ static void stream_free(struct h2c *c, struct h2s *st)
     c->active--;
     if (c->active == 0)
         c->idle_since_ms = loop_now_ms(c->w->loop);
-    h2stat(c, H2S_STREAMS_ACTIVE, -1);
+    stats_add(s->hcm->h2_stats, c->w->id, H2S_STREAMS_ACTIVE, -1); /* the block it was counted in */
+    if (st->hold) {
+        snapshot_unref(st->hold);
+        st->hold = NULL;
+    }
+}
+
+void h2c_rebind(struct h2c *c, struct hcm_config *hcm, struct snapshot *old)
+{
+    for (uint32_t i = 0; i < c->nstreams; i++) {
+        struct h2s *st = &c->streams[i];
+        if (st->hs.in_use && !st->hold)
+            st->hold = snapshot_ref(old); /* in-flight streams keep their routes and clusters */
+    }
+    c->hcm = hcm;
 }
 
 /* --- nghttp2 callbacks --- */

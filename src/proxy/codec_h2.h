@@ -47,6 +47,11 @@ bool h2c_busy(const struct h2c *c, uint64_t *idle_since_ms);
 void h2c_drain(struct h2c *c);
 /* Ends every stream (as reset by the downstream) and stops timers; memory stays valid. */
 void h2c_shutdown(struct h2c *c);
+/* The connection moved onto a new snapshot (an RDS update; same Listener resource): new
+ * streams take hcm; streams in flight keep theirs and hold old (their snapshot) until they
+ * end. */
+struct snapshot;
+void h2c_rebind(struct h2c *c, struct hcm_config *hcm, struct snapshot *old);
 /* Frees c (after h2c_shutdown, outside any callback of c). */
 void h2c_free(struct h2c *c);
 

@@ -118,6 +118,10 @@ struct hstream {
 /* Starts routing s once its request head is complete (s->rq filled, rq_headers_done). May
  * answer at once with a local reply (s->rs_head set, s->local_reply). */
 void router_start(struct hstream *s);
+/* The same for a request its codec has routed already (fd: fwd_route said "upstream"), so
+ * that one request is routed once: one random draw picks both the codec path and the cluster
+ * (the HTTP/1.1 connection bridging to an HTTP/2 cluster). */
+void router_start_routed(struct hstream *s, const struct fwd_decision *fd);
 /* Moves bytes between s and its upstream as far as they go without blocking. Returns true
  * when anything changed. */
 bool router_pump(struct hstream *s);

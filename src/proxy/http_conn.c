@@ -30,6 +30,7 @@
 #include "proxy/config.h"
 #include "proxy/forward.h"
 #include "proxy/http_codec.h"
+#include "proxy/h1_trailers.h"
 #include "proxy/hstream.h"
 #include "proxy/http_headers.h"
 #include "proxy/http_util.h"
@@ -54,6 +55,7 @@ struct body {
     size_t dead;
     size_t base;                   /* where body bytes start in the buffer (after the head) */
     bool done;                     /* framing has seen the end of the body */
+    struct buf *trailers;          /* when set (bridge, dechunking): the trailer section's bytes */
 };
 
 struct stream {
@@ -116,7 +118,7 @@ struct hconn {
 
 static void hconn_run(struct hconn *d);
 static void stream_reset(struct hconn *d);
-static void bridge_start(struct hconn *d);
+static void bridge_start(struct hconn *d, const struct fwd_decision *fd);
 
 static inline void hstat(struct hconn *d, size_t field, int64_t delta)
 {
@@ -410,6 +412,8 @@ static void stream_finish(struct hconn *d, bool upstream_reusable)
 done:
     buf_put(&d->w->bufs, s->uhead);
     s->uhead = NULL;
+    buf_put(&d->w->bufs, s->rqb.trailers);
+    s->rqb.trailers = NULL;
     s->active = false;
     if (s->close_after || !s->rq.keep_alive || !s->rqb.done || s->tunnel) {
         d->draining = true;
@@ -547,7 +551,7 @@ static void start_stream(struct hconn *d, int head_len)
     }
     enum upstream_proto proto = d->snap->clusters[s->cluster]->protocol; /* AUTO: ALPN decides (router.c) */
     if (__builtin_expect(proto == UPSTREAM_HTTP2 || proto == UPSTREAM_AUTO, 0) && !s->tunnel_requested) {
-        bridge_start(d);
+        bridge_start(d, &fd);
         return;
     }
     s->wc = fwd_cluster(w, d->snap, s->cluster, &s->si);
@@ -598,11 +602,14 @@ static int frame_body(struct body *bd, struct buf *b)
     case BODY_CHUNKED:
         while (unframed && !bd->done) {
             size_t used = 0, dlen = 0;
-            const char *data;
-            int r = h1_chunked_feed(&bd->chunk, buf_rpos(b) + bd->ready + bd->dead, unframed, &used, &data,
-                                    &dlen);
+            const char *data, *at = buf_rpos(b) + bd->ready + bd->dead;
+            /* Keeping trailers: framing goes a byte at a time, so trailer bytes are told apart. */
+            enum h1_chunk_phase ph = bd->trailers ? h1_chunked_phase(&bd->chunk) : H1_PHASE_DATA;
+            int r = h1_chunked_feed(&bd->chunk, at, ph == H1_PHASE_DATA ? unframed : 1, &used, &data, &dlen);
             if (r == H1_CHUNK_BAD)
                 return -1;
+            if (ph == H1_PHASE_TRAILERS && used)
+                buf_append(bd->trailers, at, used); /* bounded by the decoder's trailer limit */
             unframed -= used;
             if (!bd->dechunk) {
                 bd->ready += used; /* passed through as it came, framing and all */
@@ -890,7 +897,7 @@ static void bridge_consumed(struct hstream *hs, size_t n)
 
 static const struct hstream_ops bridge_ops = {bridge_wake, bridge_consumed};
 
-static void bridge_start(struct hconn *d)
+static void bridge_start(struct hconn *d, const struct fwd_decision *fd)
 {
     struct stream *s = &d->s;
     if (!d->hs && !(d->hs = calloc(1, sizeof *d->hs))) { /* once per connection */
@@ -911,11 +918,13 @@ static void bridge_start(struct hconn *d)
     hs->rq = s->rq;
     hs->rq.content_length = s->rq.chunked ? -1 : s->rq.content_length;
     hs->rq_headers_done = true;
-    if (s->rqb.kind == BODY_CHUNKED)
+    if (s->rqb.kind == BODY_CHUNKED) {
         s->rqb.dechunk = true;
+        s->rqb.trailers = buf_get(&d->w->bufs); /* NULL: trailers are dropped */
+    }
     hs->rq_end = s->rqb.done;
     s->bridge = true;
-    router_start(hs);
+    router_start_routed(hs, fd); /* routed once: the decision that chose this path */
 }
 
 static int bridge_head(struct hconn *d)
@@ -957,6 +966,20 @@ static int bridge_head(struct hconn *d)
     return put_str(o, "\r\n", 2);
 }
 
+/* The chunked request's trailer section becomes the hstream's request trailers (an HTTP/2
+ * upstream gets them as a trailing HEADERS frame): slices after the text in the same buffer. */
+static void bridge_request_trailers(struct hconn *d)
+{
+    struct buf *b = d->s.rqb.trailers;
+    if (!b || buf_len(b) <= 2) /* nothing but the final CRLF */
+        return;
+    size_t at = (b->tail + 15) & ~(size_t)15;
+    if (at + HSTREAM_MAX_TRAILERS * sizeof(struct h1_header) > BUF_SIZE)
+        return;
+    d->hs->rq_trailers = (struct h1_header *)(b->data + at);
+    d->hs->n_rq_trailers = h1_trailers_parse(b->data, b->tail, d->hs->rq_trailers, HSTREAM_MAX_TRAILERS);
+}
+
 static bool bridge_pump(struct hconn *d)
 {
     struct stream *s = &d->s;
@@ -989,6 +1012,7 @@ static bool bridge_pump(struct hconn *d)
             body_consumed(&s->rqb, d->in, s->rqb.ready);
         }
         if (s->rqb.done && s->rqb.ready == 0 && !hs->rq_end) {
+            bridge_request_trailers(d);
             hs->rq_end = true;
             progress = true;
         }
@@ -1064,12 +1088,25 @@ static bool bridge_pump(struct hconn *d)
 
 /* --- the driver --- */
 
+/* xDS moved the worker to a new snapshot: when this connection's Listener resource is the same
+ * (an RDS-only change), its next request (HTTP/1.1, plaintext or TLS) or its next streams
+ * (HTTP/2) use the new routes, as in Envoy. HTTP/2 streams in flight keep the routes and
+ * clusters they started with: each holds the old snapshot until it ends (h2c_rebind). A TLS
+ * connection's SSL holds its own reference on its SSL_CTX, and its handshake is over. */
+static void follow_snapshot(struct hconn *d)
+{
+    struct snapshot *old = snapshot_ref(d->snap);
+    if (worker_rebind(d->w, &d->snap, &d->lc, &d->hcm, &d->link) && d->h2)
+        h2c_rebind(d->h2, d->hcm, old);
+    snapshot_unref(old);
+}
+
 static bool try_start(struct hconn *d)
 {
     if (d->draining)
         return false;
-    if (__builtin_expect(d->snap != d->w->snap, 0) && !d->h2 && !d->tp.ssl)
-        worker_rebind(d->w, &d->snap, &d->lc, &d->hcm, &d->link); /* xDS: new routes for the next request */
+    if (__builtin_expect(d->snap != d->w->snap, 0))
+        follow_snapshot(d);
     read_downstream(d, 0);
     if (!d->in || buf_len(d->in) == 0)
         return false;
@@ -1126,6 +1163,8 @@ static void hconn_run(struct hconn *d)
             }
         }
         if (d->h2) {
+            if (__builtin_expect(d->snap != d->w->snap, 0))
+                follow_snapshot(d);
             h2c_run(d->h2);
             return;
         }

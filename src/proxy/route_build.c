@@ -158,7 +158,7 @@ static int dup_n(struct build *b, const char *s, size_t n, bool lower, struct h1
 
 static const char *dup(struct build *b, const char *s)
 {
-    struct h1_str o;
+    struct h1_str o = {0}; /* set on success; GCC -O3 cannot see that oom() is negative */
     return dup_n(b, s ? s : "", s ? strlen(s) : 0, false, &o) < 0 ? NULL : o.p;
 }
 

@@ -20,6 +20,7 @@
 #include "proxy/config.h"
 #include "proxy/forward.h"
 #include "proxy/grpc_headers.h"
+#include "proxy/h1_trailers.h"
 #include "proxy/hstream.h"
 #include "proxy/http_headers.h"
 #include "proxy/http_util.h"
@@ -203,41 +204,65 @@ static bool use_h2_upstream(const struct hstream *s)
     return p == UPSTREAM_HTTP2 || (p == UPSTREAM_DOWNSTREAM && s->protocol && strcmp(s->protocol, "HTTP/2") == 0);
 }
 
-void router_start(struct hstream *s)
+/* The per-stream start every entry point shares: stream record, timer, forwarding headers. */
+static void begin(struct hstream *s)
 {
-    struct worker *w = s->w;
     fwd_stream_info_start(&s->si, s->protocol, &s->rq, s->peer, s->local, s->tp);
     s->cluster = -1;
     s->cluster_weight = -1;
     timer_init(&s->timer, on_route_timeout, s);
     s->head_request = s->rq.method.n == 4 && memcmp(s->rq.method.p, "HEAD", 4) == 0;
-    s->grpc = fwd_headers(s->hcm, w, &s->rq, s->peer, s->xff, sizeof s->xff, s->request_id, sizeof s->request_id, &s->si);
+    s->grpc = fwd_headers(s->hcm, s->w, &s->rq, s->peer, s->xff, sizeof s->xff, s->request_id, sizeof s->request_id,
+                          &s->si);
+}
 
+static void forward(struct hstream *s, const struct route_request *rr, const struct fwd_decision *fd);
+
+void router_start(struct hstream *s)
+{
+    begin(s);
     if (s->rq.connect) {
         reply(s, FWD_R_UPGRADE_FAILED);
         return;
     }
     struct route_request rr = fwd_route_request(&s->rq, s->scheme, s->tp && transport_is_tls(s->tp), s->peer);
     struct fwd_decision fd;
-    bool up = fwd_route(&fd, s->hcm, w, &rr, s->grpc, worker_random(w), &s->si);
-    s->route = fd.route;
-    s->cluster = fd.cluster;
-    s->cluster_weight = fd.cluster_weight;
-    if (!up) {
+    if (!fwd_route(&fd, s->hcm, s->w, &rr, s->grpc, worker_random(s->w), &s->si)) {
+        s->route = fd.route;
+        s->cluster = fd.cluster;
+        s->cluster_weight = fd.cluster_weight;
         local_reply(s, fd.status, fd.flag, fd.details, fd.body, fd.body_len, fd.location, fd.grpc_reply);
         return;
     }
+    forward(s, &rr, &fd);
+}
+
+void router_start_routed(struct hstream *s, const struct fwd_decision *fd)
+{
+    begin(s);
+    s->si.route_name = route_name(fd->route);
+    struct route_request rr = fwd_route_request(&s->rq, s->scheme, s->tp && transport_is_tls(s->tp), s->peer);
+    forward(s, &rr, fd);
+}
+
+/* Sends s to the cluster fd chose: the host, the upstream head, the connection or stream. */
+static void forward(struct hstream *s, const struct route_request *rr, const struct fwd_decision *fd)
+{
+    struct worker *w = s->w;
+    s->route = fd->route;
+    s->cluster = fd->cluster;
+    s->cluster_weight = fd->cluster_weight;
     s->wc = fwd_cluster(w, s->hcm->snap, s->cluster, &s->si);
-    s->timeout_ms = fd.timeout_ms;
+    s->timeout_ms = fd->timeout_ms;
     struct host od;
-    const struct host *h = fwd_pick_host(w, s->wc, s->route, &rr, s->local, &od, s->orig_dst, sizeof s->orig_dst,
+    const struct host *h = fwd_pick_host(w, s->wc, s->route, rr, s->local, &od, s->orig_dst, sizeof s->orig_dst,
                                          &s->host, &s->host_counted, &s->si);
     if (!h) {
         reply(s, s->host == FWD_HOST_OVERFLOW ? FWD_R_OVERFLOW : FWD_R_NO_HEALTHY);
         return;
     }
     bool h2 = use_h2_upstream(s);
-    if (build_upstream_head(s, &rr, h, h2) < 0) {
+    if (build_upstream_head(s, rr, h, h2) < 0) {
         reply(s, FWD_R_REQUEST_HEADERS_TOO_LARGE);
         return;
     }
@@ -471,25 +496,7 @@ static void parse_kept_trailers(struct hstream *s)
         return;
     s->rs_trailers = (struct h1_header *)(b->data + at);
     b->tail = at + HSTREAM_MAX_TRAILERS * sizeof(struct h1_header);
-    s->n_rs_trailers = 0;
-    const char *p = b->data + text, *e = b->data + end;
-    while (p < e && s->n_rs_trailers < HSTREAM_MAX_TRAILERS) {
-        const char *nl = memchr(p, '\n', (size_t)(e - p));
-        if (!nl)
-            break;
-        const char *line_end = nl > p && nl[-1] == '\r' ? nl - 1 : nl;
-        const char *colon = memchr(p, ':', (size_t)(line_end - p));
-        if (colon && colon > p) {
-            const char *v = colon + 1, *ve = line_end;
-            while (v < ve && (*v == ' ' || *v == '\t'))
-                v++;
-            while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
-                ve--;
-            s->rs_trailers[s->n_rs_trailers++] =
-                (struct h1_header){{p, (size_t)(colon - p)}, {v, (size_t)(ve - v)}};
-        }
-        p = nl + 1;
-    }
+    s->n_rs_trailers = h1_trailers_parse(b->data + text, end - text, s->rs_trailers, HSTREAM_MAX_TRAILERS);
 }
 
 /* Frames newly read response bytes: payload is kept contiguous at the front of u->in
