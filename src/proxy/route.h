@@ -47,6 +47,9 @@ struct route_table;
 struct route_entry;
 struct route_vhost;
 struct route_scratch;
+struct hf_route;
+struct route_header_match;
+struct hf_chain;
 struct pcre2_real_code_8;   /* pcre2_code (8-bit); route.h does not pull in pcre2.h */
 struct Envoy__Config__Route__V3__RouteConfiguration;
 
@@ -101,6 +104,14 @@ typedef int (*route_cluster_lookup)(void *ctx, const char *name);
 struct route_table *route_table_build(const struct Envoy__Config__Route__V3__RouteConfiguration *rc,
                                       route_cluster_lookup lookup, void *lookup_ctx,
                                       char *err, size_t errlen);
+/* The same for an HTTP connection manager whose HTTP filters (filters[0..nfilters), the router
+ * left out) are compiled into the table with it: their HCM-level configs and every
+ * typed_per_filter_config of the route config, its virtual hosts and routes (hfilter.h), with
+ * stats under "http.<hcm_stat_prefix>.". */
+struct hf_spec;
+struct route_table *route_table_build_hcm(const struct Envoy__Config__Route__V3__RouteConfiguration *rc,
+                                          route_cluster_lookup lookup, void *lookup_ctx, const char *hcm_stat_prefix,
+                                          const struct hf_spec *filters, size_t nfilters, char *err, size_t errlen);
 /* Frees t and everything it owns. NULL is fine. No worker may still use it. */
 void route_table_free(struct route_table *t);
 
@@ -228,6 +239,10 @@ const struct h1_str *route_internal_only_headers(const struct route_table *t, si
 
 /* --- hashing --- */
 
+/* True when every matcher of m[0..n) holds for rq (the route's header matching rules). */
+bool route_headers_match(const struct route_header_match *m, size_t n, const struct route_request *rq,
+                         struct route_scratch *s);
+
 /* Computes the hash for ring hash / maglev from the route's hash_policy list, as Envoy:
  * header (all values of the header, sorted, hashed as one XXH64 stream, seed 0; ":authority",
  * ":path", ":method" and ":scheme" name the request line fields), cookie (XXH64 of the value of a
@@ -353,6 +368,10 @@ struct route_entry {
     int direct_status;
     struct h1_str direct_body;
     struct header_mutation req, resp;
+    /* HTTP filters (hfilter.h): this route's own typed_per_filter_config, and the resolved
+     * view the filters run with (NULL: no filter acts on this route, the fast path). */
+    const struct hf_route *hf_own;
+    const struct hf_route *hf;
 };
 
 enum route_tls { ROUTE_TLS_NONE, ROUTE_TLS_EXTERNAL_ONLY, ROUTE_TLS_ALL };
@@ -365,6 +384,7 @@ struct route_vhost {
     uint8_t require_tls;            /* enum route_tls */
     struct route_entry ssl_redirect;
     struct header_mutation req, resp;
+    const struct hf_route *hf_own;  /* typed_per_filter_config */
 };
 
 enum route_domain_kind { RDOM_EXACT, RDOM_SUFFIX, RDOM_PREFIX };
@@ -394,6 +414,8 @@ struct route_table {
     struct header_mutation req, resp;
     const struct h1_str *internal_only;
     size_t ninternal_only;
+    const struct hf_chain *chain;   /* the HCM's HTTP filters (NULL: none besides the router) */
+    const struct hf_route *hf_own;  /* the route config's typed_per_filter_config */
     /* ownership (route_build.c) */
     void *arena;
     struct pcre2_real_code_8 **codes;
