@@ -24,12 +24,13 @@
  * ROUTE_REGEX_MATCH_LIMIT / ROUTE_REGEX_HEAP_KIB; a match that hits a limit counts as no match.
  *
  * Not supported (route_table_build reports them as errors rather than silently mis-route):
- * cluster_header, cluster_specifier_plugin(s), ClusterWeight.cluster_header, path_match_policy,
+ * cluster_header, cluster_specifier_plugin(s), ClusterWeight.cluster_header (and its
+ * typed_per_filter_config; the route's, vhost's and table's go to hfilter.h), path_match_policy,
  * path_rewrite_policy, path_rewrite, RouteMatch.tls_context (presented/validated), filter_action,
  * non_forwarding_action, vhds, alternate_header_for_host_matching,
  * HashPolicy.header.regex_rewrite. Accepted and ignored (no effect
  * on which route or cluster is picked): retry/hedge policies, cors, decorators, tracing,
- * metadata, typed_per_filter_config, virtual_clusters, mirror policies, upgrade_configs,
+ * metadata, virtual_clusters, mirror policies, upgrade_configs,
  * WeightedCluster.runtime_key_prefix / header_name / use_hash_policy, runtime keys (only
  * default values are used), HashPolicy.filter_state (never produces a hash), cookie ttl (the
  * cookie hash policy only hashes a cookie that is present; generating cookies is not done yet). */
