@@ -167,7 +167,7 @@ static uint64_t now_ms(void) { return clock_now_us() / 1000u; }
 
 /* Takes a token from b: refills lazily by whole fill intervals since the last fill (the CAS
  * winner on next_fill_ms adds the tokens), then decrements if any is left. */
-static bool bucket_take(struct hf_bucket *b)
+bool hf_bucket_take(struct hf_bucket *b)
 {
     uint64_t now = now_ms();
     uint64_t next = atomic_load_explicit(&b->next_fill_ms, memory_order_relaxed);
@@ -203,7 +203,7 @@ static enum hf_verdict run_lrl(const struct hf_lrl *cc, struct worker *w, struct
     if (!c->has_bucket || !draw(w, c->en_num, c->en_den))
         return HF_CONTINUE;
     stats_inc(c->stats, w->id, LS_ENABLED);
-    if (bucket_take(&c->bucket)) {
+    if (hf_bucket_take(&c->bucket)) {
         stats_inc(c->stats, w->id, LS_OK);
         return HF_CONTINUE;
     }

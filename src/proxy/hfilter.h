@@ -127,6 +127,9 @@ enum hf_verdict hf_run(const struct route_entry *route, struct worker *w, const 
                        const char *cluster, struct hf_state *st, struct stream_info *si);
 /* The stream is over: gives back its active fault. */
 void hf_done(struct hf_state *st, struct worker *w, const struct route_entry *route);
+/* Takes one token from b (lock-free, shared by every worker); false when it is empty. */
+bool hf_bucket_take(struct hf_bucket *b);
+
 /* Appends the local reply's extra headers (x-envoy-ratelimited, response_headers_to_add). */
 int hf_reply_headers(struct buf *b, const struct hf_state *st);
 

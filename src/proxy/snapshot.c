@@ -34,6 +34,7 @@
 #include "proxy/lb.h"
 #include "proxy/listener.h"
 #include "proxy/hfilter.h"
+#include "proxy/netrl.h"
 #include "proxy/route.h"
 
 typedef Envoy__Config__Bootstrap__V3__Bootstrap Bootstrap;
@@ -985,6 +986,16 @@ static int build_filter_chain(struct ctx *c, const FilterChain *pf, struct filte
             protobuf_c_message_free_unpacked(&tp->base, NULL);
             if (r < 0)
                 return -1;
+        } else if (strcmp(t, "envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit") == 0 &&
+                   i != pf->n_filters - 1) {
+            char err[512];
+            if (fc->n_netrl == NETRL_MAX)
+                return fail(c, "at most %d local_ratelimit network filters", NETRL_MAX);
+            if (!(fc->netrl[fc->n_netrl] = netrl_build(f->typed_config, err, sizeof err)))
+                return fail(c, "%s", err);
+            fc->n_netrl++;
+            pop(c, old);
+            continue;
         } else {
             return fail(c, "unsupported network filter '%s' (%s)", f->name ? f->name : "", *t ? t : "no typed_config");
         }
@@ -1178,6 +1189,8 @@ static void free_chain(struct filter_chain *fc)
 {
     if (!fc)
         return;
+    for (size_t i = 0; i < fc->n_netrl; i++)
+        netrl_free(fc->netrl[i]);
     free(fc->name);
     free(fc->match.prefix_ranges);
     free(fc->match.source_prefix_ranges);
