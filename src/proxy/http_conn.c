@@ -38,6 +38,7 @@
 #include "proxy/route.h"
 #include "proxy/stream_info.h"
 #include "proxy/hfilter.h"
+#include "proxy/mirror.h"
 #include "proxy/upstream.h"
 #include "proxy/worker.h"
 
@@ -598,6 +599,23 @@ static void on_fault_delay(struct loop *l, struct timer *t)
     hconn_run(d);
 }
 
+/* Shadows the request to the route's mirror clusters (mirror.h) when its whole body is here. */
+static void mirror_h1(struct hconn *d)
+{
+    struct stream *s = &d->s;
+    const char *body = NULL;
+    size_t n = 0;
+    if (s->rqb.kind == BODY_LENGTH) {
+        if ((uint64_t)buf_len(d->in) < (uint64_t)s->rq.content_length)
+            return; /* not all here yet: not mirrored (docs/limits.md) */
+        body = buf_rpos(d->in);
+        n = (size_t)s->rq.content_length;
+    } else if (s->rqb.kind != BODY_NONE) {
+        return;
+    }
+    mirror_request(d->w, d->snap, s->route, s->uhead, body, n, s->timeout_ms);
+}
+
 /* Picks the host and connects: the rest of start_stream once the filters let the request go. */
 static void stream_upstream(struct hconn *d, const struct route_request *rrp)
 {
@@ -615,6 +633,8 @@ static void stream_upstream(struct hconn *d, const struct route_request *rrp)
         reply(d, FWD_R_REQUEST_HEADERS_TOO_LARGE);
         return;
     }
+    if (__builtin_expect(s->route->nmirrors != 0, 0) && !s->tunnel_requested)
+        mirror_h1(d);
     int r = s->host == UPSTREAM_NO_POOL ? upstream_connect_addr(w, s->wc, &d->local, on_upstream_event, d, &s->u)
                                         : upstream_acquire(w, s->wc, s->host, on_upstream_event, d, &s->u);
     if (r < 0) {

@@ -30,7 +30,7 @@
  * non_forwarding_action, vhds, alternate_header_for_host_matching,
  * HashPolicy.header.regex_rewrite. Accepted and ignored (no effect
  * on which route or cluster is picked): retry/hedge policies, cors, decorators, tracing,
- * metadata, virtual_clusters, mirror policies, upgrade_configs,
+ * metadata, virtual_clusters, mirror policies' trace_sampled, upgrade_configs,
  * WeightedCluster.runtime_key_prefix / header_name / use_hash_policy, runtime keys (only
  * default values are used), HashPolicy.filter_state (never produces a hash), cookie ttl (the
  * cookie hash policy only hashes a cookie that is present; generating cookies is not done yet). */
@@ -323,6 +323,11 @@ struct route_redirect_cfg {
     int status;
 };
 
+struct route_mirror {
+    int cluster;                    /* index, or -1 (unknown cluster, not validated) */
+    uint32_t num, den;              /* runtime_fraction.default_value (unset: 100%) */
+};
+
 enum route_path_kind { RPATH_PREFIX, RPATH_EXACT, RPATH_REGEX, RPATH_SEP_PREFIX, RPATH_CONNECT };
 enum route_host_kind { RHOST_NONE, RHOST_LITERAL, RHOST_AUTO, RHOST_HEADER, RHOST_REGEX };
 
@@ -373,6 +378,9 @@ struct route_entry {
      * view the filters run with (NULL: no filter acts on this route, the fast path). */
     const struct hf_route *hf_own;
     const struct hf_route *hf;
+    /* RouteAction.request_mirror_policies (mirror.h) */
+    const struct route_mirror *mirrors;
+    size_t nmirrors;
 };
 
 enum route_tls { ROUTE_TLS_NONE, ROUTE_TLS_EXTERNAL_ONLY, ROUTE_TLS_ALL };

@@ -837,11 +837,38 @@ static int compile_hash(struct build *b, const RouteAction *ra, struct route_ent
     return 0;
 }
 
+/* request_mirror_policies: the clusters to shadow to and their fractions (mirror.c sends). */
+static int compile_mirrors(struct build *b, const RouteAction *ra, struct route_entry *e)
+{
+    struct route_mirror *m = balloc(b, ra->n_request_mirror_policies * sizeof *m);
+    if (!m)
+        return oom(b);
+    for (size_t i = 0; i < ra->n_request_mirror_policies; i++) {
+        const Envoy__Config__Route__V3__RouteAction__RequestMirrorPolicy *p = ra->request_mirror_policies[i];
+        size_t mk = path_push(b, ".request_mirror_policies[%zu]", i);
+        if (resolve_cluster(b, ".cluster", p->cluster, &m[i].cluster) < 0)
+            return -1;
+        m[i].num = m[i].den = 100;
+        if (p->runtime_fraction && p->runtime_fraction->default_value) {
+            const Envoy__Type__V3__FractionalPercent *fp = p->runtime_fraction->default_value;
+            if (!(m[i].den = fraction_den(fp->denominator)))
+                return fail(b, ".runtime_fraction.default_value.denominator", "unknown value %d", (int)fp->denominator);
+            m[i].num = fp->numerator;
+        }
+        path_pop(b, mk);
+    }
+    e->mirrors = m;
+    e->nmirrors = ra->n_request_mirror_policies;
+    return 0;
+}
+
 static int compile_route_action(struct build *b, const RouteAction *ra, struct route_entry *e)
 {
     size_t mark = path_push(b, ".route");
     if (ra->cors)
         return fail(b, ".cors", "CORS policies are not supported yet");
+    if (ra->n_request_mirror_policies && compile_mirrors(b, ra, e) < 0)
+        return -1;
     switch (ra->cluster_specifier_case) {
     case ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__CLUSTER_SPECIFIER_CLUSTER:
         e->kind = ROUTE_CLUSTER;
