@@ -3,6 +3,7 @@
 #include "proxy/mirror.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
@@ -16,6 +17,8 @@
 
 struct shadow {
     struct shadow *next;           /* free list */
+    struct shadow *all;            /* every shadow of this thread */
+    bool busy;
     struct worker *w;
     struct wcluster *wc;
     uint32_t host;
@@ -24,7 +27,7 @@ struct shadow {
     struct timer timer;
 };
 
-static _Thread_local struct shadow *free_list;
+static _Thread_local struct shadow *free_list, *all_list;
 static _Thread_local unsigned inflight;
 
 static void done(struct shadow *sh)
@@ -39,6 +42,7 @@ static void done(struct shadow *sh)
     wcluster_put(sh->wc);
     buf_put(&w->bufs, sh->out);
     sh->out = NULL;
+    sh->busy = false;
     sh->next = free_list;
     free_list = sh;
     inflight--;
@@ -132,13 +136,17 @@ static void shadow_one(struct worker *w, struct snapshot *snap, int cluster, con
     struct shadow *sh = free_list;
     if (sh)
         free_list = sh->next;
-    else if (!(sh = calloc(1, sizeof *sh))) {
+    else if ((sh = calloc(1, sizeof *sh))) {
+        sh->all = all_list;
+        all_list = sh;
+    } else {
         buf_put(&w->bufs, out);
         return;
     }
     inflight++;
     wcluster_hold(wc);
-    *sh = (struct shadow){.w = w, .wc = wc, .host = (uint32_t)host, .out = out};
+    struct shadow *keep = sh->all;
+    *sh = (struct shadow){.w = w, .wc = wc, .host = (uint32_t)host, .out = out, .all = keep, .busy = true};
     wc->pools[host].active_rq++;
     wc->active_rq[host]++;
     stats_inc(wc->c->stats, w->id, CS_UPSTREAM_RQ_TOTAL);
@@ -162,4 +170,17 @@ void mirror_request(struct worker *w, struct snapshot *snap, const struct route_
             continue;
         shadow_one(w, snap, m->cluster, uhead, body, body_len, timeout_ms);
     }
+}
+
+void mirror_worker_exit(void)
+{
+    for (struct shadow *sh = all_list; sh; sh = sh->all)
+        if (sh->busy)
+            done(sh);
+    while (all_list) {
+        struct shadow *next = all_list->all;
+        free(all_list);
+        all_list = next;
+    }
+    free_list = NULL;
 }

@@ -30,4 +30,7 @@ struct route_entry;
 void mirror_request(struct worker *w, struct snapshot *snap, const struct route_entry *e, const struct buf *uhead,
                     const char *body, size_t body_len, uint64_t timeout_ms);
 
+/* The worker's loop has ended: ends the shadows still in flight and frees this thread's. */
+void mirror_worker_exit(void);
+
 #endif

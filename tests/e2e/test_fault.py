@@ -263,6 +263,6 @@ rc, out = run_proxy_expect_fail(bootstrap(my_port(), bad, static_cluster("a", [a
 check("fill_interval below 50ms is refused", rc != 0 and "fill_interval" in out, out[-300:])
 
 check("proxy still running", proxy.p.poll() is None, proxy.output()[-2000:])
-proxy.stop()
+check("proxy exits cleanly", proxy.stop() == 0, proxy.output()[-3000:])
 os.unlink(logf.name)
 finish()

@@ -79,5 +79,5 @@ c = load(port2)
 check("least request with weights and active_request_bias 2: the fast host takes most: %s" % dict(c),
       c["fast"] + c["slow"] == 200 and c["fast"] > c["slow"], dict(c))
 check("proxy still running", proxy.p.poll() is None, proxy.output()[-1000:])
-proxy.stop()
+check("proxy exits cleanly", proxy.stop() == 0, proxy.output()[-3000:])
 finish()

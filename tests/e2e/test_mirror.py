@@ -160,5 +160,5 @@ s = proxy.stats()
 check("mirror cluster counts its shadows", s.get("cluster.m.upstream_rq_total", 0) == m.count(),
       (s.get("cluster.m.upstream_rq_total"), m.count()))
 check("proxy still running", proxy.p.poll() is None, proxy.output()[-1000:])
-proxy.stop()
+check("proxy exits cleanly", proxy.stop() == 0, proxy.output()[-3000:])
 finish()
