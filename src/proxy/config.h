@@ -198,8 +198,14 @@ struct filter_chain_match {
     char **application_protocols; size_t n_application_protocols;
 };
 
+/* envoy.filters.network.local_ratelimit: one token per connection (netrl.c). */
+struct netrl_config;
+#define NETRL_MAX 4
+
 struct filter_chain {
     char *name;
+    struct netrl_config *netrl[NETRL_MAX];  /* network local rate limits before the terminal filter */
+    size_t n_netrl;
     struct filter_chain_match match;
     enum net_filter_kind kind;
     struct hcm_config *hcm;

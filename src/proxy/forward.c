@@ -436,6 +436,12 @@ int fwd_write_response_head(struct buf *o, const struct hcm_config *hcm, const s
 int fwd_write_local_head(struct buf *b, const struct hcm_config *hcm, int status, const char *body, size_t body_len,
                          const char *location, bool grpc, int *wire_status, int *grpc_status)
 {
+    return fwd_write_local_head_grpc(b, hcm, status, body, body_len, location, grpc, -1, wire_status, grpc_status);
+}
+
+int fwd_write_local_head_grpc(struct buf *b, const struct hcm_config *hcm, int status, const char *body, size_t body_len,
+                              const char *location, bool grpc, int grpc_override, int *wire_status, int *grpc_status)
+{
     char date[40];
     http_date_now(date, sizeof date);
     char hdr[640];
@@ -451,7 +457,7 @@ int fwd_write_local_head(struct buf *b, const struct hcm_config *hcm, int status
             tl = (size_t)snprintf(text, sizeof text, "%s", http_reason(status));
         size_t mlen = grpc_message_encode(text, tl, msg, sizeof msg - 1);
         msg[mlen < sizeof msg ? mlen : sizeof msg - 1] = '\0'; /* cut to fit: a cut %XX reads as text */
-        *grpc_status = (int)grpc_status_from_http(status);
+        *grpc_status = grpc_override >= 0 ? grpc_override : (int)grpc_status_from_http(status);
         *wire_status = 200;
         n = snprintf(hdr, sizeof hdr,
                      "HTTP/1.1 200 OK\r\ncontent-type: application/grpc\r\ngrpc-status: %d\r\n"

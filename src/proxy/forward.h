@@ -132,6 +132,11 @@ int fwd_write_response_head(struct buf *b, const struct hcm_config *hcm, const s
 int fwd_write_local_head(struct buf *b, const struct hcm_config *hcm, int status, const char *body, size_t body_len,
                          const char *location, bool grpc, int *wire_status, int *grpc_status);
 
+/* The same with an explicit gRPC status (grpc_override >= 0, e.g. a fault's grpc_status) instead
+ * of the one mapped from status. */
+int fwd_write_local_head_grpc(struct buf *b, const struct hcm_config *hcm, int status, const char *body, size_t body_len,
+                              const char *location, bool grpc, int grpc_override, int *wire_status, int *grpc_status);
+
 /* Records a local reply in si: the status on the wire, the gRPC status (-1: not gRPC, left
  * as it is), the response flag bit and %RESPONSE_CODE_DETAILS%. */
 void fwd_note_local_reply(struct stream_info *si, int wire_status, int grpc_status, uint32_t flag,

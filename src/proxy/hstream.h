@@ -23,6 +23,7 @@
 #include "common/loop.h"
 #include "net/http1.h"
 #include "proxy/forward.h"
+#include "proxy/hfilter.h"
 #include "proxy/stream_info.h"
 #include "proxy/upstream_h2.h"
 
@@ -108,6 +109,8 @@ struct hstream {
     bool timed_out;
     bool finished;
     struct timer timer;             /* route timeout */
+    struct timer hf_timer;          /* a fault delay (hfilter.h) */
+    struct hf_state hf;             /* fault / local rate limit filters */
     uint64_t timeout_ms;
     char request_id[40];
     char xff[256];

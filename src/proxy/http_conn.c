@@ -38,6 +38,8 @@
 #include "proxy/listener.h"
 #include "proxy/route.h"
 #include "proxy/stream_info.h"
+#include "proxy/hfilter.h"
+#include "proxy/mirror.h"
 #include "proxy/upstream.h"
 #include "proxy/worker.h"
 
@@ -85,7 +87,9 @@ struct stream {
     bool bridge_done;              /* its response is all in d->out */
     bool grpc;                     /* content-type application/grpc*: gRPC local replies */
     uint64_t timeout_ms;           /* the route timeout (grpc-timeout applied), 0 = none */
+    struct hf_state hf;            /* fault / local rate limit filters (hfilter.h) */
     struct timer timer;            /* route timeout */
+    struct timer hf_timer;         /* a fault delay */
     struct stream_info si;
     char request_id[40];
     char xff[256];
@@ -118,6 +122,9 @@ struct hconn {
 
 static void hconn_run(struct hconn *d);
 static void stream_reset(struct hconn *d);
+static bool filters_pass(struct hconn *d, const struct route_request *rr);
+static void stream_upstream(struct hconn *d, const struct route_request *rr);
+static void on_fault_delay(struct loop *l, struct timer *t);
 static void bridge_start(struct hconn *d, const struct fwd_decision *fd);
 
 static inline void hstat(struct hconn *d, size_t field, int64_t delta)
@@ -340,7 +347,10 @@ static void local_reply(struct hconn *d, int status, uint32_t flag, const char *
     o->head = o->tail = 0;
     bool head_only = s->rq.method.n == 4 && memcmp(s->rq.method.p, "HEAD", 4) == 0;
     int wire = status, gs = -1;
-    if (fwd_write_local_head(o, d->hcm, status, body, body_len, location, grpc, &wire, &gs) < 0)
+    int go = s->hf.status ? s->hf.grpc_status : -1; /* a filter's reply may carry its own grpc-status */
+    grpc = grpc || go >= 0;
+    if (fwd_write_local_head_grpc(o, d->hcm, status, body, body_len, location, grpc, go, &wire, &gs) < 0 ||
+        (s->hf.status && hf_reply_headers(o, &s->hf) < 0))
         s->close_after = true;
     if (grpc) {
         buf_append(o, "content-length: 0\r\n", 19); /* trailers-only: the head is all */
@@ -384,6 +394,10 @@ static void stream_finish(struct hconn *d, bool upstream_reusable)
     struct stream *s = &d->s;
     struct loop *l = d->w->loop;
     timer_stop(l, &s->timer);
+    if (__builtin_expect(s->route && s->route->hf != NULL, 0)) {
+        timer_stop(l, &s->hf_timer);
+        hf_done(&s->hf, d->w, s->route);
+    }
     if (__builtin_expect(s->bridge, 0)) {
         /* The router logged and counted it. */
         router_finish(d->hs, !s->bridge_done);
@@ -556,6 +570,62 @@ static void start_stream(struct hconn *d, int head_len)
     }
     s->wc = fwd_cluster(w, d->snap, s->cluster, &s->si);
     s->timeout_ms = fd.timeout_ms;
+    if (__builtin_expect(s->route->hf != NULL, 0) && !filters_pass(d, &rr))
+        return;
+    stream_upstream(d, &rr);
+}
+
+/* The HTTP filters before the router (hfilter.h): true to go on upstream; false when they
+ * answered (fault abort, rate limit) or delay the request (hf_timer resumes it). */
+static bool filters_pass(struct hconn *d, const struct route_request *rr)
+{
+    struct stream *s = &d->s;
+    switch (hf_run(s->route, d->w, rr, s->si.upstream_cluster, &s->hf, &s->si)) {
+    case HF_CONTINUE:
+        return true;
+    case HF_DELAY:
+        timer_start(d->w->loop, &s->hf_timer, s->hf.delay_ms);
+        return false;
+    default:
+        error_reply(d, s->hf.status, s->hf.flag, s->hf.details, s->hf.body);
+        return false;
+    }
+}
+
+static void on_fault_delay(struct loop *l, struct timer *t)
+{
+    (void)l;
+    struct hconn *d = t->data;
+    struct stream *s = &d->s;
+    struct route_request rr = fwd_route_request(&s->rq, (struct h1_str){0}, transport_is_tls(&d->tp), &d->peer);
+    if (filters_pass(d, &rr))
+        stream_upstream(d, &rr);
+    hconn_run(d);
+}
+
+/* Shadows the request to the route's mirror clusters (mirror.h) when its whole body is here. */
+static void mirror_h1(struct hconn *d)
+{
+    struct stream *s = &d->s;
+    const char *body = NULL;
+    size_t n = 0;
+    if (s->rqb.kind == BODY_LENGTH) {
+        if ((uint64_t)buf_len(d->in) < (uint64_t)s->rq.content_length)
+            return; /* not all here yet: not mirrored (docs/limits.md) */
+        body = buf_rpos(d->in);
+        n = (size_t)s->rq.content_length;
+    } else if (s->rqb.kind != BODY_NONE) {
+        return;
+    }
+    mirror_request(d->w, d->snap, s->route, s->uhead, body, n, s->timeout_ms);
+}
+
+/* Picks the host and connects: the rest of start_stream once the filters let the request go. */
+static void stream_upstream(struct hconn *d, const struct route_request *rrp)
+{
+    struct stream *s = &d->s;
+    struct worker *w = d->w;
+    struct route_request rr = *rrp;
     struct host od;
     const struct host *h = fwd_pick_host(w, s->wc, s->route, &rr, &d->local, &od, s->orig_dst, sizeof s->orig_dst,
                                          &s->host, &s->host_counted, &s->si);
@@ -567,6 +637,8 @@ static void start_stream(struct hconn *d, int head_len)
         reply(d, FWD_R_REQUEST_HEADERS_TOO_LARGE);
         return;
     }
+    if (__builtin_expect(s->route->nmirrors != 0, 0) && !s->tunnel_requested)
+        mirror_h1(d);
     int r = s->host == UPSTREAM_NO_POOL ? upstream_connect_addr(w, s->wc, &d->local, on_upstream_event, d, &s->u)
                                         : upstream_acquire(w, s->wc, s->host, on_upstream_event, d, &s->u);
     if (r < 0) {
@@ -1282,6 +1354,7 @@ void http_conn_start(struct worker *w, struct listener_config *lc, struct filter
     d->readable = true;
     timer_init(&d->idle_timer, on_idle_timeout, d);
     timer_init(&d->s.timer, on_route_timeout, d);
+    timer_init(&d->s.hf_timer, on_fault_delay, d);
     d->link.drain = drain_conn;
     d->link.lc = lc;
     conn_link_add(&w->conns, &d->link);

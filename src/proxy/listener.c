@@ -1,4 +1,5 @@
 #include "proxy/listener.h"
+#include "proxy/netrl.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -319,6 +320,12 @@ void listener_accept_all(struct worker *w, struct wlistener *wl)
         }
         if (fc->tls) {
             pending_start(w, lc, fc, fd, &peer, &local); /* TLS handshake first */
+            continue;
+        }
+        if (__builtin_expect(fc->n_netrl != 0, 0) && !netrl_admit(w, fc)) {
+            close(fd); /* network local_ratelimit: no token */
+            stats_add(lc->stats, w->id, LS_DOWNSTREAM_CX_ACTIVE, -1);
+            stats_inc(lc->stats, w->id, LS_DOWNSTREAM_CX_DESTROY);
             continue;
         }
         struct transport tp = transport_plain(fd);

@@ -16,6 +16,7 @@
 #include "proxy/config.h"
 #include "proxy/http_conn.h"
 #include "proxy/listener.h"
+#include "proxy/netrl.h"
 #include "proxy/stream_info.h"
 #include "proxy/tcp_proxy.h"
 #include "proxy/worker.h"
@@ -110,7 +111,11 @@ static void hand_off(struct pending *p)
     p->tp = transport_plain(-1);
     if (!tp.server_name && p->hello.sni[0])
         tp.server_name = strdup(p->hello.sni);
-    if (p->fc->kind == NF_HTTP)
+    if (__builtin_expect(p->fc->n_netrl != 0, 0) && !netrl_admit(w, p->fc)) {
+        transport_close(&tp); /* network local_ratelimit: no token */
+        stats_add(p->lc->stats, w->id, LS_DOWNSTREAM_CX_ACTIVE, -1);
+        stats_inc(p->lc->stats, w->id, LS_DOWNSTREAM_CX_DESTROY);
+    } else if (p->fc->kind == NF_HTTP)
         http_conn_start(w, p->lc, p->fc, &tp, &p->peer, &p->local);
     else
         tcp_proxy_start(w, p->lc, p->fc, &tp, &p->peer, &p->local);

@@ -24,12 +24,13 @@
  * ROUTE_REGEX_MATCH_LIMIT / ROUTE_REGEX_HEAP_KIB; a match that hits a limit counts as no match.
  *
  * Not supported (route_table_build reports them as errors rather than silently mis-route):
- * cluster_header, cluster_specifier_plugin(s), ClusterWeight.cluster_header, path_match_policy,
+ * cluster_header, cluster_specifier_plugin(s), ClusterWeight.cluster_header (and its
+ * typed_per_filter_config; the route's, vhost's and table's go to hfilter.h), path_match_policy,
  * path_rewrite_policy, path_rewrite, RouteMatch.tls_context (presented/validated), filter_action,
  * non_forwarding_action, vhds, alternate_header_for_host_matching,
  * HashPolicy.header.regex_rewrite. Accepted and ignored (no effect
  * on which route or cluster is picked): retry/hedge policies, cors, decorators, tracing,
- * metadata, typed_per_filter_config, virtual_clusters, mirror policies, upgrade_configs,
+ * metadata, virtual_clusters, mirror policies' trace_sampled, upgrade_configs,
  * WeightedCluster.runtime_key_prefix / header_name / use_hash_policy, runtime keys (only
  * default values are used), HashPolicy.filter_state (never produces a hash), cookie ttl (the
  * cookie hash policy only hashes a cookie that is present; generating cookies is not done yet). */
@@ -47,6 +48,9 @@ struct route_table;
 struct route_entry;
 struct route_vhost;
 struct route_scratch;
+struct hf_route;
+struct route_header_match;
+struct hf_chain;
 struct pcre2_real_code_8;   /* pcre2_code (8-bit); route.h does not pull in pcre2.h */
 struct Envoy__Config__Route__V3__RouteConfiguration;
 
@@ -101,6 +105,14 @@ typedef int (*route_cluster_lookup)(void *ctx, const char *name);
 struct route_table *route_table_build(const struct Envoy__Config__Route__V3__RouteConfiguration *rc,
                                       route_cluster_lookup lookup, void *lookup_ctx,
                                       char *err, size_t errlen);
+/* The same for an HTTP connection manager whose HTTP filters (filters[0..nfilters), the router
+ * left out) are compiled into the table with it: their HCM-level configs and every
+ * typed_per_filter_config of the route config, its virtual hosts and routes (hfilter.h), with
+ * stats under "http.<hcm_stat_prefix>.". */
+struct hf_spec;
+struct route_table *route_table_build_hcm(const struct Envoy__Config__Route__V3__RouteConfiguration *rc,
+                                          route_cluster_lookup lookup, void *lookup_ctx, const char *hcm_stat_prefix,
+                                          const struct hf_spec *filters, size_t nfilters, char *err, size_t errlen);
 /* Frees t and everything it owns. NULL is fine. No worker may still use it. */
 void route_table_free(struct route_table *t);
 
@@ -230,6 +242,10 @@ const struct h1_str *route_internal_only_headers(const struct route_table *t, si
 
 /* --- hashing --- */
 
+/* True when every matcher of m[0..n) holds for rq (the route's header matching rules). */
+bool route_headers_match(const struct route_header_match *m, size_t n, const struct route_request *rq,
+                         struct route_scratch *s);
+
 /* Computes the hash for ring hash / maglev from the route's hash_policy list, as Envoy:
  * header (all values of the header, sorted, hashed as one XXH64 stream, seed 0; ":authority",
  * ":path", ":method" and ":scheme" name the request line fields), cookie (XXH64 of the value of a
@@ -309,6 +325,11 @@ struct route_redirect_cfg {
     int status;
 };
 
+struct route_mirror {
+    int cluster;                    /* index, or -1 (unknown cluster, not validated) */
+    uint32_t num, den;              /* runtime_fraction.default_value (unset: 100%) */
+};
+
 enum route_path_kind { RPATH_PREFIX, RPATH_EXACT, RPATH_REGEX, RPATH_SEP_PREFIX, RPATH_CONNECT };
 enum route_host_kind { RHOST_NONE, RHOST_LITERAL, RHOST_AUTO, RHOST_HEADER, RHOST_REGEX };
 
@@ -356,6 +377,13 @@ struct route_entry {
     int direct_status;
     struct h1_str direct_body;
     struct header_mutation req, resp;
+    /* HTTP filters (hfilter.h): this route's own typed_per_filter_config, and the resolved
+     * view the filters run with (NULL: no filter acts on this route, the fast path). */
+    const struct hf_route *hf_own;
+    const struct hf_route *hf;
+    /* RouteAction.request_mirror_policies (mirror.h) */
+    const struct route_mirror *mirrors;
+    size_t nmirrors;
 };
 
 enum route_tls { ROUTE_TLS_NONE, ROUTE_TLS_EXTERNAL_ONLY, ROUTE_TLS_ALL };
@@ -368,6 +396,7 @@ struct route_vhost {
     uint8_t require_tls;            /* enum route_tls */
     struct route_entry ssl_redirect;
     struct header_mutation req, resp;
+    const struct hf_route *hf_own;  /* typed_per_filter_config */
 };
 
 enum route_domain_kind { RDOM_EXACT, RDOM_SUFFIX, RDOM_PREFIX };
@@ -397,6 +426,8 @@ struct route_table {
     struct header_mutation req, resp;
     const struct h1_str *internal_only;
     size_t ninternal_only;
+    const struct hf_chain *chain;   /* the HCM's HTTP filters (NULL: none besides the router) */
+    const struct hf_route *hf_own;  /* the route config's typed_per_filter_config */
     /* ownership (route_build.c) */
     void *arena;
     struct pcre2_real_code_8 **codes;

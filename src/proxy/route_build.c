@@ -14,7 +14,9 @@
 
 #include "envoy/config/route/v3/route.pb-c.h"
 #include "envoy/config/route/v3/route_components.pb-c.h"
+#include "proxy/hfilter.h"
 #include "proxy/route.h"
+#include "proxy/route_build_internal.h"
 
 #define ARENA_CHUNK (64 * 1024)
 
@@ -40,6 +42,8 @@ struct build {
     size_t errlen;
     char path[ROUTE_ERR_PATH_MAX];
     size_t plen;
+    const struct hf_chain *chain;   /* the HCM's HTTP filters (per-route configs resolve to them) */
+    const char *hcm_prefix;
 };
 
 typedef Envoy__Config__Route__V3__RouteConfiguration RouteConfiguration;
@@ -114,7 +118,7 @@ static void path_pop(struct build *b, size_t mark)
 }
 
 /* Writes "<path><field>: <message>" (without a leading '.') into the caller's err. */
-static int fail(struct build *b, const char *field, const char *fmt, ...)
+static int vfail(struct build *b, const char *field, const char *fmt, va_list ap)
 {
     if (!b->err || b->errlen == 0)
         return -1;
@@ -122,12 +126,17 @@ static int fail(struct build *b, const char *field, const char *fmt, ...)
     snprintf(full, sizeof full, "%.*s%s", (int)b->plen, b->path, field);
     const char *f = full[0] == '.' ? full + 1 : full;
     int n = snprintf(b->err, b->errlen, "%s: ", f);
-    if (n >= 0 && (size_t)n < b->errlen) {
-        va_list ap;
-        va_start(ap, fmt);
+    if (n >= 0 && (size_t)n < b->errlen)
         vsnprintf(b->err + n, b->errlen - (size_t)n, fmt, ap);
-        va_end(ap);
-    }
+    return -1;
+}
+
+static int fail(struct build *b, const char *field, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vfail(b, field, fmt, ap);
+    va_end(ap);
     return -1;
 }
 
@@ -605,9 +614,8 @@ static uint32_t fraction_den(int d)
 
 /* --- routes --- */
 
-/* typed_per_filter_config configures HTTP filters per route. No filter weft runs reads it yet
- * (CORS policies and faults are what Istio writes there), so an entry is a config error rather
- * than a policy silently ignored. */
+/* typed_per_filter_config of a ClusterWeight: no filter reads it yet, so an entry is a config
+ * error rather than a policy silently ignored (routes and virtual hosts: hfilter_build.c). */
 #define REFUSE_FILTER_CONFIG(b, obj)                                                              \
     ((obj)->n_typed_per_filter_config                                                             \
          ? fail((b), ".typed_per_filter_config", "per-route config for '%s' is not supported yet", \
@@ -829,11 +837,38 @@ static int compile_hash(struct build *b, const RouteAction *ra, struct route_ent
     return 0;
 }
 
+/* request_mirror_policies: the clusters to shadow to and their fractions (mirror.c sends). */
+static int compile_mirrors(struct build *b, const RouteAction *ra, struct route_entry *e)
+{
+    struct route_mirror *m = balloc(b, ra->n_request_mirror_policies * sizeof *m);
+    if (!m)
+        return oom(b);
+    for (size_t i = 0; i < ra->n_request_mirror_policies; i++) {
+        const Envoy__Config__Route__V3__RouteAction__RequestMirrorPolicy *p = ra->request_mirror_policies[i];
+        size_t mk = path_push(b, ".request_mirror_policies[%zu]", i);
+        if (resolve_cluster(b, ".cluster", p->cluster, &m[i].cluster) < 0)
+            return -1;
+        m[i].num = m[i].den = 100;
+        if (p->runtime_fraction && p->runtime_fraction->default_value) {
+            const Envoy__Type__V3__FractionalPercent *fp = p->runtime_fraction->default_value;
+            if (!(m[i].den = fraction_den(fp->denominator)))
+                return fail(b, ".runtime_fraction.default_value.denominator", "unknown value %d", (int)fp->denominator);
+            m[i].num = fp->numerator;
+        }
+        path_pop(b, mk);
+    }
+    e->mirrors = m;
+    e->nmirrors = ra->n_request_mirror_policies;
+    return 0;
+}
+
 static int compile_route_action(struct build *b, const RouteAction *ra, struct route_entry *e)
 {
     size_t mark = path_push(b, ".route");
     if (ra->cors)
         return fail(b, ".cors", "CORS policies are not supported yet");
+    if (ra->n_request_mirror_policies && compile_mirrors(b, ra, e) < 0)
+        return -1;
     switch (ra->cluster_specifier_case) {
     case ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__CLUSTER_SPECIFIER_CLUSTER:
         e->kind = ROUTE_CLUSTER;
@@ -1023,7 +1058,7 @@ static int compile_route(struct build *b, const Route *r, const struct route_vho
     e->cluster = -1;
     if (!(e->name = dup(b, r->name)))
         return -1;
-    if (REFUSE_FILTER_CONFIG(b, r) < 0)
+    if (hf_compile_per_route(b, (void *const *)r->typed_per_filter_config, r->n_typed_per_filter_config, &e->hf_own) < 0)
         return -1;
     if (r->action_case != ENVOY__CONFIG__ROUTE__V3__ROUTE__ACTION__NOT_SET && !r->route)
         return fail(b, "", "action is missing its message");   /* union: route/redirect/... alias */
@@ -1069,7 +1104,7 @@ static int compile_vhost(struct build *b, const VirtualHost *v, const struct rou
         return fail(b, ".domains", "at least one domain is required");
     if (v->cors)
         return fail(b, ".cors", "CORS policies are not supported yet");
-    if (REFUSE_FILTER_CONFIG(b, v) < 0)
+    if (hf_compile_per_route(b, (void *const *)v->typed_per_filter_config, v->n_typed_per_filter_config, &vh->hf_own) < 0)
         return -1;
     switch (v->require_tls) {
     case ENVOY__CONFIG__ROUTE__V3__VIRTUAL_HOST__TLS_REQUIREMENT_TYPE__NONE:
@@ -1254,13 +1289,32 @@ static int compile_table(struct build *b, const RouteConfiguration *rc, struct r
     }
     t->vhosts = vhs;
     t->nvhosts = rc->n_virtual_hosts;
-    return index_domains(b, rc, t, vhs);
+    if (index_domains(b, rc, t, vhs) < 0)
+        return -1;
+    /* HTTP filters: the table's own per-filter configs, then each route's resolved view. */
+    size_t mark = path_push(b, "typed_per_filter_config");
+    if (hf_compile_per_route(b, (void *const *)rc->typed_per_filter_config, rc->n_typed_per_filter_config, &t->hf_own) < 0)
+        return -1;
+    path_pop(b, mark);
+    for (size_t i = 0; i < t->nvhosts; i++)
+        for (size_t j = 0; j < vhs[i].nroutes; j++)
+            if (hf_resolve_route(b, b->chain, (struct route_entry *)&vhs[i].routes[j]) < 0)
+                return -1;
+    return 0;
 }
 
 struct route_table *route_table_build(const struct Envoy__Config__Route__V3__RouteConfiguration *rc,
                                       route_cluster_lookup lookup, void *lookup_ctx, char *err, size_t errlen)
 {
-    struct build b = { .lookup = lookup, .lookup_ctx = lookup_ctx, .err = err, .errlen = errlen };
+    return route_table_build_hcm(rc, lookup, lookup_ctx, NULL, NULL, 0, err, errlen);
+}
+
+struct route_table *route_table_build_hcm(const struct Envoy__Config__Route__V3__RouteConfiguration *rc,
+                                          route_cluster_lookup lookup, void *lookup_ctx, const char *hcm_stat_prefix,
+                                          const struct hf_spec *filters, size_t nfilters, char *err, size_t errlen)
+{
+    struct build b = { .lookup = lookup, .lookup_ctx = lookup_ctx, .err = err, .errlen = errlen,
+                       .hcm_prefix = hcm_stat_prefix ? hcm_stat_prefix : "" };
     if (err && errlen)
         err[0] = '\0';
     if (!rc) {
@@ -1271,6 +1325,15 @@ struct route_table *route_table_build(const struct Envoy__Config__Route__V3__Rou
     b.max_body = rc->max_direct_response_body_size_bytes ? rc->max_direct_response_body_size_bytes->value
                                                          : ROUTE_DIRECT_BODY_DEFAULT;
     struct route_table *t = balloc(&b, sizeof *t);
+    if (t && nfilters && hf_compile_chain(&b, filters, nfilters, &t->chain) < 0) {
+        for (size_t i = 0; i < b.ncodes; i++)
+            pcre2_code_free(b.codes[i]);
+        free(b.codes);
+        arena_free(b.arena);
+        return NULL;
+    }
+    if (t)
+        b.chain = t->chain;
     if (!t || compile_table(&b, rc, t) < 0) {
         if (!t)
             oom(&b);
@@ -1295,3 +1358,51 @@ void route_table_free(struct route_table *t)
     free(t->codes);
     arena_free(t->arena);   /* t itself lives in the arena */
 }
+
+/* --- for per-route HTTP filter configs (route_build_internal.h) --- */
+
+void *rb_alloc(struct build *b, size_t n)
+{
+    void *p = balloc(b, n);
+    if (!p)
+        oom(b);
+    return p;
+}
+
+const char *rb_dup(struct build *b, const char *s) { return dup(b, s); }
+
+int rb_fail(struct build *b, const char *field, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vfail(b, field, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+size_t rb_path_push(struct build *b, const char *fmt, ...)
+{
+    size_t mark = b->plen;
+    if (b->plen < sizeof b->path) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(b->path + b->plen, sizeof b->path - b->plen, fmt, ap);
+        va_end(ap);
+        if (n > 0)
+            b->plen += (size_t)n < sizeof b->path - b->plen ? (size_t)n : sizeof b->path - 1 - b->plen;
+    }
+    return mark;
+}
+
+void rb_path_pop(struct build *b, size_t mark) { path_pop(b, mark); }
+int rb_header_match(struct build *b, const HeaderMatcher *m, struct route_header_match *o)
+{
+    return compile_header_match(b, m, o);
+}
+int rb_header_add(struct build *b, const HeaderValueOption *h, struct route_header_add *o)
+{
+    return compile_add(b, h, o);
+}
+uint32_t rb_fraction_den(int d) { return fraction_den(d); }
+const char *rb_hcm_stat_prefix(const struct build *b) { return b->hcm_prefix; }
+const struct hf_chain *rb_chain(const struct build *b) { return b->chain; }

@@ -104,8 +104,10 @@ static void local_reply(struct hstream *s, int status, uint32_t flag, const char
     }
     size_t text = b->tail;
     int wire = status, gs = -1;
-    if (fwd_write_local_head(b, s->hcm, status, body, blen, location, grpc, &wire, &gs) < 0 ||
-        put(b, "\r\n", 2) || parse_built_head(s, text) < 0) {
+    int go = s->hf.status ? s->hf.grpc_status : -1; /* a filter's reply may carry its own grpc-status */
+    grpc = grpc || go >= 0;
+    if (fwd_write_local_head_grpc(b, s->hcm, status, body, blen, location, grpc, go, &wire, &gs) < 0 ||
+        (s->hf.status && hf_reply_headers(b, &s->hf) < 0) || put(b, "\r\n", 2) || parse_built_head(s, text) < 0) {
         s->reset = true;
         return;
     }
@@ -204,6 +206,10 @@ static bool use_h2_upstream(const struct hstream *s)
     return p == UPSTREAM_HTTP2 || (p == UPSTREAM_DOWNSTREAM && s->protocol && strcmp(s->protocol, "HTTP/2") == 0);
 }
 
+static bool filters_pass(struct hstream *s, const struct route_request *rr);
+static void router_upstream(struct hstream *s, const struct route_request *rr);
+static void on_fault_delay(struct loop *l, struct timer *t);
+
 /* The per-stream start every entry point shares: stream record, timer, forwarding headers. */
 static void begin(struct hstream *s)
 {
@@ -211,6 +217,7 @@ static void begin(struct hstream *s)
     s->cluster = -1;
     s->cluster_weight = -1;
     timer_init(&s->timer, on_route_timeout, s);
+    timer_init(&s->hf_timer, on_fault_delay, s);
     s->head_request = s->rq.method.n == 4 && memcmp(s->rq.method.p, "HEAD", 4) == 0;
     s->grpc = fwd_headers(s->hcm, s->w, &s->rq, s->peer, s->xff, sizeof s->xff, s->request_id, sizeof s->request_id,
                           &s->si);
@@ -254,15 +261,51 @@ static void forward(struct hstream *s, const struct route_request *rr, const str
     s->cluster_weight = fd->cluster_weight;
     s->wc = fwd_cluster(w, s->hcm->snap, s->cluster, &s->si);
     s->timeout_ms = fd->timeout_ms;
+    if (__builtin_expect(s->route->hf != NULL, 0) && !filters_pass(s, rr))
+        return;
+    router_upstream(s, rr);
+}
+
+/* The HTTP filters before the router (hfilter.h): true to go on upstream; false when they
+ * answered (fault abort, rate limit) or delay the request (hf_timer resumes it). */
+static bool filters_pass(struct hstream *s, const struct route_request *rr)
+{
+    switch (hf_run(s->route, s->w, rr, s->si.upstream_cluster, &s->hf, &s->si)) {
+    case HF_CONTINUE:
+        return true;
+    case HF_DELAY:
+        timer_start(s->w->loop, &s->hf_timer, s->hf.delay_ms);
+        return false;
+    default:
+        router_local_reply(s, s->hf.status, s->hf.flag, s->hf.details, s->hf.body);
+        return false;
+    }
+}
+
+static void on_fault_delay(struct loop *l, struct timer *t)
+{
+    (void)l;
+    struct hstream *s = t->data;
+    struct route_request rr = fwd_route_request(&s->rq, s->scheme, s->tp && transport_is_tls(s->tp), s->peer);
+    if (filters_pass(s, &rr))
+        router_upstream(s, &rr);
+    s->ops->wake(s);
+}
+
+/* Picks the host and starts the upstream request: the rest of router_start. */
+static void router_upstream(struct hstream *s, const struct route_request *rrp)
+{
+    struct worker *w = s->w;
+    struct route_request rr = *rrp;
     struct host od;
-    const struct host *h = fwd_pick_host(w, s->wc, s->route, rr, s->local, &od, s->orig_dst, sizeof s->orig_dst,
+    const struct host *h = fwd_pick_host(w, s->wc, s->route, &rr, s->local, &od, s->orig_dst, sizeof s->orig_dst,
                                          &s->host, &s->host_counted, &s->si);
     if (!h) {
         reply(s, s->host == FWD_HOST_OVERFLOW ? FWD_R_OVERFLOW : FWD_R_NO_HEALTHY);
         return;
     }
     bool h2 = use_h2_upstream(s);
-    if (build_upstream_head(s, rr, h, h2) < 0) {
+    if (build_upstream_head(s, &rr, h, h2) < 0) {
         reply(s, FWD_R_REQUEST_HEADERS_TOO_LARGE);
         return;
     }
@@ -654,6 +697,10 @@ void router_finish(struct hstream *s, bool downstream_reset)
     s->finished = true;
     struct worker *w = s->w;
     timer_stop(w->loop, &s->timer);
+    if (__builtin_expect(s->route && s->route->hf != NULL, 0)) {
+        timer_stop(w->loop, &s->hf_timer);
+        hf_done(&s->hf, w, s->route);
+    }
     s->si.end_us = clock_now_us();
     if (downstream_reset)
         s->si.flags |= 1u << RF_DOWNSTREAM_CONNECTION_TERMINATION;

@@ -33,6 +33,8 @@
 #include "proxy/config.h"
 #include "proxy/lb.h"
 #include "proxy/listener.h"
+#include "proxy/hfilter.h"
+#include "proxy/netrl.h"
 #include "proxy/route.h"
 #include "proxy/host_health.h"
 #include "proxy/resilience_build.h"
@@ -791,26 +793,12 @@ static const char *type_name(const Google__Protobuf__Any *any)
     return slash ? slash + 1 : any->type_url;
 }
 
-/* Filters every Istio sidecar lists, accepted while they would do nothing: the CORS filter
- * (it acts only on per-route CORS policies, which the route builder refuses until they are
- * implemented) and the fault filter with an empty config (faults come only from its config or
- * from per-route config, also refused). Returns 0 when t names such a filter, 1 when it names
- * something else, -1 (error set) for a fault filter that would inject faults. */
-static int inert_http_filter(struct ctx *c, const char *t, const Google__Protobuf__Any *any)
+/* The CORS filter every Istio sidecar lists is accepted while it does nothing (it acts only on
+ * per-route CORS policies, which the route builder refuses until they are implemented).
+ * Returns 0 for it, 1 for anything else. */
+static int inert_http_filter(const char *t)
 {
-    if (strcmp(t, "envoy.extensions.filters.http.cors.v3.Cors") == 0)
-        return 0;
-    if (strcmp(t, "envoy.extensions.filters.http.fault.v3.HTTPFault") != 0)
-        return 1;
-    struct pbmap_error pe;
-    Envoy__Extensions__Filters__Http__Fault__V3__HTTPFault *f = (Envoy__Extensions__Filters__Http__Fault__V3__HTTPFault *)
-        pbmap_unpack_any(&any->base, &envoy__extensions__filters__http__fault__v3__httpfault__descriptor, &pe);
-    if (!f)
-        return fail(c, "typed_config: %s", pe.msg);
-    bool active = f->delay || f->abort || f->response_rate_limit || f->max_active_faults || f->n_headers ||
-                  f->n_downstream_nodes || (f->upstream_cluster && *f->upstream_cluster);
-    protobuf_c_message_free_unpacked(&f->base, NULL);
-    return active ? fail(c, "fault injection (delay, abort, rate limit) is not implemented yet") : 0;
+    return strcmp(t, "envoy.extensions.filters.http.cors.v3.Cors") == 0 ? 0 : 1;
 }
 
 static int build_hcm(struct ctx *c, const Hcm *h, struct hcm_config *hc)
@@ -871,6 +859,8 @@ static int build_hcm(struct ctx *c, const Hcm *h, struct hcm_config *hc)
         pop(c, old);
     }
     hc->h2_stats = stats_block("http2.", &http2_stat_schema);
+    struct hf_spec specs[HF_MAX];
+    size_t nspecs = 0;
     for (size_t i = 0; i < h->n_http_filters; i++) {
         const Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpFilter *f = h->http_filters[i];
         const char *t = f->config_type_case ==
@@ -889,10 +879,14 @@ static int build_hcm(struct ctx *c, const Hcm *h, struct hcm_config *hc)
         if (f->is_optional || f->disabled)
             continue;
         size_t old_f = push(c, ".http_filters[%zu]", i);
-        int inert = inert_http_filter(c, t, f->typed_config);
-        if (inert < 0)
-            return -1;
-        if (inert == 0) {
+        if (inert_http_filter(t) == 0) {
+            pop(c, old_f);
+            continue;
+        }
+        if (hf_known_type(t)) { /* fault, local_ratelimit: compiled with the routes (hfilter.h) */
+            if (nspecs == HF_MAX)
+                return fail(c, "at most %d HTTP filters besides the router", HF_MAX);
+            specs[nspecs++] = (struct hf_spec){f->name ? f->name : "", f->typed_config};
             pop(c, old_f);
             continue;
         }
@@ -907,9 +901,10 @@ static int build_hcm(struct ctx *c, const Hcm *h, struct hcm_config *hc)
         ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__ROUTE_SPECIFIER_ROUTE_CONFIG)
         return fail(c, "route_config is required");
     char rerr[512];
-    hc->routes = route_table_build(h->route_config, lookup_cluster, c->snap, rerr, sizeof rerr);
+    hc->routes = route_table_build_hcm(h->route_config, lookup_cluster, c->snap, hc->stat_prefix, specs, nspecs, rerr,
+                                       sizeof rerr);
     if (!hc->routes) {
-        push(c, ".route_config.");
+        push(c, strncmp(rerr, "http_filters", 12) == 0 ? "." : ".route_config.");
         return fail(c, "%s", rerr);
     }
     return build_access_logs(c, h->access_log, h->n_access_log, &hc->access_logs, &hc->n_access_logs);
@@ -1028,6 +1023,16 @@ static int build_filter_chain(struct ctx *c, const FilterChain *pf, struct filte
             protobuf_c_message_free_unpacked(&tp->base, NULL);
             if (r < 0)
                 return -1;
+        } else if (strcmp(t, "envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit") == 0 &&
+                   i != pf->n_filters - 1) {
+            char err[512];
+            if (fc->n_netrl == NETRL_MAX)
+                return fail(c, "at most %d local_ratelimit network filters", NETRL_MAX);
+            if (!(fc->netrl[fc->n_netrl] = netrl_build(f->typed_config, err, sizeof err)))
+                return fail(c, "%s", err);
+            fc->n_netrl++;
+            pop(c, old);
+            continue;
         } else {
             return fail(c, "unsupported network filter '%s' (%s)", f->name ? f->name : "", *t ? t : "no typed_config");
         }
@@ -1220,6 +1225,8 @@ static void free_chain(struct filter_chain *fc)
 {
     if (!fc)
         return;
+    for (size_t i = 0; i < fc->n_netrl; i++)
+        netrl_free(fc->netrl[i]);
     free(fc->name);
     free(fc->match.prefix_ranges);
     free(fc->match.source_prefix_ranges);

@@ -1,4 +1,5 @@
 #include "proxy/worker.h"
+#include "proxy/mirror.h"
 #include "proxy/h2_mem.h"
 
 #include <errno.h>
@@ -342,6 +343,7 @@ static void *worker_main(void *arg)
 {
     struct worker *w = arg;
     loop_run(w->loop);
+    mirror_worker_exit(); /* shadow requests still in flight (mirror.h) */
     atomic_store(&w->done, true);
     return NULL;
 }

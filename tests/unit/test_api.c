@@ -102,6 +102,10 @@ static void test_field_numbers(void)
 {
     /* Spot checks against envoyproxy/data-plane-api. */
     CHECK_EQ_INT(field_number("envoy.config.bootstrap.v3.Bootstrap", "admin"), 12);
+    CHECK_EQ_INT(field_number("envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit", "stat_prefix"), 1);
+    CHECK_EQ_INT(field_number("envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit", "token_bucket"), 2);
+    CHECK_EQ_INT(field_number("envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit", "runtime_enabled"), 3);
+    CHECK_EQ_INT(field_number("envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit", "share_key"), 4);
     CHECK_EQ_INT(field_number("envoy.config.bootstrap.v3.Bootstrap", "static_resources"), 2);
     CHECK_EQ_INT(field_number("envoy.config.bootstrap.v3.Bootstrap", "layered_runtime"), 17);
     CHECK_EQ_INT(field_number("envoy.config.cluster.v3.Cluster", "lb_policy"), 6);
