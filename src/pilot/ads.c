@@ -45,6 +45,7 @@ struct ads_conn {
     struct ads_conn *next, *prev;
     bool delta, have_proxy, grpc, finished;
     bool proxyless;             /* node metadata GENERATOR: grpc (gRPC's own xDS client) */
+    unsigned grpc_timeout_pad_ms; /* added to route timeouts for this client (translate_grpc.c) */
     ads_send_fn send;
     void *ctx;
     struct pilot_proxy proxy;
@@ -308,8 +309,8 @@ static char *gen_key(struct ads_conn *c, enum pilot_type t, size_t *len)
     char *k = malloc(cap);
     if (!k)
         return NULL;
-    size_t o = (size_t)snprintf(k, cap, "%d|%d|%d|%d|%s|%s|%s|", (int)t, c->proxyless, (int)p->type,
-                                w->wildcard, p->ns, p->service_account, ip_rel ? p->ip : "");
+    size_t o = (size_t)snprintf(k, cap, "%d|%d|%u|%d|%d|%s|%s|%s|", (int)t, c->proxyless,
+                                c->grpc_timeout_pad_ms, (int)p->type, w->wildcard, p->ns, p->service_account, ip_rel ? p->ip : "");
     for (size_t i = 0; i < p->n_labels; i++) {
         size_t kl = strlen(p->labels[i].key), vl = strlen(p->labels[i].value);
         memcpy(k + o, p->labels[i].key, kl);
@@ -348,7 +349,7 @@ static struct packed *generate(struct ads_conn *c, enum pilot_type t)
     struct pilot_resources res = {0};
     struct istio_errors warn = {0};
     int rc = c->proxyless ? pilot_translate_grpc(s->model, &c->proxy, t, w->names, w->n_names,
-                                                 w->wildcard, &res, &warn)
+                                                 w->wildcard, c->grpc_timeout_pad_ms, &res, &warn)
                           : pilot_translate(s->model, &c->proxy, t, &res, &warn);
     if (rc < 0) {
         for (size_t i = 0; i < warn.n; i++)
@@ -660,6 +661,8 @@ static int take_node(struct ads_conn *c, const Envoy__Config__Core__V3__Node *no
             v->kind_case == GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE && !strcmp(v->string_value, "grpc"))
             c->proxyless = true;
     }
+    if (c->proxyless)
+        c->grpc_timeout_pad_ms = pilot_grpc_timeout_pad_ms(node->user_agent_name);
     log_info("ads: %s connected (%s%s)", c->proxy.id, c->delta ? "delta" : "sotw",
              c->proxyless ? ", proxyless gRPC" : "");
     return 0;

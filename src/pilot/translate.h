@@ -97,7 +97,12 @@ char *pilot_dump_json(const struct pilot_model *m, const struct pilot_proxy *p, 
  * when wildcard), EDS clusters and their ClusterLoadAssignments. Returns and ownership as
  * pilot_translate. */
 int pilot_translate_grpc(const struct pilot_model *m, const struct pilot_proxy *p, enum pilot_type t,
-                         char *const *names, size_t n_names, int wildcard,
+                         char *const *names, size_t n_names, int wildcard, unsigned timeout_pad_ms,
                          struct pilot_resources *out, struct istio_errors *warnings);
+/* What pilot_translate_grpc adds to route timeouts for a client with this node
+ * user_agent_name: PILOT_GRPC_CORE_TIMEOUT_PAD_MS for gRPC C-core ("gRPC C-core linux Python",
+ * whose method-config deadlines fire 1-2 s early), else 0. */
+#define PILOT_GRPC_CORE_TIMEOUT_PAD_MS 2000u
+unsigned pilot_grpc_timeout_pad_ms(const char *user_agent_name);
 
 #endif

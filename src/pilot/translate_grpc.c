@@ -7,11 +7,14 @@
  *     name) and the fault and router filters.
  *   - RDS: a RouteConfiguration of that name with the service's virtual host as the sidecar
  *     translation builds it (VirtualService matches, weights, retries, faults); a route
- *     timeout becomes max_stream_duration, the only timeout gRPC reads.
+ *     timeout becomes max_stream_duration, the only timeout gRPC reads (2 s longer for gRPC
+ *     C-core, which starts it 1-2 s early).
  *   - CDS: "outbound|PORT|SUBSET|HOST" clusters of type EDS over ADS, ROUND_ROBIN.
  *   - EDS: the sidecar's ClusterLoadAssignments (localities carry a weight, which gRPC needs).
  * Everything derives from the sidecar translation of the same proxy, so both agree. */
+#include <errno.h>
 #include <jansson.h>
+#include <stdio.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -122,9 +125,41 @@ static json_t *listener_json(const char *name)
     return json_pack("{s:s,s:{s:o}}", "name", name, "apiListener", "apiListener", hcm);
 }
 
+unsigned pilot_grpc_timeout_pad_ms(const char *user_agent_name)
+{
+    return user_agent_name && !strncmp(user_agent_name, "gRPC C-core", 11) ? PILOT_GRPC_CORE_TIMEOUT_PAD_MS
+                                                                           : 0;
+}
+
+/* A JSON Duration ("1s", "0.250s") plus pad_ms as a JSON Duration, or NULL when it is not one
+ * or is zero (no timeout). */
+static json_t *padded_duration(const char *text, unsigned pad_ms)
+{
+    char *end;
+    errno = 0;
+    long long sec = strtoll(text, &end, 10);
+    long long nanos = 0;
+    if (errno || end == text || sec < 0)
+        return NULL;
+    if (*end == '.') {
+        long long scale = 100000000;
+        for (end++; *end >= '0' && *end <= '9'; end++, scale /= 10)
+            nanos += scale ? (*end - '0') * scale : 0;
+    }
+    if (strcmp(end, "s") || (sec == 0 && nanos == 0))
+        return NULL;
+    nanos += (long long)(pad_ms % 1000) * 1000000;
+    sec += pad_ms / 1000 + nanos / 1000000000;
+    nanos %= 1000000000;
+    char buf[48];
+    snprintf(buf, sizeof buf, "%lld.%09llds", sec, nanos);
+    return json_string(buf);
+}
+
 /* A route timeout as gRPC reads it (A31): max_stream_duration, no grpc_timeout_header_max
- * (which, set to 0, would mean "no limit" and win). */
-static void grpc_timeouts(json_t *vh)
+ * (which, set to 0, would mean "no limit" and win). pad_ms is added for clients that start the
+ * timeout early (pilot_grpc_timeout_pad_ms). */
+static void grpc_timeouts(json_t *vh, unsigned pad_ms)
 {
     size_t i, k;
     json_t *r, *h;
@@ -153,18 +188,19 @@ static void grpc_timeouts(json_t *vh)
             continue;
         json_t *to = json_object_get(act, "timeout");
         json_object_del(act, "maxStreamDuration");
-        if (json_is_string(to) && strcmp(json_string_value(to), "0s"))
-            json_object_set_new(act, "maxStreamDuration",
-                                json_pack("{s:O}", "maxStreamDuration", to));
+        json_t *msd = json_is_string(to) ? padded_duration(json_string_value(to), pad_ms) : NULL;
+        if (msd)
+            json_object_set_new(act, "maxStreamDuration", json_pack("{s:o}", "maxStreamDuration", msd));
     }
 }
 
-static json_t *route_json(const char *name, const Envoy__Config__Route__V3__VirtualHost *vh)
+static json_t *route_json(const char *name, const Envoy__Config__Route__V3__VirtualHost *vh,
+                          unsigned pad_ms)
 {
     json_t *v = pbmap_to_json(&vh->base);
     if (!v)
         return NULL;
-    grpc_timeouts(v);
+    grpc_timeouts(v, pad_ms);
     json_object_set_new(v, "name", json_string(name));
     return json_pack("{s:s,s:[o]}", "name", name, "virtualHosts", v);
 }
@@ -176,7 +212,7 @@ static json_t *cluster_json(const char *name)
 }
 
 int pilot_translate_grpc(const struct pilot_model *m, const struct pilot_proxy *p, enum pilot_type t,
-                         char *const *names, size_t n_names, int wildcard,
+                         char *const *names, size_t n_names, int wildcard, unsigned timeout_pad_ms,
                          struct pilot_resources *out, struct istio_errors *warnings)
 {
     memset(out, 0, sizeof *out);
@@ -239,7 +275,7 @@ int pilot_translate_grpc(const struct pilot_model *m, const struct pilot_proxy *
             const Envoy__Config__Route__V3__VirtualHost *vh = find_vhost(&side, want[i]);
             if (!vh)
                 continue;   /* not a service this proxy sees: the client gets "does not exist" */
-            json_t *j = t == PILOT_LDS ? listener_json(want[i]) : route_json(want[i], vh);
+            json_t *j = t == PILOT_LDS ? listener_json(want[i]) : route_json(want[i], vh, timeout_pad_ms);
             const ProtobufCMessageDescriptor *d = t == PILOT_LDS ? pbmap_find_type(pilot_type_url(PILOT_LDS))
                                                                  : side.msgs[0]->descriptor;
             ProtobufCMessage *msg = j && d ? from_json(d, j, want[i], warnings) : NULL;

@@ -190,9 +190,11 @@ static int resolve_rds(Hcm *h, void *arg)
     return 1;
 }
 
-/* Rewrites "static_resources.clusters[N]..." errors about dynamic resources (N >= nstatic)
- * into "cluster 'name'...", so a NACK names the resource the server sent. */
-static void name_error(char *err, size_t errlen, const char *what, size_t nstatic, char **names)
+/* Rewrites "static_resources.clusters[N].field: problem" errors about dynamic resources
+ * (N >= nstatic) into "Cluster 'name': field: problem", so a NACK names the resource the
+ * server sent (its type and name) and the field path inside it, as Envoy users expect. */
+static void name_error(char *err, size_t errlen, const char *what, const char *type, size_t nstatic,
+                       char **names)
 {
     char key[64];
     snprintf(key, sizeof key, "static_resources.%ss[", what);
@@ -204,8 +206,13 @@ static void name_error(char *err, size_t errlen, const char *what, size_t nstati
     if (*end != ']' || idx < nstatic)
         return;
     char tail[1024];
-    snprintf(tail, sizeof tail, "%s", end + 1);
-    snprintf(err, errlen, "%s '%s'%s", what, names[idx - nstatic], tail);
+    const char *t = end + 1;
+    if (*t == '.')
+        t++;        /* a field inside the resource */
+    else if (*t == ':' && t[1] == ' ')
+        t += 2;     /* the resource itself */
+    snprintf(tail, sizeof tail, "%s", t);
+    snprintf(err, errlen, "%s '%s': %s", type, names[idx - nstatic], tail);
 }
 
 /* {"version_info", "last_updated"} of one resource, the fields every dynamic_* entry has. */
@@ -400,8 +407,8 @@ struct snapshot *xds_snapshot_build(const ProtobufCMessage *bm, const struct xds
     sr.n_listeners = nsl + nl;
     s = snapshot_build(&cb.base, err, errlen);
     if (!s) {
-        name_error(err, errlen, "cluster", nsc, cnames);
-        name_error(err, errlen, "listener", nsl, lnames);
+        name_error(err, errlen, "cluster", "Cluster", nsc, cnames);
+        name_error(err, errlen, "listener", "Listener", nsl, lnames);
         goto out;
     }
     for (size_t i = 0; i < s->n_listeners && i < sr.n_listeners; i++) {

@@ -171,22 +171,37 @@ try:
             except Exception as e:  # noqa: BLE001
                 return e.code().name
         check("fault abort 503 ends the call UNAVAILABLE", code([("x-test", "fault")]) == "UNAVAILABLE")
-        # A route timeout reaches gRPC as max_stream_duration (A31), as Istio's grpcgen sends it.
-        # Not checked with calls: Debian's grpcio 1.51 fails every call on a route that has a
-        # max_stream_duration at once with DEADLINE_EXCEEDED (its deadline starts from a zero
-        # call start time), so the shape is checked with a raw ADS client instead.
+        # A route timeout reaches gRPC as max_stream_duration (A31). gRPC C-core (this grpcio
+        # 1.51) starts such a timeout 1-2 s early (grpc/grpc#34547), so weftd adds 2 s for a
+        # client whose user_agent_name says C-core: the 1 s timeout fires after 1-2 s.
+        check("a call on a route with a timeout succeeds", code([("x-test", "slow"), ("x-delay-ms", "200")]) == "OK")
+        t0 = time.time()
+        slow_code = code([("x-test", "slow"), ("x-delay-ms", "6000")], timeout=20)
+        dt = time.time() - t0
+        check("a backend slower than the route timeout ends the call DEADLINE_EXCEEDED",
+              slow_code == "DEADLINE_EXCEEDED" and 0.9 <= dt < 5, "%s after %.2fs" % (slow_code, dt))
+        check("the call's own deadline still applies under the route timeout",
+              code([("x-test", "slow"), ("x-delay-ms", "3000")], timeout=0.3) == "DEADLINE_EXCEEDED")
         import xds  # noqa: E402
-        raw = xds.Stream(gport)
-        raw.send(node=xds.node("sidecar~127.0.0.9~raw.default~default.svc.cluster.local",
-                               GENERATOR="grpc"), type_url=xds.RDS,
-                 resource_names=["reviews.default.svc.cluster.local:9080"])
-        rr = raw.recv()
-        routes = [r for r in xds.unpack(rr.resources[0]).virtual_hosts[0].routes] if rr else []
-        slow = [r for r in routes if any(h.exact_match == "slow" for h in r.match.headers)]
+
+        def slow_route(user_agent):
+            raw = xds.Stream(gport)
+            n = xds.node("sidecar~127.0.0.9~raw.default~default.svc.cluster.local", GENERATOR="grpc")
+            if user_agent:
+                n.user_agent_name = user_agent
+            raw.send(node=n, type_url=xds.RDS, resource_names=["reviews.default.svc.cluster.local:9080"])
+            rr = raw.recv()
+            raw.close()
+            routes = [r for r in xds.unpack(rr.resources[0]).virtual_hosts[0].routes] if rr else []
+            slow = [r for r in routes if any(h.exact_match == "slow" for h in r.match.headers)]
+            return slow[0].route.max_stream_duration if slow else None
+        m = slow_route(None)
         check("the timeout is sent as max_stream_duration",
-              slow and slow[0].route.max_stream_duration.max_stream_duration.seconds == 1
-              and not slow[0].route.max_stream_duration.HasField("grpc_timeout_header_max"), str(slow))
-        raw.close()
+              m is not None and m.max_stream_duration.seconds == 1 and m.max_stream_duration.nanos == 0
+              and not m.HasField("grpc_timeout_header_max"), str(m))
+        m = slow_route("gRPC C-core linux Python")
+        check("to gRPC C-core it is sent 2 s longer",
+              m is not None and m.max_stream_duration.seconds == 3 and m.max_stream_duration.nanos == 0, str(m))
     sz = subprocess.run(["curl", "-s", "http://127.0.0.1:%d/debug/syncz" % dport],
                         capture_output=True, text=True, timeout=10).stdout
     me = [p for p in json.loads(sz) if p["proxy"] == NODE]

@@ -170,6 +170,18 @@ nack = ads.wait_request(lambda n, rq: rq.type_url == RDS and rq.response_nonce =
 check("a bad RouteConfiguration is NACKed with error_detail", nack is not None and nack.HasField("error_detail")
       and nack.error_detail.code == 3 and "no-such-cluster" in nack.error_detail.message
       and nack.version_info == "r2", str(nack))
+# a bad Cluster: the NACK names the resource (type and name) and the field inside it
+badc = ads_server.from_dict(CDS, dict(cluster("outbound|9080||reviews.default.svc.cluster.local", "be-svc"),
+                                      lb_policy="ROUND_ROBIN"))
+badc.lb_policy = 7
+ca, cb = any_pb2.Any(), any_pb2.Any()
+ca.Pack(ads_server.from_dict(CDS, cluster("be", "be-svc")))
+cb.Pack(badc)
+nonce = ads.push_raw(CDS, [ca, cb], "c-bad")
+nack = ads.wait_request(lambda n, rq: rq.type_url == CDS and rq.response_nonce == nonce, 3)
+want = "Cluster 'outbound|9080||reviews.default.svc.cluster.local': lb_policy: unsupported policy 7"
+check("a bad Cluster's NACK names it: " + want, nack is not None and nack.error_detail.message == want
+      and nack.version_info == "c1", str(nack))
 st, h, _ = get(lport)
 check("the old config still serves after the NACK", st == 200 and h.get("x-route") == "v2", str(h))
 stats = proxy.stats()
