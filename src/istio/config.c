@@ -276,6 +276,21 @@ static int ignored_metadata(const char *k)
     return 0;
 }
 
+/* Kubernetes workload kinds weftd does not serve (weftctl mesh runs them): a directory of
+ * kubectl-style manifests may hold them next to Services and Istio config, so they are skipped
+ * without an error, as istiod never sees them as config. */
+static int ignored_k8s_kind(const char *api_version, const char *kind)
+{
+    static const char *const core[] = {"ServiceAccount", "Pod", "ConfigMap", NULL};
+    static const char *const apps[] = {"Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", NULL};
+    const char *const *names = !strcmp(api_version, "v1") ? core
+                               : !strcmp(api_version, "apps/v1") ? apps : NULL;
+    for (int i = 0; names && names[i]; i++)
+        if (!strcmp(names[i], kind))
+            return 1;
+    return 0;
+}
+
 static int find_kind(const char *api_version, const char *kind, enum istio_kind *out,
                      int *version_ok)
 {
@@ -318,6 +333,8 @@ static int parse_doc(const struct ytree *doc, const char *file, const char *doma
     enum istio_kind kind;
     int version_ok;
     if (find_kind(av->str, kd->str, &kind, &version_ok) < 0) {
+        if (ignored_k8s_kind(av->str, kd->str))
+            return 0;
         istio_errors_add(errs, "%s:%d: kind: unknown kind %.100s (apiVersion %.100s), skipped",
                          file, kd->line, kd->str, av->str);
         return 1;
