@@ -102,6 +102,9 @@ struct cluster {
     int index;                     /* position in snapshot->clusters */
     enum cluster_type type;
     uint64_t connect_timeout_ms;   /* default 5000 */
+    struct sockaddr_storage bind_addr; /* upstream_bind_config.source_address (bind_len 0: none) */
+    socklen_t bind_len;
+    bool bind_freebind;
     uint32_t max_requests_per_connection; /* 0 = unlimited */
     uint64_t idle_timeout_ms;      /* upstream connection idle timeout, default 1h */
     uint32_t per_connection_buffer_limit;
@@ -246,7 +249,8 @@ struct listener_config {
     struct sockaddr_storage addr;
     socklen_t addrlen;
     char addr_str[ADDR_STR_MAX];
-    bool use_original_dst;         /* use_original_dst or the original_dst listener filter */
+    bool use_original_dst;         /* Listener.use_original_dst: hand the connection to the listener of its original destination */
+    bool restore_original_dst;     /* that, or the original_dst listener filter: match chains on the original destination */
     bool bind_to_port;             /* default true */
     struct filter_chain **chains;
     size_t n_chains;

@@ -296,11 +296,11 @@ void listener_accept_all(struct worker *w, struct wlistener *wl)
         }
         getsockname(fd, (struct sockaddr *)&local, &llen);
         struct listener_config *lc = wl->cfg;
-        if (lc->use_original_dst) {
+        if (lc->restore_original_dst) {
             struct sockaddr_storage orig;
             if (get_original_dst(fd, &orig)) {
                 local = orig;
-                struct listener_config *target = original_dst_listener(w, &orig);
+                struct listener_config *target = lc->use_original_dst ? original_dst_listener(w, &orig) : NULL;
                 if (target && target != lc)
                     lc = target;
             }

@@ -641,6 +641,15 @@ static int build_cluster(struct ctx *c, const Cluster *pc, struct cluster *cl)
     if (!cl->name || !*cl->name)
         return fail(c, "name is required");
     cl->connect_timeout_ms = duration_ms(pc->connect_timeout, 5000);
+    /* Istio's inbound clusters bind 127.0.0.6, the source weft-init's rules let through. */
+    if (pc->upstream_bind_config && pc->upstream_bind_config->source_address) {
+        const Envoy__Config__Core__V3__SocketAddress *sa = pc->upstream_bind_config->source_address;
+        size_t old = push(c, ".upstream_bind_config.source_address");
+        if (parse_ip_port(c, sa->address ? sa->address : "", sa->port_value, &cl->bind_addr, &cl->bind_len) < 0)
+            return -1;
+        pop(c, old);
+        cl->bind_freebind = pc->upstream_bind_config->freebind && pc->upstream_bind_config->freebind->value;
+    }
     cl->max_requests_per_connection = pc->max_requests_per_connection ? pc->max_requests_per_connection->value : 0;
     cl->idle_timeout_ms = 3600 * 1000;
     if (build_upstream_protocol(c, pc, cl) < 0)
@@ -1069,14 +1078,18 @@ static int build_listener(struct ctx *c, const Listener *pl, struct listener_con
         lc->name = xstrdup(lc->addr_str);
     }
     lc->bind_to_port = !pl->bind_to_port || pl->bind_to_port->value;
+    /* Envoy hands a connection to another listener only for Listener.use_original_dst; the
+     * original_dst listener filter alone (Istio's virtualInbound) only restores the address
+     * that filter_chain_match sees. */
     lc->use_original_dst = pl->use_original_dst && pl->use_original_dst->value;
+    lc->restore_original_dst = lc->use_original_dst;
     for (size_t i = 0; i < pl->n_listener_filters; i++) {
         const Envoy__Config__Listener__V3__ListenerFilter *lf = pl->listener_filters[i];
         const char *t = lf->config_type_case == ENVOY__CONFIG__LISTENER__V3__LISTENER_FILTER__CONFIG_TYPE_TYPED_CONFIG
                             ? type_name(lf->typed_config) : "";
         if (strcmp(t, "envoy.extensions.filters.listener.original_dst.v3.OriginalDst") == 0 ||
             (lf->name && strcmp(lf->name, "envoy.filters.listener.original_dst") == 0)) {
-            lc->use_original_dst = true;
+            lc->restore_original_dst = true;
         } else if (strcmp(t, "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector") == 0 ||
                    (!*t && lf->name && strcmp(lf->name, "envoy.filters.listener.tls_inspector") == 0)) {
             if (lf->filter_disabled) {

@@ -280,6 +280,16 @@ static int connect_new(struct worker *w, struct wcluster *wc, uint32_t host, con
         return -errno;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    const struct cluster *c = wc->c;
+    if (c->bind_len && c->bind_addr.ss_family == addr->ss_family) {
+        if (c->bind_freebind)
+            setsockopt(fd, SOL_IP, IP_FREEBIND, &one, sizeof one);
+        if (bind(fd, (const struct sockaddr *)&c->bind_addr, c->bind_len) < 0) {
+            int e = errno;
+            close(fd);
+            return -e;
+        }
+    }
     struct uconn *u = calloc(1, sizeof *u);
     if (!u) {
         close(fd);
