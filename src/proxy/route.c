@@ -346,6 +346,16 @@ static bool header_matches(const struct route_header_match *m, const struct rout
     return ok != m->invert;
 }
 
+bool route_headers_match(const struct route_header_match *m, size_t n, const struct h1_header *h, size_t nh,
+                         struct route_scratch *s)
+{
+    struct route_request rq = {.headers = h, .nheaders = nh};
+    for (size_t i = 0; i < n; i++)
+        if (!header_matches(&m[i], &rq, s))
+            return false;
+    return true;
+}
+
 static bool is_grpc(const struct route_request *rq)
 {
     struct h1_str ct;
