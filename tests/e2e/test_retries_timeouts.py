@@ -49,6 +49,18 @@ try:
         "cluster.be.upstream_rq_retry_limit_exceeded"))
     check("no request left active", stats["http.ingress.downstream_rq_active"] == 0,
           stats["http.ingress.downstream_rq_active"])
+    # A retry_on value Envoy does not know is a config error naming the field.
+    import tempfile
+    bad = bootstrap(free_port(), http_listener("bad", free_port(), route_config=routes.replace('"5xx"', '"5xx,bogus"')),
+                    static_cluster("be", [echo_port]))
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        f.write(bad)
+    r = subprocess.run([os.path.join(BIN, "weft-proxy"), "--mode", "validate", "-c", f.name],
+                       capture_output=True, text=True, timeout=20)
+    os.unlink(f.name)
+    out = r.stdout + r.stderr
+    check("bad retry_on is rejected with its field path",
+          r.returncode != 0 and "retry_policy.retry_on" in out and "bogus" in out, out)
 finally:
     proxy.stop()
     echo.kill()
