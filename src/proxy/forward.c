@@ -55,6 +55,9 @@ bool fwd_headers(const struct hcm_config *hcm, struct worker *w, const struct h1
 {
     struct h1_str xff = {0}, rid = {0}, ct = {0};
     for (size_t i = 0; i < rq->nheaders; i++) {
+        struct h1_str nm = rq->headers[i].name;
+        if ((nm.n == 16 && h1_str_eq_ci(nm, "x-envoy-retry-on")) || (nm.n == 21 && h1_str_eq_ci(nm, "x-envoy-retry-grpc-on")))
+            si->retry_headers = true; /* the request asks for retries itself (router.c) */
         if (h1_str_eq_ci(rq->headers[i].name, "x-forwarded-for"))
             xff = rq->headers[i].value;
         else if (h1_str_eq_ci(rq->headers[i].name, "x-request-id"))
@@ -194,6 +197,17 @@ const struct host *fwd_pick_host(struct worker *w, struct wcluster *wc, const st
                                  struct host *od, char *orig_dst, size_t orig_cap, uint32_t *host_idx,
                                  bool *host_counted, struct stream_info *si)
 {
+    return fwd_pick_host_avoiding(w, wc, route, rr, local, od, orig_dst, orig_cap, host_idx, host_counted, si, NULL,
+                                  NULL, 0);
+}
+
+const struct host *fwd_pick_host_avoiding(struct worker *w, struct wcluster *wc, const struct route_entry *route,
+                                          const struct route_request *rr, const struct sockaddr_storage *local,
+                                          struct host *od, char *orig_dst, size_t orig_cap, uint32_t *host_idx,
+                                          bool *host_counted, struct stream_info *si,
+                                          bool (*avoid)(const void *ctx, uint32_t host), const void *ctx,
+                                          uint32_t extra_picks)
+{
     if (wc->c->type == CLUSTER_ORIGINAL_DST) {
         /* The upstream is where the client was going before iptables redirected it. */
         *od = (struct host){.addr = *local};
@@ -211,6 +225,9 @@ const struct host *fwd_pick_host(struct worker *w, struct wcluster *wc, const st
     uint64_t hash = 0;
     bool has_hash = route_hash(route, rr, &hash);
     int host = wc->hs->n ? lb_pick(wc->hs->lb, wc->lb, has_hash, hash, wc->active_rq, NULL) : -1;
+    /* A retry's host predicate (previous_hosts): pick again while the pick was tried already. */
+    for (uint32_t i = 0; avoid && host >= 0 && i < extra_picks && avoid(ctx, (uint32_t)host); i++)
+        host = lb_pick(wc->hs->lb, wc->lb, has_hash, hash, wc->active_rq, NULL);
     if (host < 0) {
         cb_release(wc->c->cb, route_priority(route), CB_RQ);
         stats_inc(wc->c->stats, w->id, CS_UPSTREAM_CX_NONE_HEALTHY);
@@ -317,6 +334,7 @@ int fwd_write_request_head(struct buf *b, const struct hcm_config *hcm, struct w
     size_t nlv = route_request_mutations(in->route, in->cluster_weight, lv);
     bool conn = has_connection(rq->headers, rq->nheaders);
     bool have_xfp = false, cookie_done = false;
+    bool attempts = in->route && in->route->vhost && in->route->vhost->attempt_count_request;
     for (size_t i = 0; i < rq->nheaders; i++) {
         const struct h1_header *h = &rq->headers[i];
         struct h1_str n = h->name;
@@ -330,7 +348,8 @@ int fwd_write_request_head(struct buf *b, const struct hcm_config *hcm, struct w
         }
         if (h1_str_eq_ci(n, "expect") && !hcm->proxy_100_continue)
             continue;
-        if (h1_str_eq_ci(n, "x-request-id") || h1_str_eq_ci(n, "x-forwarded-for"))
+        if (h1_str_eq_ci(n, "x-request-id") || h1_str_eq_ci(n, "x-forwarded-for") ||
+            (attempts && h1_str_eq_ci(n, "x-envoy-attempt-count")))
             continue; /* written below */
         if (h1_str_eq_ci(n, "x-forwarded-proto")) {
             if (hcm->use_remote_address)
@@ -372,6 +391,12 @@ int fwd_write_request_head(struct buf *b, const struct hcm_config *hcm, struct w
     if (in->timeout_ms) {
         char t[24];
         if (http_put_header(b, "x-envoy-expected-rq-timeout-ms", t, u64_to_dec(in->timeout_ms, t)))
+            return -1;
+    }
+    if (attempts) {
+        /* VirtualHost.include_request_attempt_count: 1 for the first try, then per retry. */
+        char t[24];
+        if (http_put_header(b, "x-envoy-attempt-count", t, u64_to_dec(si->attempts ? si->attempts : 1, t)))
             return -1;
     }
     if (nlv && http_mutation_add(b, lv, nlv, rq->headers, rq->nheaders) < 0)
@@ -427,6 +452,9 @@ int fwd_write_response_head(struct buf *o, const struct hcm_config *hcm, const s
         return -1;
     if (hcm->always_set_request_id_in_response && si->request_id &&
         http_put_header(o, "x-request-id", si->request_id, strlen(si->request_id)))
+        return -1;
+    if (route && route->vhost && route->vhost->attempt_count_response &&
+        http_put_header(o, "x-envoy-attempt-count", t, u64_to_dec(si->attempts ? si->attempts : 1, t)))
         return -1;
     if (nlv && http_mutation_add(o, lv, nlv, rs->headers, rs->nheaders) < 0)
         return -1;

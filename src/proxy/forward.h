@@ -89,6 +89,15 @@ const struct host *fwd_pick_host(struct worker *w, struct wcluster *wc, const st
                                  const struct route_request *rr, const struct sockaddr_storage *local,
                                  struct host *od, char *orig_dst, size_t orig_cap, uint32_t *host_idx,
                                  bool *host_counted, struct stream_info *si);
+/* The same for a retry: while avoid(ctx, pick) says the pick was tried already, up to
+ * extra_picks more picks are made; then the last pick stands (Envoy's
+ * host_selection_retry_max_attempts). */
+const struct host *fwd_pick_host_avoiding(struct worker *w, struct wcluster *wc, const struct route_entry *route,
+                                          const struct route_request *rr, const struct sockaddr_storage *local,
+                                          struct host *od, char *orig_dst, size_t orig_cap, uint32_t *host_idx,
+                                          bool *host_counted, struct stream_info *si,
+                                          bool (*avoid)(const void *ctx, uint32_t host), const void *ctx,
+                                          uint32_t extra_picks);
 void fwd_release_host(struct wcluster *wc, const struct route_entry *route, uint32_t host_idx, bool *host_counted);
 /* *host_idx after fwd_pick_host returned NULL because the circuit breaker's max_requests is
  * reached (counted): reply FWD_R_OVERFLOW (503 UO) instead of no_healthy_upstream. */

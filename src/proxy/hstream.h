@@ -24,6 +24,7 @@
 #include "net/http1.h"
 #include "proxy/forward.h"
 #include "proxy/hfilter.h"
+#include "proxy/retry.h"
 #include "proxy/stream_info.h"
 #include "proxy/upstream_h2.h"
 
@@ -108,10 +109,11 @@ struct hstream {
     bool local_reply;
     bool timed_out;
     bool finished;
-    struct timer timer;             /* route timeout */
+    struct timer timer;             /* route timeout (spans every attempt) */
     struct timer hf_timer;          /* a fault delay (hfilter.h) */
     struct hf_state hf;             /* fault / local rate limit filters */
     uint64_t timeout_ms;
+    struct retry_state rt;          /* retry policy state, body copy, back-off / per-try timers */
     char request_id[40];
     char xff[256];
     char orig_dst[64];
@@ -145,6 +147,10 @@ int router_upstream_head(struct hstream *s);
  * have answered locally). */
 struct uconn;
 int router_upstream_h1_fallback(struct hstream *s, struct uconn *u);
+/* For upstream codecs: n request body bytes at p go upstream now. Keeps the copy a retry
+ * needs, counts them and tells the downstream codec about bytes it had not been told of
+ * (a retry sends the same bytes again). Returns that many. */
+size_t router_body_sent(struct hstream *s, const char *p, size_t n);
 /* For upstream codecs: the storage for the upstream's head slices and strings (rsbuf). */
 struct buf *router_rsbuf(struct hstream *s);
 size_t router_head_slots(const struct hstream *s);

@@ -564,7 +564,11 @@ static void start_stream(struct hconn *d, int head_len)
         return;
     }
     enum upstream_proto proto = d->snap->clusters[s->cluster]->protocol; /* AUTO: ALPN decides (router.c) */
-    if (__builtin_expect(proto == UPSTREAM_HTTP2 || proto == UPSTREAM_AUTO, 0) && !s->tunnel_requested) {
+    /* HTTP/2 upstreams and requests that may be retried (a retry policy, or the request's own
+     * x-envoy-retry-on) go through the router, which keeps the body for a retry; the rest stays
+     * on this zero-copy path. */
+    bool retry = s->route->retry || s->si.retry_headers;
+    if (__builtin_expect(proto == UPSTREAM_HTTP2 || proto == UPSTREAM_AUTO || retry, 0) && !s->tunnel_requested) {
         bridge_start(d, &fd);
         return;
     }

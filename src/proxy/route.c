@@ -355,6 +355,13 @@ bool route_headers_match(const struct route_header_match *m, size_t n, const str
     return true;
 }
 
+bool route_header_list_match(const struct route_header_match *m, size_t n, const struct h1_header *h, size_t nh,
+                             struct route_scratch *s)
+{
+    struct route_request rq = {.headers = h, .nheaders = nh};
+    return route_headers_match(m, n, &rq, s);
+}
+
 static bool is_grpc(const struct route_request *rq)
 {
     struct h1_str ct;

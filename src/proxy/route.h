@@ -28,8 +28,11 @@
  * typed_per_filter_config; the route's, vhost's and table's go to hfilter.h), path_match_policy,
  * path_rewrite_policy, path_rewrite, RouteMatch.tls_context (presented/validated), filter_action,
  * non_forwarding_action, vhds, alternate_header_for_host_matching,
- * HashPolicy.header.regex_rewrite. Accepted and ignored (no effect
- * on which route or cluster is picked): retry/hedge policies, cors, decorators, tracing,
+ * HashPolicy.header.regex_rewrite. Retry policies (route and virtual host) are compiled into
+ * struct retry_policy (retry.h) and carried out by the router (router.c, retry.c); a
+ * retry_on value Envoy does not know is an error. Accepted and ignored (no effect
+ * on which route or cluster is picked): hedge policies, retry_priority, other retry host
+ * predicates, rate_limited_retry_back_off, cors, decorators, tracing,
  * metadata, virtual_clusters, mirror policies' trace_sampled, upgrade_configs,
  * WeightedCluster.runtime_key_prefix / header_name / use_hash_policy, runtime keys (only
  * default values are used), HashPolicy.filter_state (never produces a hash), cookie ttl (the
@@ -51,6 +54,7 @@ struct route_scratch;
 struct hf_route;
 struct route_header_match;
 struct hf_chain;
+struct retry_policy;
 struct pcre2_real_code_8;   /* pcre2_code (8-bit); route.h does not pull in pcre2.h */
 struct Envoy__Config__Route__V3__RouteConfiguration;
 
@@ -159,6 +163,11 @@ int route_priority(const struct route_entry *e);
 uint64_t route_timeout_ms(const struct route_entry *e);
 /* RouteAction.idle_timeout in ms, or -1 when unset (the HCM stream idle timeout applies). */
 int64_t route_idle_timeout_ms(const struct route_entry *e);
+/* True when every matcher of m[0..n) holds for the header list h[0..nh) (Envoy's header
+ * matching rules; used for retriable_headers / retriable_request_headers). */
+struct route_header_match;
+bool route_header_list_match(const struct route_header_match *m, size_t n, const struct h1_header *h, size_t nh,
+                         struct route_scratch *s);
 /* True when the route honours grpc-timeout; *cap_ms = its cap (0 = no cap). */
 bool route_grpc_timeout_max(const struct route_entry *e, uint64_t *cap_ms);
 
@@ -373,6 +382,8 @@ struct route_entry {
     bool grpc_timeout_set;
     const struct route_hash_policy *hash;
     size_t nhash;
+    const struct retry_policy *retry;   /* the route's, else its virtual host's; NULL: none */
+    uint32_t buffer_limit;          /* per_request_buffer_limit_bytes (route, else vhost); 0 = unset */
     const struct route_redirect_cfg *redirect;
     int direct_status;
     struct h1_str direct_body;
@@ -394,6 +405,10 @@ struct route_vhost {
     const struct route_entry *routes;
     size_t nroutes;
     uint8_t require_tls;            /* enum route_tls */
+    bool attempt_count_request;     /* include_request_attempt_count: x-envoy-attempt-count upstream */
+    bool attempt_count_response;    /* include_attempt_count_in_response */
+    const struct retry_policy *retry;   /* VirtualHost.retry_policy, or NULL */
+    uint32_t buffer_limit;          /* per_request_buffer_limit_bytes, 0 = unset */
     struct route_entry ssl_redirect;
     struct header_mutation req, resp;
     const struct hf_route *hf_own;  /* typed_per_filter_config */

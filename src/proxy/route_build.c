@@ -15,6 +15,7 @@
 #include "envoy/config/route/v3/route.pb-c.h"
 #include "envoy/config/route/v3/route_components.pb-c.h"
 #include "proxy/hfilter.h"
+#include "proxy/retry.h"
 #include "proxy/route.h"
 #include "proxy/route_build_internal.h"
 
@@ -59,6 +60,7 @@ typedef Envoy__Config__Route__V3__HeaderMatcher HeaderMatcher;
 typedef Envoy__Config__Route__V3__QueryParameterMatcher QueryParameterMatcher;
 typedef Envoy__Config__Route__V3__CookieMatcher CookieMatcher;
 typedef Envoy__Config__Route__V3__RouteAction__HashPolicy HashPolicy;
+typedef Envoy__Config__Route__V3__RetryPolicy RetryPolicy;
 typedef Envoy__Config__Core__V3__HeaderValueOption HeaderValueOption;
 typedef Envoy__Config__Core__V3__DataSource DataSource;
 typedef Envoy__Type__Matcher__V3__StringMatcher StringMatcher;
@@ -862,6 +864,93 @@ static int compile_mirrors(struct build *b, const RouteAction *ra, struct route_
     return 0;
 }
 
+/* --- retry policies --- */
+
+static int compile_header_list(struct build *b, const char *field, size_t n, HeaderMatcher *const *hm,
+                               const struct route_header_match **out, size_t *nout)
+{
+    if (!n)
+        return 0;
+    struct route_header_match *o = balloc(b, n * sizeof *o);
+    if (!o)
+        return oom(b);
+    for (size_t i = 0; i < n; i++) {
+        size_t mark = path_push(b, "%s[%zu]", field, i);
+        if (!hm[i])
+            return fail(b, "", "missing");
+        if (compile_header_match(b, hm[i], &o[i]) < 0)
+            return -1;
+        path_pop(b, mark);
+    }
+    *out = o;
+    *nout = n;
+    return 0;
+}
+
+/* RetryPolicy → struct retry_policy, validated as Envoy does (retry_on names, back-off
+ * intervals, host predicates). */
+static int compile_retry(struct build *b, const char *field, const RetryPolicy *rp, const struct retry_policy **out)
+{
+    size_t mark = path_push(b, "%s", field);
+    struct retry_policy *p = balloc(b, sizeof *p);
+    if (!p)
+        return oom(b);
+    const char *bad = NULL;
+    size_t badlen = 0;
+    const char *on = rp->retry_on ? rp->retry_on : "";
+    if (retry_on_parse(on, strlen(on), true, true, true, &p->on, &bad, &badlen) < 0)
+        return fail(b, ".retry_on", "unknown retry condition '%.*s'", (int)badlen, bad);
+    p->num_retries = rp->num_retries ? rp->num_retries->value : 1;
+    if (rp->per_try_timeout && duration_ms(b, ".per_try_timeout", rp->per_try_timeout, &p->per_try_timeout_ms) < 0)
+        return -1;
+    p->base_ms = RETRY_BASE_INTERVAL_MS;
+    if (rp->retry_back_off) {
+        const Envoy__Config__Route__V3__RetryPolicy__RetryBackOff *bo = rp->retry_back_off;
+        if (!bo->base_interval)
+            return fail(b, ".retry_back_off.base_interval", "missing");
+        if (duration_ms(b, ".retry_back_off.base_interval", bo->base_interval, &p->base_ms) < 0)
+            return -1;
+        if (p->base_ms == 0)
+            return fail(b, ".retry_back_off.base_interval", "must be at least 1ms");
+    }
+    p->max_ms = 10 * p->base_ms;
+    if (rp->retry_back_off && rp->retry_back_off->max_interval) {
+        if (duration_ms(b, ".retry_back_off.max_interval", rp->retry_back_off->max_interval, &p->max_ms) < 0)
+            return -1;
+        if (p->max_ms == 0)
+            return fail(b, ".retry_back_off.max_interval", "must be at least 1ms");
+        if (p->max_ms < p->base_ms)
+            return fail(b, ".retry_back_off.max_interval", "must be greater than or equal to the base_interval");
+    }
+    for (size_t i = 0; i < rp->n_retry_host_predicate; i++) {
+        const char *name = rp->retry_host_predicate[i] ? rp->retry_host_predicate[i]->name : "";
+        if (strcmp(name, "envoy.retry_host_predicates.previous_hosts") != 0)
+            return fail(b, "", "retry_host_predicate[%zu].name: '%s' is not supported by weft", i, name);
+        p->previous_hosts = true;
+    }
+    if (rp->host_selection_retry_max_attempts < 0)
+        return fail(b, ".host_selection_retry_max_attempts", "must not be negative");
+    p->host_selection_attempts = rp->host_selection_retry_max_attempts == 0 ? 1
+                                 : rp->host_selection_retry_max_attempts > 100 ? 100
+                                 : (uint32_t)rp->host_selection_retry_max_attempts;
+    if (rp->n_retriable_status_codes) {
+        uint32_t *c = balloc(b, rp->n_retriable_status_codes * sizeof *c);
+        if (!c)
+            return oom(b);
+        memcpy(c, rp->retriable_status_codes, rp->n_retriable_status_codes * sizeof *c);
+        p->status_codes = c;
+        p->nstatus = rp->n_retriable_status_codes;
+    }
+    if (compile_header_list(b, ".retriable_headers", rp->n_retriable_headers, rp->retriable_headers, &p->headers,
+                            &p->nheaders) < 0 ||
+        compile_header_list(b, ".retriable_request_headers", rp->n_retriable_request_headers,
+                            rp->retriable_request_headers, &p->request_headers, &p->nrequest_headers) < 0)
+        return -1;
+    *out = p;
+    path_pop(b, mark);
+    return 0;
+}
+
 static int compile_route_action(struct build *b, const RouteAction *ra, struct route_entry *e)
 {
     size_t mark = path_push(b, ".route");
@@ -959,6 +1048,10 @@ static int compile_route_action(struct build *b, const RouteAction *ra, struct r
     }
     if (compile_hash(b, ra, e) < 0)
         return -1;
+    if (ra->retry_policy_typed_config)
+        return fail(b, ".retry_policy_typed_config", "not supported by weft");
+    if (ra->retry_policy && compile_retry(b, ".retry_policy", ra->retry_policy, &e->retry) < 0)
+        return -1;
     path_pop(b, mark);
     return 0;
 }
@@ -1053,6 +1146,8 @@ static int compile_direct(struct build *b, const DirectResponseAction *d, struct
 static int compile_route(struct build *b, const Route *r, const struct route_vhost *vh, struct route_entry *e)
 {
     e->vhost = vh;
+    e->retry = vh->retry; /* the virtual host's policy unless the route has its own */
+    e->buffer_limit = r->per_request_buffer_limit_bytes ? r->per_request_buffer_limit_bytes->value : vh->buffer_limit;
     e->timeout_ms = ROUTE_TIMEOUT_DEFAULT_MS;
     e->idle_timeout_ms = -1;
     e->cluster = -1;
@@ -1132,6 +1227,13 @@ static int compile_vhost(struct build *b, const VirtualHost *v, const struct rou
     vh->ssl_redirect.redirect = ssl;
     vh->ssl_redirect.timeout_ms = ROUTE_TIMEOUT_DEFAULT_MS;
     vh->ssl_redirect.idle_timeout_ms = -1;
+    vh->attempt_count_request = v->include_request_attempt_count;
+    vh->attempt_count_response = v->include_attempt_count_in_response;
+    vh->buffer_limit = v->per_request_buffer_limit_bytes ? v->per_request_buffer_limit_bytes->value : 0;
+    if (v->retry_policy_typed_config)
+        return fail(b, ".retry_policy_typed_config", "not supported by weft");
+    if (v->retry_policy && compile_retry(b, ".retry_policy", v->retry_policy, &vh->retry) < 0)
+        return -1;
     if (MUTATIONS(b, v, request, &vh->req) < 0 || MUTATIONS(b, v, response, &vh->resp) < 0)
         return -1;
     if (v->n_routes) {

@@ -25,6 +25,7 @@
 #include "proxy/http_headers.h"
 #include "proxy/http_util.h"
 #include "proxy/lb.h"
+#include "proxy/retry.h"
 #include "proxy/listener.h"
 #include "proxy/route.h"
 #include "proxy/upstream.h"
@@ -83,9 +84,16 @@ static int parse_built_head(struct hstream *s, size_t text)
 }
 
 /* The one local-reply path of this router: body[0..blen) (copied), location (or NULL). */
+static bool retry_instead(struct hstream *s, uint32_t flag);
+static bool retry_decided(struct hstream *s, enum retry_decision d);
+static void retry_stop(struct hstream *s);
+
 static void local_reply(struct hstream *s, int status, uint32_t flag, const char *details, const char *body,
                         size_t blen, const char *location, bool grpc)
 {
+    if (retry_instead(s, flag))
+        return; /* an upstream failure that the retry policy covers: the next attempt follows */
+    retry_stop(s);
     if (s->rs_head_taken) {
         /* The client has a response head already: all that is left is resetting the stream. */
         s->si.flags |= flag;
@@ -171,9 +179,13 @@ static int build_upstream_head(struct hstream *s, const struct route_request *rr
     struct buf *b = s->uhead = buf_get(&s->w->bufs);
     if (!b)
         return -1;
+    /* x-envoy-expected-rq-timeout-ms: the per-try timeout when it is the shorter one. */
+    uint64_t expect = s->timeout_ms, per_try = retry_per_try_timeout_ms(&s->rt);
+    if (per_try && (!expect || per_try < expect))
+        expect = per_try;
     struct fwd_request_head in = {
         .rq = rq, .rr = rr, .route = s->route, .cluster_weight = s->cluster_weight, .host = host, .si = &s->si,
-        .timeout_ms = s->timeout_ms, .tls = s->tp && transport_is_tls(s->tp), .h2_upstream = h2_upstream,
+        .timeout_ms = expect, .tls = s->tp && transport_is_tls(s->tp), .h2_upstream = h2_upstream,
         .join_cookies = !h2_upstream,
     };
     if (fwd_write_request_head(b, s->hcm, s->w, &in) < 0)
@@ -206,6 +218,186 @@ static bool use_h2_upstream(const struct hstream *s)
     return p == UPSTREAM_HTTP2 || (p == UPSTREAM_DOWNSTREAM && s->protocol && strcmp(s->protocol, "HTTP/2") == 0);
 }
 
+/* --- attempts and retries (the policy and its decisions are in retry.c) --- */
+
+static bool host_tried(const void *ctx, uint32_t host) { return retry_host_tried(ctx, host); }
+
+/* Starts one upstream attempt: picks the host (a retry avoids the hosts tried when the
+ * previous_hosts predicate is configured), builds the request head and connects or opens an
+ * HTTP/2 stream; arms the per-try timeout. Failures answer (or retry) through local_reply. */
+static void start_attempt(struct hstream *s)
+{
+    struct worker *w = s->w;
+    struct route_request rr = fwd_route_request(&s->rq, s->scheme, s->tp && transport_is_tls(s->tp), s->peer);
+    struct host od;
+    s->si.attempts++;
+    uint32_t extra = retry_host_attempts(&s->rt);
+    const struct host *h = fwd_pick_host_avoiding(w, s->wc, s->route, &rr, s->local, &od, s->orig_dst,
+                                                  sizeof s->orig_dst, &s->host, &s->host_counted, &s->si,
+                                                  extra ? host_tried : NULL, &s->rt, extra);
+    if (!h) {
+        reply(s, s->host == FWD_HOST_OVERFLOW ? FWD_R_OVERFLOW : FWD_R_NO_HEALTHY);
+        return;
+    }
+    if (s->host != UPSTREAM_NO_POOL)
+        retry_note_host(&s->rt, s->host);
+    bool h2 = use_h2_upstream(s);
+    if (build_upstream_head(s, &rr, h, h2) < 0) {
+        reply(s, FWD_R_REQUEST_HEADERS_TOO_LARGE);
+        return;
+    }
+    uint64_t per_try = retry_per_try_timeout_ms(&s->rt);
+    if (per_try)
+        timer_start(w->loop, &s->rt.per_try, per_try);
+    int r;
+    if (h2) {
+        r = uh2_stream_start(s, h);
+    } else if (s->host == UPSTREAM_NO_POOL) {
+        r = upstream_connect_addr(w, s->wc, s->local, on_upstream_event, s, &s->u);
+    } else {
+        r = upstream_acquire_alpn(w, s->wc, s->host, s->wc->c->protocol == UPSTREAM_AUTO ? UA_H1 : UA_NONE,
+                                  on_upstream_event, s, &s->u);
+    }
+    if (r < 0) {
+        s->u = NULL;
+        reply(s, r == -EBUSY ? FWD_R_OVERFLOW : FWD_R_CONNECT_FAILURE);
+    }
+}
+
+static void on_backoff(struct loop *l, struct timer *t)
+{
+    (void)l;
+    struct hstream *s = t->data;
+    s->rt.waiting = false;
+    if (s->finished || s->local_reply)
+        return;
+    start_attempt(s);
+    s->ops->wake(s);
+}
+
+static void on_per_try_timeout(struct loop *l, struct timer *t)
+{
+    (void)l;
+    struct hstream *s = t->data;
+    if (s->finished || s->local_reply || s->rs_end)
+        return; /* the attempt's response is complete: the timeout no longer applies */
+    if (s->wc)
+        stats_inc(s->wc->c->stats, s->w->id, CS_UPSTREAM_RQ_PER_TRY_TIMEOUT);
+    if (!s->rs_head && !s->rs_head_taken && s->rt.active) {
+        enum retry_decision d = retry_check_reset(&s->rt, s->wc, RETRY_RESET_TIMEOUT, s->rq_sent);
+        if (retry_decided(s, d)) {
+            s->ops->wake(s);
+            return;
+        }
+    }
+    s->rt.active = false;
+    if (s->rs_head || s->rs_head_taken)
+        reply(s, FWD_R_ROUTE_TIMEOUT); /* the response has started: the stream is reset */
+    else
+        router_local_reply(s, 504, 1u << RF_UPSTREAM_REQUEST_TIMEOUT, "upstream_per_try_timeout",
+                           "upstream request timeout");
+    s->ops->wake(s);
+}
+
+/* Drops everything of the attempt that failed (upstream, host hold, request head, response
+ * state) and arms the back-off timer for the next one. */
+static void schedule_retry(struct hstream *s)
+{
+    struct worker *w = s->w;
+    release_upstream(s, false);
+    if (s->wc)
+        fwd_release_host(s->wc, s->route, s->host, &s->host_counted);
+    timer_stop(w->loop, &s->rt.per_try);
+    buf_put(&w->bufs, s->uhead);
+    buf_put(&w->bufs, s->rsbuf);
+    buf_put(&w->bufs, s->rsbody);
+    s->uhead = s->rsbuf = s->rsbody = NULL;
+    s->urs_headers = NULL;
+    s->uhead_chunked = s->rq_sent = false;
+    s->rs_head = s->rs_end = false;
+    s->rs_trailers = NULL;
+    s->n_rs_trailers = 0;
+    s->urs_kind = 0;
+    s->urs_remaining = 0;
+    s->urs_trailer_at = s->urs_ready = 0;
+    s->si.rs = NULL;
+    s->si.status = 0;
+    s->si.upstream_transport_failure_reason = NULL;
+    s->rt.attempt++;
+    s->rt.retried = true;
+    s->rt.waiting = true;
+    struct stat_block *cs = s->wc->c->stats;
+    stats_inc(cs, w->id, CS_UPSTREAM_RQ_RETRY);
+    stats_inc(cs, w->id, CS_UPSTREAM_RQ_RETRY_BACKOFF_EXPONENTIAL);
+    stats_inc(cs, w->id, CS_UPSTREAM_RQ_TOTAL); /* every attempt is an upstream request */
+    timer_start(w->loop, &s->rt.backoff, retry_backoff_ms(&s->rt, worker_random(w)));
+}
+
+/* Carries out a decision: true when a retry was scheduled. A retriable outcome that may not
+ * be retried marks the stream (URX: limit reached, UO: the budget said no). */
+static bool retry_decided(struct hstream *s, enum retry_decision d)
+{
+    struct stat_block *cs = s->wc ? s->wc->c->stats : NULL;
+    switch (d) {
+    case RETRY_YES:
+        if (retry_body_rewind(&s->rt, &s->w->bufs, &s->rqbody) == 0) {
+            schedule_retry(s);
+            return true;
+        }
+        return false;
+    case RETRY_LIMIT:
+        s->si.flags |= 1u << RF_UPSTREAM_RETRY_LIMIT_EXCEEDED;
+        if (cs)
+            stats_inc(cs, s->w->id, CS_UPSTREAM_RQ_RETRY_LIMIT_EXCEEDED);
+        return false;
+    case RETRY_OVERFLOW:
+        s->si.flags |= 1u << RF_UPSTREAM_OVERFLOW; /* cb_retry_begin counted upstream_rq_retry_overflow */
+        return false;
+    default:
+        return false;
+    }
+}
+
+/* The hook in local_reply: an upstream failure before any response head (UF: connect, UC /
+ * UR / UPE: closed, reset, garbled) is retried when the policy covers it. */
+static bool retry_instead(struct hstream *s, uint32_t flag)
+{
+    if (!s->rt.active || s->rs_head || s->rs_head_taken || s->finished || s->rt.waiting || !s->wc)
+        return false;
+    enum retry_reset why;
+    if (flag & (1u << RF_UPSTREAM_CONNECTION_FAILURE))
+        why = RETRY_RESET_CONNECT_FAILURE;
+    else if (flag & ((1u << RF_UPSTREAM_CONNECTION_TERMINATION) | (1u << RF_UPSTREAM_REMOTE_RESET) |
+                     (1u << RF_UPSTREAM_PROTOCOL_ERROR)))
+        why = s->rt.refused ? RETRY_RESET_REFUSED : RETRY_RESET_REMOTE;
+    else
+        return false;
+    s->rt.refused = false;
+    if (retry_decided(s, retry_check_reset(&s->rt, s->wc, why, s->rq_sent)))
+        return true;
+    s->rt.active = false;
+    return false;
+}
+
+/* The stream answers for good: no attempt follows. */
+static void retry_stop(struct hstream *s)
+{
+    timer_stop(s->w->loop, &s->rt.backoff);
+    timer_stop(s->w->loop, &s->rt.per_try);
+    s->rt.waiting = false;
+    s->rt.active = false;
+}
+
+size_t router_body_sent(struct hstream *s, const char *p, size_t n)
+{
+    size_t fresh = retry_body_sent(&s->rt, &s->w->bufs, p, n);
+    if (fresh) {
+        s->si.bytes_received += fresh;
+        s->ops->request_consumed(s, fresh);
+    }
+    return fresh;
+}
+
 static bool filters_pass(struct hstream *s, const struct route_request *rr);
 static void router_upstream(struct hstream *s, const struct route_request *rr);
 static void on_fault_delay(struct loop *l, struct timer *t);
@@ -218,6 +410,7 @@ static void begin(struct hstream *s)
     s->cluster_weight = -1;
     timer_init(&s->timer, on_route_timeout, s);
     timer_init(&s->hf_timer, on_fault_delay, s);
+    retry_init(&s->rt, NULL, &s->rq, s->w->scratch, on_backoff, on_per_try_timeout, s);
     s->head_request = s->rq.method.n == 4 && memcmp(s->rq.method.p, "HEAD", 4) == 0;
     s->grpc = fwd_headers(s->hcm, s->w, &s->rq, s->peer, s->xff, sizeof s->xff, s->request_id, sizeof s->request_id,
                           &s->si);
@@ -292,38 +485,15 @@ static void on_fault_delay(struct loop *l, struct timer *t)
     s->ops->wake(s);
 }
 
-/* Picks the host and starts the upstream request: the rest of router_start. */
-static void router_upstream(struct hstream *s, const struct route_request *rrp)
+/* Starts the upstream side once the filters let the request through: the retry state, the
+ * first attempt, and the route timeout that spans every attempt. */
+static void router_upstream(struct hstream *s, const struct route_request *rr)
 {
+    (void)rr; /* each attempt (start_attempt) builds its own */
     struct worker *w = s->w;
-    struct route_request rr = *rrp;
-    struct host od;
-    const struct host *h = fwd_pick_host(w, s->wc, s->route, &rr, s->local, &od, s->orig_dst, sizeof s->orig_dst,
-                                         &s->host, &s->host_counted, &s->si);
-    if (!h) {
-        reply(s, s->host == FWD_HOST_OVERFLOW ? FWD_R_OVERFLOW : FWD_R_NO_HEALTHY);
-        return;
-    }
-    bool h2 = use_h2_upstream(s);
-    if (build_upstream_head(s, &rr, h, h2) < 0) {
-        reply(s, FWD_R_REQUEST_HEADERS_TOO_LARGE);
-        return;
-    }
-    int r;
-    if (h2) {
-        r = uh2_stream_start(s, h);
-    } else if (s->host == UPSTREAM_NO_POOL) {
-        r = upstream_connect_addr(w, s->wc, s->local, on_upstream_event, s, &s->u);
-    } else {
-        r = upstream_acquire_alpn(w, s->wc, s->host, s->wc->c->protocol == UPSTREAM_AUTO ? UA_H1 : UA_NONE,
-                                  on_upstream_event, s, &s->u);
-    }
-    if (r < 0) {
-        s->u = NULL;
-        reply(s, r == -EBUSY ? FWD_R_OVERFLOW : FWD_R_CONNECT_FAILURE);
-        return;
-    }
-    if (s->timeout_ms)
+    retry_init(&s->rt, s->route, &s->rq, w->scratch, on_backoff, on_per_try_timeout, s);
+    start_attempt(s);
+    if (s->timeout_ms && !s->local_reply)
         timer_start(w->loop, &s->timer, s->timeout_ms);
 }
 
@@ -373,9 +543,9 @@ static size_t frame_request_body(struct hstream *s)
             buf_append(ub, buf_rpos(s->rqbody), n);
             if (s->uhead_chunked)
                 buf_append(ub, "\r\n", 2);
+            router_body_sent(s, buf_rpos(s->rqbody), n);
             s->rqbody->head += n;
             taken = n;
-            s->si.bytes_received += n;
             if (buf_len(s->rqbody) == 0)
                 s->rqbody->head = s->rqbody->tail = 0;
         }
@@ -411,11 +581,8 @@ static bool pump_h1_request(struct hstream *s)
         return false;
     if (s->uhead->head == s->uhead->tail)
         s->uhead->head = s->uhead->tail = 0;
-    size_t taken = frame_request_body(s);
-    if (taken) {
+    if (frame_request_body(s))
         progress = true;
-        s->ops->request_consumed(s, taken);
-    }
     if (!u->writable || buf_len(s->uhead) == 0)
         return progress;
     struct iovec iov = {buf_rpos(s->uhead), buf_len(s->uhead)};
@@ -464,6 +631,16 @@ static int build_response_head(struct hstream *s)
 int router_upstream_head(struct hstream *s)
 {
     s->si.upstream_headers_us = clock_now_us();
+    if (s->rt.active && !s->rs_head_taken) {
+        /* A retriable answer is dropped for the next attempt; any other is the answer. */
+        enum retry_decision d = retry_check_response(&s->rt, s->wc, s->urs.status, s->urs.headers, s->urs.nheaders,
+                                                     s->grpc, s->w->scratch);
+        if (retry_decided(s, d))
+            return -1;
+        if (d == RETRY_NO && s->rt.retried)
+            stats_inc(s->wc->c->stats, s->w->id, CS_UPSTREAM_RQ_RETRY_SUCCESS);
+        retry_accepted(&s->rt, &s->w->bufs);
+    }
     if (build_response_head(s) < 0) {
         reply(s, FWD_R_RESPONSE_HEADERS_TOO_LARGE);
         return -1;
@@ -701,6 +878,7 @@ void router_finish(struct hstream *s, bool downstream_reset)
         timer_stop(w->loop, &s->hf_timer);
         hf_done(&s->hf, w, s->route);
     }
+    retry_finish(&s->rt, w->loop, &w->bufs, s->rqbody);
     s->si.end_us = clock_now_us();
     if (downstream_reset)
         s->si.flags |= 1u << RF_DOWNSTREAM_CONNECTION_TERMINATION;

@@ -77,6 +77,11 @@ const struct stat_def cluster_stat_defs[CS_COUNT] = {
     [CS_UPSTREAM_CX_HTTP2_TOTAL] = {"upstream_cx_http2_total", STAT_COUNTER},
     [CS_UPSTREAM_RQ_RX_RESET] = {"upstream_rq_rx_reset", STAT_COUNTER},
     [CS_UPSTREAM_RQ_TX_RESET] = {"upstream_rq_tx_reset", STAT_COUNTER},
+    [CS_UPSTREAM_RQ_RETRY] = {"upstream_rq_retry", STAT_COUNTER},
+    [CS_UPSTREAM_RQ_RETRY_SUCCESS] = {"upstream_rq_retry_success", STAT_COUNTER},
+    [CS_UPSTREAM_RQ_RETRY_LIMIT_EXCEEDED] = {"upstream_rq_retry_limit_exceeded", STAT_COUNTER},
+    [CS_UPSTREAM_RQ_RETRY_BACKOFF_EXPONENTIAL] = {"upstream_rq_retry_backoff_exponential", STAT_COUNTER},
+    [CS_UPSTREAM_RQ_PER_TRY_TIMEOUT] = {"upstream_rq_per_try_timeout", STAT_COUNTER},
 };
 const struct stat_schema cluster_stat_schema = {"cluster", cluster_stat_defs, CS_COUNT, "upstream_rq_"};
 

@@ -73,6 +73,8 @@ struct stream_info {
     const char *downstream_transport_failure_reason;
     const char *upstream_transport_failure_reason;
     int grpc_status;               /* grpc-status of the response, -1 when none (%GRPC_STATUS%) */
+    uint32_t attempts;             /* upstream attempts so far (0 before the first; retry.h) */
+    bool retry_headers;            /* x-envoy-retry-on / x-envoy-retry-grpc-on in the request */
 };
 
 #endif

@@ -372,9 +372,10 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t code, void 
     us->closed = true;
     us->dirty = true;
     struct hstream *s = us->s;
-    (void)code;
-    if (!s->rs_end) /* the server reset the stream (or refused it after GOAWAY) */
+    if (!s->rs_end) { /* the server reset the stream (or refused it after GOAWAY) */
         us->fail = s->rs_head_taken ? FAIL_RESET_AFTER : FAIL_RESET_BEFORE;
+        s->rt.refused = code == NGHTTP2_REFUSED_STREAM; /* retry_on refused-stream */
+    }
     return 0;
 }
 
@@ -409,12 +410,11 @@ static ssize_t read_body(nghttp2_session *ng, int32_t id, uint8_t *out, size_t l
         if (n > len)
             n = len;
         memcpy(out, buf_rpos(s->rqbody), n);
+        router_body_sent(s, buf_rpos(s->rqbody), n); /* counts, keeps a copy for retries, reopens the window */
         s->rqbody->head += n;
         if (buf_len(s->rqbody) == 0)
             s->rqbody->head = s->rqbody->tail = 0;
-        s->si.bytes_received += n;
         us->dirty = true; /* the downstream may reopen its window */
-        s->ops->request_consumed(s, n);
     }
     if (s->rq_end && (!s->rqbody || buf_len(s->rqbody) == 0)) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
