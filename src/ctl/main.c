@@ -94,6 +94,14 @@ static size_t files_of(int argc, char **argv, char **files)
     return n;
 }
 
+/* Frees a file list whose first n entries were made absolute (each its own allocation). */
+static void free_files(char **files, size_t n)
+{
+    for (size_t i = 0; files && i < n; i++)
+        free(files[i]);
+    free(files);
+}
+
 int ctl_cmd_up(int argc, char **argv)
 {
     struct ctl_opts o;
@@ -101,40 +109,45 @@ int ctl_cmd_up(int argc, char **argv)
     if (ctl_opts_parse(&o, &argc, argv) < 0)
         return 2;
     char **files = calloc((size_t)argc + 1, sizeof *files);
-    size_t n = files_of(argc, argv, files);
+    size_t n = files ? files_of(argc, argv, files) : 0;
     if (n == (size_t)-1 || n == 0) {
         fprintf(stderr, "weftctl: mesh up needs -f FILE...\n");
+        free(files);
         return 2;
     }
+    int rc = 1;
+    size_t owned = 0; /* files[0..owned) are allocated (made absolute) */
     if (ctl_preflight() < 0)
-        return 1;
+        goto out;
     for (size_t i = 0; i < n; i++)
         if (access(files[i], R_OK) < 0) {
             fprintf(stderr, "weftctl: %s: %s\n", files[i], strerror(errno));
-            return 1;
+            goto out;
         }
     if (ctl_supervisor_pid(&o)) {
         fprintf(stderr, "weftctl: a mesh is already up (state in %s): weftctl mesh apply, or down first\n",
                 o.state_dir);
-        return 1;
+        goto out;
     }
     int left = ctl_clean_leftovers(&o);
     if (left)
         printf("removed %d leftovers of an earlier mesh\n", left);
     if (ctl_mkdirs(o.state_dir) < 0) {
         fprintf(stderr, "weftctl: cannot create %s: %s\n", o.state_dir, strerror(errno));
-        return 1;
+        goto out;
     }
-    for (size_t i = 0; i < n; i++) {
-        char *abs = realpath(files[i], NULL);
-        files[i] = abs ? abs : files[i];
+    for (; owned < n; owned++) {
+        char *abs = realpath(files[owned], NULL);
+        files[owned] = abs ? abs : strdup(files[owned]);
     }
     fflush(stdout);
-    if (o.foreground)
-        return ctl_supervise(&o, files, n, -1);
+    if (o.foreground) {
+        rc = ctl_supervise(&o, files, n, -1);
+        goto out;
+    }
     int p[2];
     if (pipe2(p, O_CLOEXEC) < 0)
-        return 1;
+        goto out;
     pid_t pid = fork();
     if (pid == 0) {
         close(p[0]);
@@ -149,8 +162,7 @@ int ctl_cmd_up(int argc, char **argv)
     close(p[1]);
     FILE *in = fdopen(p[0], "r");
     char line[4096];
-    int rc = 1;
-    while (fgets(line, sizeof line, in)) {
+    while (in && fgets(line, sizeof line, in)) {
         if (!strncmp(line, "END ", 4)) {
             rc = atoi(line + 4);
             break;
@@ -158,7 +170,10 @@ int ctl_cmd_up(int argc, char **argv)
         fputs(line, stdout);
         fflush(stdout);
     }
-    fclose(in);
+    if (in)
+        fclose(in);
+out:
+    free_files(files, owned);
     return rc;
 }
 
@@ -194,24 +209,32 @@ int ctl_cmd_apply(int argc, char **argv, int del)
     if (client_opts(&o, &argc, argv) < 0)
         return 2;
     char **files = calloc((size_t)argc + 2, sizeof *files);
-    size_t n = files_of(argc, argv, files + 1);
+    size_t n = files ? files_of(argc, argv, files + 1) : 0;
     if (n == (size_t)-1 || n == 0) {
         fprintf(stderr, "weftctl: mesh %s needs -f FILE...\n", del ? "delete" : "apply");
+        free(files);
         return 2;
     }
     files[0] = del ? "delete" : "apply";
-    for (size_t i = 1; i <= n; i++) {
-        char *abs = realpath(files[i], NULL);
+    int rc = 1;
+    size_t owned = 1; /* files[1..owned) were made absolute */
+    for (; owned <= n; owned++) {
+        char *abs = realpath(files[owned], NULL);
         if (!abs) {
-            fprintf(stderr, "weftctl: %s: %s\n", files[i], strerror(errno));
-            return 1;
+            fprintf(stderr, "weftctl: %s: %s\n", files[owned], strerror(errno));
+            goto out;
         }
-        files[i] = abs;
+        files[owned] = abs;
     }
-    int rc = ctl_request(&o, (const char *const *)files, n + 1);
+    rc = ctl_request(&o, (const char *const *)files, n + 1);
     if (rc < 0)
         fprintf(stderr, "weftctl: no mesh is running (weftctl mesh up -f FILE...)\n");
-    return rc < 0 ? 1 : rc;
+    rc = rc < 0 ? 1 : rc;
+out:
+    for (size_t i = 1; i < owned; i++)
+        free(files[i]);
+    free(files);
+    return rc;
 }
 
 int ctl_cmd_status(int argc, char **argv)
