@@ -340,5 +340,9 @@ int ctl_manifest_read(const char *path, struct ctl_manifest *out, struct istio_e
     if (doc < end)
         read_doc(&r, doc, end, doc_line, out);
     free(text);
-    return errs->n > before || r.bad ? -1 : 0;
+    if (errs->n > before || r.bad) {
+        ctl_manifest_free(out); /* nothing half-read is handed back */
+        return -1;
+    }
+    return 0;
 }
