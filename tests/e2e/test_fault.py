@@ -6,7 +6,6 @@ per-route typed_per_filter_config), against real backends, over HTTP/1.1 and HTT
 max_active_faults, token buckets (RL, 429, x-envoy-ratelimited), stats and access log flags."""
 import concurrent.futures
 import os
-import random
 import socket
 import sys
 import tempfile
@@ -16,22 +15,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "lib"))
 from weft import *  # noqa
 
 
-def my_port():
-    """A free port from this test's range (23000-23999)."""
-    for _ in range(200):
-        p = random.randint(23000, 23999)
-        s = socket.socket()
-        try:
-            s.bind(("127.0.0.1", p))
-            s.close()
-            return p
-        except OSError:
-            s.close()
-    return free_port()
-
-
-a = backend("a", my_port())
-admin, port = my_port(), my_port()
+a = backend("a", free_port())
+admin, port = free_port(), free_port()
 logf = tempfile.NamedTemporaryFile(prefix="weft-fault-log-", delete=False)
 logf.close()
 
@@ -256,10 +241,10 @@ check("access log: plain route has no flags", any(l == "/plain 200 -" for l in l
 
 # --- config errors name the field ---
 bad = listeners.replace("abort: {header_abort: {}, percentage: {numerator: 100}}", "abort: {http_status: 700}")
-rc, out = run_proxy_expect_fail(bootstrap(my_port(), bad, static_cluster("a", [a])))
+rc, out = run_proxy_expect_fail(bootstrap(free_port(), bad, static_cluster("a", [a])))
 check("abort http_status out of range is refused", rc != 0 and "http_status" in out, out[-300:])
 bad = listeners.replace("fill_interval: 0.2s", "fill_interval: 0.01s")
-rc, out = run_proxy_expect_fail(bootstrap(my_port(), bad, static_cluster("a", [a])))
+rc, out = run_proxy_expect_fail(bootstrap(free_port(), bad, static_cluster("a", [a])))
 check("fill_interval below 50ms is refused", rc != 0 and "fill_interval" in out, out[-300:])
 
 check("proxy still running", proxy.p.poll() is None, proxy.output()[-2000:])

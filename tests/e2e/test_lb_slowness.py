@@ -6,7 +6,6 @@ import collections
 import concurrent.futures
 import json
 import os
-import random
 import socket
 import subprocess
 import sys
@@ -17,21 +16,8 @@ from weft import *  # noqa
 import weft
 
 
-def my_port():
-    for _ in range(200):
-        p = random.randint(23000, 23999)
-        s = socket.socket()
-        try:
-            s.bind(("127.0.0.1", p))
-            s.close()
-            return p
-        except OSError:
-            s.close()
-    return free_port()
-
-
 def echo(name, delay_ms):
-    port = my_port()
+    port = free_port()
     p = subprocess.Popen([os.path.join(BIN, "weft-echo"), "--port", str(port), "--name", name, "--bind", "127.0.0.1",
                           "--delay-ms", str(delay_ms)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     weft._procs.append(p)
@@ -40,7 +26,7 @@ def echo(name, delay_ms):
 
 
 fast, slow = echo("fast", 0), echo("slow", 300)
-admin, port, port2 = my_port(), my_port(), my_port()
+admin, port, port2 = free_port(), free_port(), free_port()
 weights = """    load_assignment:
       cluster_name: w
       endpoints:

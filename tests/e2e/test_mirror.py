@@ -6,7 +6,6 @@ and a dead or slow mirror neither fails nor slows the main path."""
 import concurrent.futures
 import json
 import os
-import random
 import socket
 import sys
 import threading
@@ -16,24 +15,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "lib"))
 from weft import *  # noqa
 
 
-def my_port():
-    for _ in range(200):
-        p = random.randint(23000, 23999)
-        s = socket.socket()
-        try:
-            s.bind(("127.0.0.1", p))
-            s.close()
-            return p
-        except OSError:
-            s.close()
-    return free_port()
-
-
 class Recorder:
     """An HTTP/1.1 server that records each request (head and body) and answers after delay."""
 
     def __init__(self, delay=0.0):
-        self.port = my_port()
+        self.port = free_port()
         self.got = []
         self.lock = threading.Lock()
         self.delay = delay
@@ -77,9 +63,9 @@ class Recorder:
             return len(self.got)
 
 
-a = backend("a", my_port())
+a = backend("a", free_port())
 m, slow = Recorder(), Recorder(delay=3.0)
-admin, port = my_port(), my_port()
+admin, port = free_port(), free_port()
 routes = """virtual_hosts:
 - name: all
   domains: ["*"]
@@ -100,7 +86,7 @@ routes = """virtual_hosts:
     route: {cluster: a}
 """
 clusters = (static_cluster("a", [a]) + static_cluster("m", [m.port]) + static_cluster("slow", [slow.port]) +
-            static_cluster("dead", [my_port()]))
+            static_cluster("dead", [free_port()]))
 proxy = Proxy(bootstrap(admin, http_listener("main", port, route_config=routes), clusters), admin)
 base = "http://127.0.0.1:%d" % port
 

@@ -3,7 +3,6 @@
 manager: connections beyond the token bucket (shared by both workers) are closed at once and
 counted in local_ratelimit.<stat_prefix>.rate_limited; the bucket refills."""
 import os
-import random
 import socket
 import sys
 import time
@@ -12,21 +11,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "lib"))
 from weft import *  # noqa
 
 
-def my_port():
-    for _ in range(200):
-        p = random.randint(23000, 23999)
-        s = socket.socket()
-        try:
-            s.bind(("127.0.0.1", p))
-            s.close()
-            return p
-        except OSError:
-            s.close()
-    return free_port()
-
-
-a = backend("a", my_port())
-admin, tport, hport = my_port(), my_port(), my_port()
+a = backend("a", free_port())
+admin, tport, hport = free_port(), free_port(), free_port()
 NRL = "type.googleapis.com/envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit"
 listeners = """  - name: tcp
     address: {socket_address: {address: 127.0.0.1, port_value: %d}}
@@ -77,7 +63,7 @@ check("HTTP connection manager: 2 connections pass, 2 are closed: %s" % codes,
 check("local_ratelimit.http_rl.rate_limited == 2", proxy.stats().get("local_ratelimit.http_rl.rate_limited") == 2)
 
 bad = listeners.replace("fill_interval: 1s", "fill_interval: 0.01s")
-rc, out = run_proxy_expect_fail(bootstrap(my_port(), bad, static_cluster("a", [a])))
+rc, out = run_proxy_expect_fail(bootstrap(free_port(), bad, static_cluster("a", [a])))
 check("fill_interval below 50ms is refused", rc != 0 and "fill_interval" in out, (rc, out[-300:]))
 check("proxy still running", proxy.p.poll() is None, proxy.output()[-1000:])
 check("proxy exits cleanly", proxy.stop() == 0, proxy.output()[-3000:])
