@@ -99,17 +99,24 @@ static void arena_free(struct arena_chunk *c)
 
 /* --- errors --- */
 
-static size_t path_push(struct build *b, const char *fmt, ...)
+/* Appends to the field path; returns the mark path_pop goes back to. */
+static size_t path_vpush(struct build *b, const char *fmt, va_list ap)
 {
     size_t mark = b->plen;
     if (b->plen < sizeof b->path) {
-        va_list ap;
-        va_start(ap, fmt);
         int n = vsnprintf(b->path + b->plen, sizeof b->path - b->plen, fmt, ap);
-        va_end(ap);
         if (n > 0)
             b->plen += (size_t)n < sizeof b->path - b->plen ? (size_t)n : sizeof b->path - 1 - b->plen;
     }
+    return mark;
+}
+
+static size_t path_push(struct build *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    size_t mark = path_vpush(b, fmt, ap);
+    va_end(ap);
     return mark;
 }
 
@@ -1484,15 +1491,10 @@ int rb_fail(struct build *b, const char *field, const char *fmt, ...)
 
 size_t rb_path_push(struct build *b, const char *fmt, ...)
 {
-    size_t mark = b->plen;
-    if (b->plen < sizeof b->path) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(b->path + b->plen, sizeof b->path - b->plen, fmt, ap);
-        va_end(ap);
-        if (n > 0)
-            b->plen += (size_t)n < sizeof b->path - b->plen ? (size_t)n : sizeof b->path - 1 - b->plen;
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    size_t mark = path_vpush(b, fmt, ap);
+    va_end(ap);
     return mark;
 }
 
