@@ -147,6 +147,10 @@ conn = H2()
 h1 = conn.wait(conn.get("/first"))
 check("h2 stream before the update: route v1", h1.get("x-route") == "v1" and h1.get(":status") == "200", h1)
 slow = conn.get("/slow", [("x-delay-ms", "1500")])  # in flight across the update
+# The update must come after the proxy routed /slow (a loaded machine may read it later).
+deadline = time.time() + 5
+while time.time() < deadline and proxy.stats().get("cluster.be.upstream_rq_active", 0) < 1:
+    time.sleep(0.02)
 ads.set(RDS, [routes("v2")], "r2")
 deadline = time.time() + 10
 while time.time() < deadline and route_of_new_connection() != "v2":
