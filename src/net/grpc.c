@@ -1,3 +1,4 @@
+#include "common/hex.h"
 #include "net/grpc.h"
 
 #include <stdlib.h>
@@ -243,24 +244,13 @@ size_t grpc_message_encode(const char *in, size_t n, char *out, size_t cap)
     return o;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 size_t grpc_message_decode(const char *in, size_t n, char *out)
 {
     size_t o = 0;
     for (size_t i = 0; i < n; i++) {
         int hi, lo;
         if (in[i] == '%' && i + 2 < n &&
-            (hi = hexval(in[i + 1])) >= 0 && (lo = hexval(in[i + 2])) >= 0) {
+            (hi = hex_digit(in[i + 1])) >= 0 && (lo = hex_digit(in[i + 2])) >= 0) {
             out[o++] = (char)(hi << 4 | lo);
             i += 2;
         } else {

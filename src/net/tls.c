@@ -4,6 +4,7 @@
  * record I/O in the shape the edge-triggered worker loop expects. */
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
 
+#include "common/hex.h"
 #include "net/tls.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -364,11 +365,6 @@ static int san_matchers(struct perr *e, const ValCtx *v, struct tls_cfg *cfg)
     return 0;
 }
 
-static int hexval(int c)
-{
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-}
-
 /* verify_certificate_hash: hex, colons allowed; verify_certificate_spki: base64. 32 bytes each. */
 static int pins_from(struct perr *e, const ValCtx *v, struct tls_cfg *cfg)
 {
@@ -381,7 +377,7 @@ static int pins_from(struct perr *e, const ValCtx *v, struct tls_cfg *cfg)
             for (; *h; h++) {
                 if (*h == ':')
                     continue;
-                int x = hexval(*h);
+                int x = hex_digit(*h);
                 if (x < 0 || n == 32)
                     break;
                 if (hi < 0) {

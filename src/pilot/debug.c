@@ -1,4 +1,5 @@
 /* pilot/debug: weftd's debug HTTP server (see debug.h). */
+#include "common/hex.h"
 #include "pilot/debug.h"
 
 #include <arpa/inet.h>
@@ -61,14 +62,6 @@ static char *configz(const struct pilot_model *m)
     return out;
 }
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c |= 0x20;
-    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
 /* The percent-decoded value of key in a query string, into out (cap bytes). Returns 0 or -1. */
 static int query_get(const char *q, const char *key, char *out, size_t cap)
 {
@@ -80,8 +73,8 @@ static int query_get(const char *q, const char *key, char *out, size_t cap)
             size_t o = 0;
             for (size_t i = kl + 1; i < n && o + 1 < cap; i++) {
                 int hi, lo;
-                if (q[i] == '%' && i + 2 < n + 1 && (hi = hexval(q[i + 1])) >= 0 &&
-                    (lo = hexval(q[i + 2])) >= 0) {
+                if (q[i] == '%' && i + 2 < n + 1 && (hi = hex_digit(q[i + 1])) >= 0 &&
+                    (lo = hex_digit(q[i + 2])) >= 0) {
                     out[o++] = (char)(hi * 16 + lo);
                     i += 2;
                 } else {

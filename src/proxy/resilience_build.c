@@ -1,5 +1,6 @@
 /* Cluster.circuit_breakers / outlier_detection / health_checks -> runtime settings, with
  * Envoy's defaults and its validation rules (see resilience_build.h). */
+#include "common/hex.h"
 #include "proxy/resilience_build.h"
 
 #include <stdio.h>
@@ -92,17 +93,6 @@ static void build_od(const Envoy__Config__Cluster__V3__OutlierDetection *p, stru
             *e = 100;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Payload: text is hex ("01ab"), binary is raw. */
 static int payload(const Envoy__Config__Core__V3__HealthCheck__Payload *p, uint8_t **out, size_t *len)
 {
@@ -127,7 +117,7 @@ static int payload(const Envoy__Config__Core__V3__HealthCheck__Payload *p, uint8
     if (!*out)
         return -1;
     for (size_t i = 0; i < n / 2; i++) {
-        int a = hexval(p->text[2 * i]), b = hexval(p->text[2 * i + 1]);
+        int a = hex_digit(p->text[2 * i]), b = hex_digit(p->text[2 * i + 1]);
         if (a < 0 || b < 0) {
             free(*out);
             *out = NULL;
