@@ -94,17 +94,6 @@ static size_t scan_value(const char *b, size_t pos, size_t end)
 
 /* --- small public helpers --- */
 
-bool h1_str_eq_ci(struct h1_str s, const char *lit)
-{
-    size_t n = strlen(lit);
-    if (s.n != n)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (lower((unsigned char)s.p[i]) != lower((unsigned char)lit[i]))
-            return false;
-    return true;
-}
-
 const struct h1_header *h1_find_header(const struct h1_header *h, size_t n, const char *name)
 {
     for (size_t i = 0; i < n; i++)

@@ -18,6 +18,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <string.h>
 #include <stdint.h>
 
 #define H1_DEFAULT_MAX_HEADERS_BYTES (60 * 1024)   /* Envoy's max_request_headers_kb default 60 */
@@ -127,8 +128,20 @@ void h1_chunked_init(struct h1_chunked *c, size_t max_trailer_bytes);
 int h1_chunked_feed(struct h1_chunked *c, const char *in, size_t len, size_t *consumed,
                     const char **data, size_t *data_len);
 
-/* True if s equals the NUL-terminated lit, ignoring ASCII case. */
-bool h1_str_eq_ci(struct h1_str s, const char *lit);
+/* True if s equals the NUL-terminated lit, ignoring ASCII case. Inline so that the length
+ * of a literal is known at compile time (it is called for every header on the hot path). */
+static inline bool h1_str_eq_ci(struct h1_str s, const char *lit)
+{
+    size_t n = strlen(lit);
+    if (s.n != n)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char a = (unsigned char)s.p[i], b = (unsigned char)lit[i];
+        if ((a >= 'A' && a <= 'Z' ? a + 32 : a) != (b >= 'A' && b <= 'Z' ? b + 32 : b))
+            return false;
+    }
+    return true;
+}
 /* The first header named name (ASCII case-insensitive) among h[0..n), or NULL. */
 const struct h1_header *h1_find_header(const struct h1_header *h, size_t n, const char *name);
 /* True if the comma-separated list (Connection, Upgrade...) holds token, ignoring case. */

@@ -348,7 +348,10 @@ int upstream_acquire_alpn(struct worker *w, struct wcluster *wc, uint32_t host, 
         u->state = UC_OPEN;
         u->owner = owner;
         u->cb = cb;
-        u->readable = true; /* edge-triggered: a read may find bytes that arrived while idle */
+        /* Plaintext: bytes or an EOF that came while idle raised an edge the idle handler
+         * acted on (or will, as this connection's event later in the batch), so a read now
+         * would only say EAGAIN. TLS may hold decrypted bytes behind a session ticket. */
+        u->readable = transport_is_tls(&u->tp);
         u->writable = true;
         *out = u;
         return 0;
