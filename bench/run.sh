@@ -5,7 +5,8 @@
 # Each proxy is measured ROUNDS times, interleaved, and the median round (by requests/s) is
 # reported: on a 2-core machine shared by wrk, the backend and the proxy, single runs are noisy.
 # Then runs bench/h2.sh and bench/tls.sh, which append their sections.
-# Env: DURATION (s, default 10), CONNS (default 16), ROUNDS (default 3), also passed to those.
+# Env: DURATION (s, default 10), CONNS (default 16), ROUNDS (default 3), also passed to those;
+# H1_ONLY=1 stops after the HTTP/1.1 table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${WEFT_BIN:-build/bin}
@@ -134,6 +135,7 @@ mv bench/RESULTS.md.new bench/RESULTS.md
 # run's processes stopped first: each script appends its own section to RESULTS.md.
 cleanup
 trap - EXIT
+if [ -n "${H1_ONLY:-}" ]; then cat bench/RESULTS.md; exit 0; fi
 export DURATION ROUNDS
 bench/h2.sh
 bench/tls.sh
