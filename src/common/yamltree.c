@@ -143,6 +143,60 @@ const struct ytree *ytree_get(const struct ytree *map, const char *key)
     return NULL;
 }
 
+/* A map's value under a proto field name, written either way proto3 JSON allows: as is
+ * (snake_case) or lowerCamelCase. */
+static const struct ytree *get_field(const struct ytree *map, const char *name, size_t n)
+{
+    char snake[128], camel[128];
+    if (n >= sizeof snake)
+        return NULL;
+    memcpy(snake, name, n);
+    snake[n] = '\0';
+    const struct ytree *v = ytree_get(map, snake);
+    if (v)
+        return v;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (name[i] == '_' && i + 1 < n && name[i + 1] >= 'a' && name[i + 1] <= 'z')
+            camel[k++] = (char)(name[++i] - 32);
+        else
+            camel[k++] = name[i];
+    }
+    camel[k] = '\0';
+    return ytree_get(map, camel);
+}
+
+int ytree_path_line(const struct ytree *root, const char *path)
+{
+    const struct ytree *t = root;
+    int line = 0;
+    const char *p = path;
+    while (t && *p) {
+        size_t n = strcspn(p, ".[");
+        if (n) {
+            t = get_field(t, p, n);
+            if (!t)
+                break;
+            line = t->line;
+            p += n;
+        }
+        while (*p == '[') {
+            char *end;
+            unsigned long i = strtoul(p + 1, &end, 10);
+            if (*end != ']' || !t || t->kind != YT_SEQ || i >= t->n)
+                return line;
+            t = t->items[i];
+            line = t->line;
+            p = end + 1;
+        }
+        if (*p == '.')
+            p++;
+        else if (*p)
+            break;
+    }
+    return line;
+}
+
 /* ---- the builder: a stack of open containers fed by libyaml events ---- */
 
 struct yt_frame {

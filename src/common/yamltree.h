@@ -59,6 +59,11 @@ void ytree_free_all(struct ytree **docs, int n);
  * map is not a map or has no such key. Linear in the map's size. */
 const struct ytree *ytree_get(const struct ytree *map, const char *key);
 
+/* The line of the deepest node that a config field path ("a.b[2].c_d", proto field names,
+ * matched as written or in lowerCamelCase) reaches from root; 0 when not even the first step is
+ * found. For naming the line of a problem found after parsing. */
+int ytree_path_line(const struct ytree *root, const char *path);
+
 /* A short name for a node's kind in messages: "null", "a scalar", "a list", "a map". */
 const char *ytree_kind_name(enum ytree_kind kind);
 

@@ -1,178 +1,19 @@
 #include "proxy/access_log.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
-#include "net/transport.h"
-
-enum tok_kind {
-    T_TEXT, T_START_TIME, T_REQ, T_RESP, T_PROTOCOL, T_RESPONSE_CODE, T_RESPONSE_FLAGS,
-    T_BYTES_RECEIVED, T_BYTES_SENT, T_DURATION, T_RESPONSE_DURATION, T_UPSTREAM_HOST,
-    T_UPSTREAM_CLUSTER, T_DOWNSTREAM_REMOTE_ADDRESS, T_DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT,
-    T_DOWNSTREAM_LOCAL_ADDRESS, T_DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT, T_ROUTE_NAME,
-    T_RESPONSE_CODE_DETAILS, T_HOSTNAME, T_REQUEST_DURATION, T_UPSTREAM_SERVICE_TIME,
-    T_DOWNSTREAM_TRANSPORT_FAILURE_REASON, T_UPSTREAM_TRANSPORT_FAILURE_REASON, T_REQUESTED_SERVER_NAME,
-    T_DOWNSTREAM_PEER_URI_SAN, T_DOWNSTREAM_TLS_VERSION, T_GRPC_STATUS, T_GRPC_STATUS_NUMBER,
-};
-
-struct token {
-    enum tok_kind kind;
-    char *text;           /* T_TEXT: literal; T_REQ/T_RESP: header name (lower case) */
-    size_t len;
-    char *alt;            /* T_REQ: the name after '?' */
-    size_t alt_len;
-    size_t max_len;       /* ":N" truncation, 0 = none */
-};
+#include "proxy/subst_format.h"
 
 struct access_log {
     int fd;
     bool own_fd;
-    struct token *toks;
-    size_t n;
+    struct subst_format *fmt;
 };
-
-static const struct { const char *name; enum tok_kind kind; } commands[] = {
-    {"START_TIME", T_START_TIME}, {"PROTOCOL", T_PROTOCOL}, {"RESPONSE_CODE", T_RESPONSE_CODE},
-    {"RESPONSE_FLAGS", T_RESPONSE_FLAGS}, {"BYTES_RECEIVED", T_BYTES_RECEIVED},
-    {"BYTES_SENT", T_BYTES_SENT}, {"DURATION", T_DURATION}, {"RESPONSE_DURATION", T_RESPONSE_DURATION},
-    {"REQUEST_DURATION", T_REQUEST_DURATION}, {"UPSTREAM_HOST", T_UPSTREAM_HOST},
-    {"UPSTREAM_CLUSTER", T_UPSTREAM_CLUSTER}, {"DOWNSTREAM_REMOTE_ADDRESS", T_DOWNSTREAM_REMOTE_ADDRESS},
-    {"DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT", T_DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT},
-    {"DOWNSTREAM_LOCAL_ADDRESS", T_DOWNSTREAM_LOCAL_ADDRESS},
-    {"DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT", T_DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT},
-    {"ROUTE_NAME", T_ROUTE_NAME}, {"RESPONSE_CODE_DETAILS", T_RESPONSE_CODE_DETAILS},
-    {"HOSTNAME", T_HOSTNAME}, {"UPSTREAM_SERVICE_TIME", T_UPSTREAM_SERVICE_TIME},
-    {"DOWNSTREAM_TRANSPORT_FAILURE_REASON", T_DOWNSTREAM_TRANSPORT_FAILURE_REASON},
-    {"UPSTREAM_TRANSPORT_FAILURE_REASON", T_UPSTREAM_TRANSPORT_FAILURE_REASON},
-    {"REQUESTED_SERVER_NAME", T_REQUESTED_SERVER_NAME}, {"DOWNSTREAM_PEER_URI_SAN", T_DOWNSTREAM_PEER_URI_SAN},
-    {"DOWNSTREAM_TLS_VERSION", T_DOWNSTREAM_TLS_VERSION},
-    {"GRPC_STATUS", T_GRPC_STATUS}, {"GRPC_STATUS_NUMBER", T_GRPC_STATUS_NUMBER},
-};
-
-/* gRPC status names as Envoy prints them: CAMEL_STRING (the default) and SNAKE_STRING. */
-static const char *const grpc_camel[17] = {
-    "Ok", "Canceled", "Unknown", "InvalidArgument", "DeadlineExceeded", "NotFound", "AlreadyExists",
-    "PermissionDenied", "ResourceExhausted", "FailedPrecondition", "Aborted", "OutOfRange", "Unimplemented",
-    "Internal", "Unavailable", "DataLoss", "Unauthenticated"};
-static const char *const grpc_snake[17] = {
-    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
-    "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
-    "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
-
-static char *lower_dup(const char *p, size_t n)
-{
-    char *s = malloc(n + 1);
-    if (!s)
-        return NULL;
-    for (size_t i = 0; i < n; i++)
-        s[i] = (char)((p[i] >= 'A' && p[i] <= 'Z') ? p[i] + 32 : p[i]);
-    s[n] = '\0';
-    return s;
-}
-
-static int add_token(struct access_log *log, struct token t)
-{
-    struct token *nt = realloc(log->toks, (log->n + 1) * sizeof *nt);
-    if (!nt)
-        return -1;
-    log->toks = nt;
-    log->toks[log->n++] = t;
-    return 0;
-}
-
-/* Parses "%CMD%", "%CMD(ARG)%", "%CMD(ARG):N%" starting after the opening '%'. Returns the
- * bytes consumed including the closing '%', or -1 with err set. */
-static int parse_command(struct access_log *log, const char *s, char *err, size_t errlen)
-{
-    const char *end = strchr(s, '%');
-    if (!end) {
-        snprintf(err, errlen, "unterminated command near '%%%.20s'", s);
-        return -1;
-    }
-    size_t len = (size_t)(end - s);
-    const char *paren = memchr(s, '(', len);
-    size_t name_len = paren ? (size_t)(paren - s) : len;
-    struct token t = {0};
-    const char *arg = NULL, *arg_end = NULL;
-    if (paren) {
-        arg = paren + 1;
-        arg_end = memchr(arg, ')', (size_t)(end - arg));
-        if (!arg_end) {
-            snprintf(err, errlen, "missing ')' in %%%.*s%%", (int)len, s);
-            return -1;
-        }
-        const char *after = arg_end + 1;
-        if (after < end) {
-            if (*after != ':') {
-                snprintf(err, errlen, "unexpected text after ')' in %%%.*s%%", (int)len, s);
-                return -1;
-            }
-            char *num_end;
-            unsigned long v = strtoul(after + 1, &num_end, 10);
-            if (num_end != end || v == 0) {
-                snprintf(err, errlen, "bad length in %%%.*s%%", (int)len, s);
-                return -1;
-            }
-            t.max_len = v;
-        }
-    }
-    if (name_len == 3 && memcmp(s, "REQ", 3) == 0 && arg) {
-        t.kind = T_REQ;
-    } else if (name_len == 4 && memcmp(s, "RESP", 4) == 0 && arg) {
-        t.kind = T_RESP;
-    } else {
-        bool found = false;
-        for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
-            if (strlen(commands[i].name) == name_len && memcmp(commands[i].name, s, name_len) == 0) {
-                t.kind = commands[i].kind;
-                found = true;
-                break;
-            }
-        }
-        if (!found || (arg && t.kind != T_START_TIME && t.kind != T_GRPC_STATUS)) {
-            snprintf(err, errlen, "unknown command %%%.*s%%", (int)len, s);
-            return -1;
-        }
-        if (arg && t.kind == T_GRPC_STATUS) { /* GRPC_STATUS(CAMEL_STRING|SNAKE_STRING|NUMBER) */
-            size_t al = (size_t)(arg_end - arg);
-            if (al == 6 && memcmp(arg, "NUMBER", 6) == 0)
-                t.kind = T_GRPC_STATUS_NUMBER;
-            else if (al == 12 && memcmp(arg, "SNAKE_STRING", 12) == 0)
-                t.alt_len = 1;
-            else if (!(al == 12 && memcmp(arg, "CAMEL_STRING", 12) == 0)) {
-                snprintf(err, errlen, "GRPC_STATUS takes CAMEL_STRING, SNAKE_STRING or NUMBER");
-                return -1;
-            }
-        } else if (arg) { /* START_TIME(format): a strftime format */
-            t.len = (size_t)(arg_end - arg);
-            t.text = strndup(arg, t.len);
-        }
-    }
-    if (t.kind == T_REQ || t.kind == T_RESP) {
-        const char *q = memchr(arg, '?', (size_t)(arg_end - arg));
-        const char *name_end = q ? q : arg_end;
-        t.text = lower_dup(arg, (size_t)(name_end - arg));
-        t.len = (size_t)(name_end - arg);
-        if (q) {
-            t.alt = lower_dup(q + 1, (size_t)(arg_end - q - 1));
-            t.alt_len = (size_t)(arg_end - q - 1);
-        }
-    }
-    if (add_token(log, t) < 0) {
-        free(t.text);
-        free(t.alt);
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    return (int)len + 1;
-}
 
 struct access_log *access_log_new(const char *path, const char *format, char *err, size_t errlen)
 {
@@ -182,35 +23,9 @@ struct access_log *access_log_new(const char *path, const char *format, char *er
         return NULL;
     }
     log->fd = -1;
-    const char *s = format ? format : ACCESS_LOG_DEFAULT_FORMAT;
-    while (*s) {
-        const char *pct = strchr(s, '%');
-        size_t lit = pct ? (size_t)(pct - s) : strlen(s);
-        if (lit) {
-            struct token t = {.kind = T_TEXT, .text = strndup(s, lit), .len = lit};
-            if (!t.text || add_token(log, t) < 0) {
-                free(t.text);
-                snprintf(err, errlen, "out of memory");
-                goto fail;
-            }
-            s += lit;
-        }
-        if (!pct)
-            break;
-        if (pct[1] == '%') { /* "%%" is a literal percent */
-            struct token t = {.kind = T_TEXT, .text = strdup("%"), .len = 1};
-            if (!t.text || add_token(log, t) < 0) {
-                free(t.text);
-                goto fail;
-            }
-            s = pct + 2;
-            continue;
-        }
-        int used = parse_command(log, pct + 1, err, errlen);
-        if (used < 0)
-            goto fail;
-        s = pct + 1 + used;
-    }
+    log->fmt = subst_format_new(format ? format : ACCESS_LOG_DEFAULT_FORMAT, err, errlen);
+    if (!log->fmt)
+        goto fail;
     if (strcmp(path, "/dev/stdout") == 0) {
         log->fd = STDOUT_FILENO;
     } else if (strcmp(path, "/dev/stderr") == 0) {
@@ -233,230 +48,19 @@ void access_log_free(struct access_log *log)
 {
     if (!log)
         return;
-    for (size_t i = 0; i < log->n; i++) {
-        free(log->toks[i].text);
-        free(log->toks[i].alt);
-    }
-    free(log->toks);
+    subst_format_free(log->fmt);
     if (log->own_fd)
         close(log->fd);
     free(log);
 }
 
-struct out {
-    char *p;
-    size_t n, cap;
-};
-
-static void put(struct out *o, const char *s, size_t n)
-{
-    if (n > o->cap - o->n)
-        n = o->cap - o->n;
-    memcpy(o->p + o->n, s, n);
-    o->n += n;
-}
-
-static void put_dash(struct out *o) { put(o, "-", 1); }
-
-static void put_u64(struct out *o, uint64_t v)
-{
-    char tmp[24];
-    int n = snprintf(tmp, sizeof tmp, "%llu", (unsigned long long)v);
-    put(o, tmp, (size_t)n);
-}
-
-static void put_addr(struct out *o, const struct sockaddr *sa, bool with_port)
-{
-    if (!sa) {
-        put_dash(o);
-        return;
-    }
-    char ip[INET6_ADDRSTRLEN + 8];
-    uint16_t port;
-    if (sa->sa_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-        inet_ntop(AF_INET, &in->sin_addr, ip, sizeof ip);
-        port = ntohs(in->sin_port);
-    } else if (sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
-        ip[0] = '[';
-        inet_ntop(AF_INET6, &in6->sin6_addr, ip + 1, sizeof ip - 2);
-        strcat(ip, "]");
-        port = ntohs(in6->sin6_port);
-    } else {
-        put_dash(o);
-        return;
-    }
-    if (!with_port && sa->sa_family == AF_INET6) { /* Envoy prints v6 without brackets then */
-        put(o, ip + 1, strlen(ip) - 2);
-        return;
-    }
-    put(o, ip, strlen(ip));
-    if (with_port) {
-        put(o, ":", 1);
-        put_u64(o, port);
-    }
-}
-
-/* Finds a header's value; several headers of one name are joined with "," as Envoy does. */
-static bool find_header(const struct h1_header *h, size_t n, const char *name, size_t name_len,
-                        struct out *o, size_t max_len)
-{
-    bool found = false;
-    size_t start = o->n;
-    for (size_t i = 0; i < n; i++) {
-        if (h[i].name.n != name_len || strncasecmp(h[i].name.p, name, name_len) != 0)
-            continue;
-        if (found)
-            put(o, ",", 1);
-        put(o, h[i].value.p, h[i].value.n);
-        found = true;
-    }
-    if (found && max_len && o->n - start > max_len)
-        o->n = start + max_len;
-    return found;
-}
-
-/* Request pseudo-headers and the headers the proxy itself sets on the forwarded request. */
-static bool req_value(const struct stream_info *si, const char *name, size_t len, struct out *o, size_t max)
-{
-    const struct h1_request *rq = si->rq;
-    struct h1_str v = {0};
-    if (len == 7 && memcmp(name, ":method", 7) == 0 && rq)
-        v = rq->method;
-    else if (len == 5 && memcmp(name, ":path", 5) == 0 && rq)
-        v = rq->path;
-    else if (len == 10 && memcmp(name, ":authority", 10) == 0 && rq)
-        v = rq->host;
-    else if (len == 12 && memcmp(name, "x-request-id", 12) == 0 && si->request_id)
-        v = (struct h1_str){si->request_id, strlen(si->request_id)};
-    else if (len == 15 && memcmp(name, "x-forwarded-for", 15) == 0 && si->forwarded_for)
-        v = (struct h1_str){si->forwarded_for, strlen(si->forwarded_for)};
-    else if (rq)
-        return find_header(rq->headers, rq->nheaders, name, len, o, max);
-    if (!v.p || v.n == 0)
-        return false;
-    put(o, v.p, max && v.n > max ? max : v.n);
-    return true;
-}
-
-static void put_start_time(struct out *o, const struct stream_info *si, const char *fmt)
-{
-    time_t secs = (time_t)(si->start_wall_us / 1000000u);
-    struct tm tm;
-    gmtime_r(&secs, &tm);
-    char tmp[128];
-    size_t n;
-    if (fmt) {
-        n = strftime(tmp, sizeof tmp, fmt, &tm);
-    } else {
-        n = strftime(tmp, sizeof tmp, "%Y-%m-%dT%H:%M:%S", &tm);
-        n += (size_t)snprintf(tmp + n, sizeof tmp - n, ".%03uZ",
-                              (unsigned)(si->start_wall_us / 1000u % 1000u));
-    }
-    put(o, tmp, n);
-}
-
-static void put_ms(struct out *o, uint64_t from, uint64_t to)
-{
-    if (!from || !to || to < from)
-        put_dash(o);
-    else
-        put_u64(o, (to - from) / 1000u);
-}
-
-static void put_opt(struct out *o, const char *s)
-{
-    if (s && *s)
-        put(o, s, strlen(s));
-    else
-        put_dash(o);
-}
-
 size_t access_log_format(const struct access_log *log, const struct stream_info *si, char *buf, size_t cap)
 {
-    struct out o = {buf, 0, cap ? cap - 1 : 0};
-    for (size_t i = 0; i < log->n; i++) {
-        const struct token *t = &log->toks[i];
-        switch (t->kind) {
-        case T_TEXT: put(&o, t->text, t->len); break;
-        case T_START_TIME: put_start_time(&o, si, t->text); break;
-        case T_REQ:
-            if (!req_value(si, t->text, t->len, &o, t->max_len) &&
-                !(t->alt && req_value(si, t->alt, t->alt_len, &o, t->max_len)))
-                put_dash(&o);
-            break;
-        case T_RESP:
-            if (strcmp(t->text, "x-envoy-upstream-service-time") == 0)
-                put_ms(&o, si->upstream_start_us, si->upstream_headers_us);
-            else if (!si->rs || !find_header(si->rs->headers, si->rs->nheaders, t->text, t->len, &o, t->max_len))
-                put_dash(&o);
-            break;
-        case T_UPSTREAM_SERVICE_TIME: put_ms(&o, si->upstream_start_us, si->upstream_headers_us); break;
-        case T_PROTOCOL:
-            if (si->protocol) put(&o, si->protocol, strlen(si->protocol)); else put_dash(&o);
-            break;
-        case T_RESPONSE_CODE: put_u64(&o, (uint64_t)si->status); break;
-        case T_RESPONSE_CODE_DETAILS:
-            if (si->local_reply_details) put(&o, si->local_reply_details, strlen(si->local_reply_details));
-            else if (si->rs) put(&o, "via_upstream", 12);
-            else put_dash(&o);
-            break;
-        case T_RESPONSE_FLAGS: {
-            char f[128];
-            int n = response_flags_format(si->flags, f, sizeof f);
-            put(&o, f, (size_t)n);
-            break;
-        }
-        case T_BYTES_RECEIVED: put_u64(&o, si->bytes_received); break;
-        case T_BYTES_SENT: put_u64(&o, si->bytes_sent); break;
-        case T_DURATION: put_ms(&o, si->start_us, si->end_us ? si->end_us : si->start_us); break;
-        case T_REQUEST_DURATION: put_ms(&o, si->start_us, si->request_end_us); break;
-        case T_RESPONSE_DURATION: put_ms(&o, si->start_us, si->upstream_headers_us); break;
-        case T_UPSTREAM_HOST:
-            if (si->upstream_host) put(&o, si->upstream_host, strlen(si->upstream_host)); else put_dash(&o);
-            break;
-        case T_UPSTREAM_CLUSTER:
-            if (si->upstream_cluster) put(&o, si->upstream_cluster, strlen(si->upstream_cluster)); else put_dash(&o);
-            break;
-        case T_ROUTE_NAME:
-            if (si->route_name && *si->route_name) put(&o, si->route_name, strlen(si->route_name)); else put_dash(&o);
-            break;
-        case T_DOWNSTREAM_REMOTE_ADDRESS: put_addr(&o, si->downstream_remote, true); break;
-        case T_DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT: put_addr(&o, si->downstream_remote, false); break;
-        case T_DOWNSTREAM_LOCAL_ADDRESS: put_addr(&o, si->downstream_local, true); break;
-        case T_DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT: put_addr(&o, si->downstream_local, false); break;
-        case T_DOWNSTREAM_TRANSPORT_FAILURE_REASON: put_opt(&o, si->downstream_transport_failure_reason); break;
-        case T_UPSTREAM_TRANSPORT_FAILURE_REASON: put_opt(&o, si->upstream_transport_failure_reason); break;
-        case T_REQUESTED_SERVER_NAME: put_opt(&o, si->downstream_tp ? si->downstream_tp->server_name : NULL); break;
-        case T_DOWNSTREAM_PEER_URI_SAN: put_opt(&o, si->downstream_tp ? si->downstream_tp->peer_uri_san : NULL); break;
-        case T_DOWNSTREAM_TLS_VERSION: put_opt(&o, si->downstream_tp ? transport_tls_version(si->downstream_tp) : NULL); break;
-        case T_GRPC_STATUS:
-            if (si->grpc_status >= 0 && si->grpc_status <= 16) {
-                const char *nm = (t->alt_len ? grpc_snake : grpc_camel)[si->grpc_status];
-                put(&o, nm, strlen(nm));
-            } else if (si->grpc_status > 16) {
-                put_u64(&o, (uint64_t)si->grpc_status);
-            } else {
-                put_dash(&o);
-            }
-            break;
-        case T_GRPC_STATUS_NUMBER:
-            if (si->grpc_status >= 0) put_u64(&o, (uint64_t)si->grpc_status); else put_dash(&o);
-            break;
-        case T_HOSTNAME: {
-            char h[256];
-            if (gethostname(h, sizeof h) == 0) put(&o, h, strnlen(h, sizeof h)); else put_dash(&o);
-            break;
-        }
-        }
-    }
+    size_t n = subst_format_render(log->fmt, si, true, buf, cap);
     /* A truncated line still ends in a newline when the format asked for one. */
-    if (o.n == o.cap && log->n && log->toks[log->n - 1].kind == T_TEXT &&
-        log->toks[log->n - 1].text[log->toks[log->n - 1].len - 1] == '\n')
-        buf[o.n - 1] = '\n';
-    buf[o.n] = '\0';
-    return o.n;
+    if (cap && n == cap - 1 && n && subst_format_ends_in_newline(log->fmt))
+        buf[n - 1] = '\n';
+    return n;
 }
 
 void access_log_write(const struct access_log *log, const struct stream_info *si, char *line_buf)

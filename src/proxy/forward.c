@@ -399,7 +399,7 @@ int fwd_write_request_head(struct buf *b, const struct hcm_config *hcm, struct w
         if (http_put_header(b, "x-envoy-attempt-count", t, u64_to_dec(si->attempts ? si->attempts : 1, t)))
             return -1;
     }
-    if (nlv && http_mutation_add(b, lv, nlv, rq->headers, rq->nheaders) < 0)
+    if (nlv && http_mutation_add(b, lv, nlv, rq->headers, rq->nheaders, si) < 0)
         return -1;
     return 0;
 }
@@ -456,7 +456,7 @@ int fwd_write_response_head(struct buf *o, const struct hcm_config *hcm, const s
     if (route && route->vhost && route->vhost->attempt_count_response &&
         http_put_header(o, "x-envoy-attempt-count", t, u64_to_dec(si->attempts ? si->attempts : 1, t)))
         return -1;
-    if (nlv && http_mutation_add(o, lv, nlv, rs->headers, rs->nheaders) < 0)
+    if (nlv && http_mutation_add(o, lv, nlv, rs->headers, rs->nheaders, si) < 0)
         return -1;
     return 0;
 }

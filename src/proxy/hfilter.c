@@ -255,13 +255,13 @@ void hf_done(struct hf_state *st, struct worker *w, const struct route_entry *ro
             stats_add(chain->f[i].stats, w->id, FS_ACTIVE, -1);
 }
 
-int hf_reply_headers(struct buf *b, const struct hf_state *st)
+int hf_reply_headers(struct buf *b, const struct hf_state *st, const struct stream_info *si)
 {
     if (st->ratelimited && http_put_header(b, "x-envoy-ratelimited", "true", 4))
         return -1;
     if (st->reply_add) {
         const struct header_mutation *lv[1] = {st->reply_add};
-        if (http_mutation_add(b, lv, 1, NULL, 0) < 0)
+        if (http_mutation_add(b, lv, 1, NULL, 0, si) < 0)
             return -1;
     }
     return 0;

@@ -131,6 +131,6 @@ void hf_done(struct hf_state *st, struct worker *w, const struct route_entry *ro
 bool hf_bucket_take(struct hf_bucket *b);
 
 /* Appends the local reply's extra headers (x-envoy-ratelimited, response_headers_to_add). */
-int hf_reply_headers(struct buf *b, const struct hf_state *st);
+int hf_reply_headers(struct buf *b, const struct hf_state *st, const struct stream_info *si);
 
 #endif

@@ -350,7 +350,7 @@ static void local_reply(struct hconn *d, int status, uint32_t flag, const char *
     int go = s->hf.status ? s->hf.grpc_status : -1; /* a filter's reply may carry its own grpc-status */
     grpc = grpc || go >= 0;
     if (fwd_write_local_head_grpc(o, d->hcm, status, body, body_len, location, grpc, go, &wire, &gs) < 0 ||
-        (s->hf.status && hf_reply_headers(o, &s->hf) < 0))
+        (s->hf.status && hf_reply_headers(o, &s->hf, &s->si) < 0))
         s->close_after = true;
     if (grpc) {
         buf_append(o, "content-length: 0\r\n", 19); /* trailers-only: the head is all */

@@ -6,6 +6,7 @@
 #include <strings.h>
 
 #include "proxy/route.h"
+#include "proxy/subst_format.h"
 
 bool http_in_connection_tokens(const struct h1_header *hs, size_t nh, struct h1_str name)
 {
@@ -52,7 +53,7 @@ bool http_mutation_drops(const struct header_mutation *const *lv, size_t nlv, st
 }
 
 int http_mutation_add(struct buf *b, const struct header_mutation *const *lv, size_t nlv,
-                      const struct h1_header *h, size_t nh)
+                      const struct h1_header *h, size_t nh, const struct stream_info *si)
 {
     for (size_t l = 0; l < nlv; l++) {
         for (size_t i = 0; i < lv[l]->nadd; i++) {
@@ -60,10 +61,26 @@ int http_mutation_add(struct buf *b, const struct header_mutation *const *lv, si
             bool present = http_has_header(h, nh, a->name);
             if ((a->action == ROUTE_ADD_IF_ABSENT && present) || (a->action == ROUTE_OVERWRITE_IF_EXISTS && !present))
                 continue;
-            if (a->value.n == 0 && !a->keep_empty_value)
+            size_t mark = b->tail;
+            if (buf_append(b, a->name.p, a->name.n) || buf_append(b, ": ", 2))
+                return -1;
+            size_t vlen = a->value.n;
+            if (a->format && si) {
+                /* Rendered in place; a value that is not known is left out (no "-"). */
+                if (buf_room(b) < 3)
+                    return -1;
+                vlen = subst_format_render(a->format, si, false, buf_wpos(b), buf_room(b) - 2);
+                if (vlen == buf_room(b) - 3)
+                    return -1; /* it may have been cut short: the head is too large */
+                b->tail += vlen;
+            } else if (buf_append(b, a->value.p, a->value.n)) {
+                return -1;
+            }
+            if (vlen == 0 && !a->keep_empty_value) {
+                b->tail = mark;
                 continue;
-            if (buf_append(b, a->name.p, a->name.n) || buf_append(b, ": ", 2) ||
-                buf_append(b, a->value.p, a->value.n) || buf_append(b, "\r\n", 2))
+            }
+            if (buf_append(b, "\r\n", 2))
                 return -1;
         }
     }

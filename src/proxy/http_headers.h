@@ -12,6 +12,7 @@
 #include "net/http1.h"
 
 struct header_mutation;
+struct stream_info;
 
 /* True for the connection-specific headers a proxy never forwards (RFC 9110 7.6.1, and the
  * ones RFC 9113 8.2.2 forbids in HTTP/2). */
@@ -29,9 +30,10 @@ bool http_has_header(const struct h1_header *h, size_t n, struct h1_str name);
 /* True when a received header must not be passed on: a level removes it, or overwrites it. */
 bool http_mutation_drops(const struct header_mutation *const *lv, size_t nlv, struct h1_str name);
 /* Appends "name: value\r\n" for every header the levels add, given the headers as received
- * (h[0..nh)). Returns 0, or -1 when b is full. */
+ * (h[0..nh)). Values with %COMMAND% operators are rendered from si (sent as configured when si
+ * is NULL); an empty value is left out unless keep_empty_value. Returns 0, or -1 when b is full. */
 int http_mutation_add(struct buf *b, const struct header_mutation *const *lv, size_t nlv,
-                      const struct h1_header *h, size_t nh);
+                      const struct h1_header *h, size_t nh, const struct stream_info *si);
 /* Appends "name: value\r\n" to b; returns 0 or -1 when it does not fit. */
 int http_put_header(struct buf *b, const char *name, const char *value, size_t vlen);
 /* The IP address (without port) of ss as text ("unknown" for other families). */

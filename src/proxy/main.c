@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/yamltree.h"
 #include "common/pbmap.h"
 #include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
 #include "net/tls.h"
@@ -184,6 +185,22 @@ static char *read_file(const char *path, size_t *len, char *err, size_t errlen)
     return buf;
 }
 
+/* The bootstrap line a snapshot error ("field.path: problem") points at: the error is found
+ * after parsing, so the text is read again to find where that field was written. */
+static int error_line(const char *text, size_t len, const char *err)
+{
+    const char *sep = strstr(err, ": ");
+    if (!sep)
+        return 0;
+    char path[512];
+    snprintf(path, sizeof path, "%.*s", (int)(sep - err), err);
+    char perr[256];
+    struct ytree *t = ytree_parse(text, len, NULL, perr, sizeof perr);
+    int line = t ? ytree_path_line(t, path) : 0;
+    ytree_free(t);
+    return line;
+}
+
 /* Loads and checks the bootstrap; prints one line and returns NULL on any problem. The decoded
  * bootstrap is handed back in *bootstrap (the caller frees it) for the xDS client. */
 static struct snapshot *load(const struct opts *o, ProtobufCMessage **bootstrap)
@@ -204,19 +221,19 @@ static struct snapshot *load(const struct opts *o, ProtobufCMessage **bootstrap)
         len = strlen(text);
     }
     ProtobufCMessage *m = pbmap_from_yaml(&envoy__config__bootstrap__v3__bootstrap__descriptor, text, len, name, &pe);
-    free(text);
     if (!m) {
+        free(text);
         fprintf(stderr, "weft-proxy: %s\n", pe.msg);
         return NULL;
     }
-    Envoy__Config__Bootstrap__V3__Bootstrap *b = (Envoy__Config__Bootstrap__V3__Bootstrap *)m;
     struct snapshot *s = snapshot_build(m, err, sizeof err);
-    (void)b;
     *bootstrap = m;
     if (!s) {
-        fprintf(stderr, "weft-proxy: %s: %s\n", name, err);
+        fprintf(stderr, "weft-proxy: %s:%d: %s\n", name, error_line(text, len, err), err);
+        free(text);
         return NULL;
     }
+    free(text);
     if (o->service_node) {
         free(s->node_id);
         s->node_id = strdup(o->service_node);

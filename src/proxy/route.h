@@ -55,6 +55,7 @@ struct hf_route;
 struct route_header_match;
 struct hf_chain;
 struct retry_policy;
+struct subst_format;
 struct pcre2_real_code_8;   /* pcre2_code (8-bit); route.h does not pull in pcre2.h */
 struct Envoy__Config__Route__V3__RouteConfiguration;
 
@@ -223,8 +224,7 @@ struct route_header_add {
     struct h1_str value;       /* NUL-terminated; "%%" already turned into "%" unless formatted */
     enum route_append_action action;
     bool keep_empty_value;     /* false: skip the header when its (formatted) value is empty */
-    bool formatted;            /* value holds Envoy %COMMAND% operators, kept verbatim: the
-                                * caller expands them (or sends them as they are) */
+    const struct subst_format *format; /* value holds Envoy %COMMAND% operators: render this */
 };
 
 /* One level's mutations. Apply the removals first, then the additions, in array order. */
@@ -447,6 +447,8 @@ struct route_table {
     void *arena;
     struct pcre2_real_code_8 **codes;
     size_t ncodes;
+    struct subst_format **formats;
+    size_t nformats;
 };
 
 /* The case-insensitive hash used for the domain table (both sides must agree). */

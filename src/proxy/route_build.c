@@ -16,6 +16,7 @@
 #include "envoy/config/route/v3/route_components.pb-c.h"
 #include "proxy/hfilter.h"
 #include "proxy/retry.h"
+#include "proxy/subst_format.h"
 #include "proxy/route.h"
 #include "proxy/route_build_internal.h"
 
@@ -35,6 +36,8 @@ struct build {
     struct arena_chunk *arena;
     pcre2_code **codes;
     size_t ncodes, capcodes;
+    struct subst_format **formats;  /* header value formats, freed with the table like codes */
+    size_t nformats, capformats;
     route_cluster_lookup lookup;
     void *lookup_ctx;
     bool validate;
@@ -95,6 +98,18 @@ static void arena_free(struct arena_chunk *c)
         free(c);
         c = next;
     }
+}
+
+/* Frees what a failed build made. */
+static void build_discard(struct build *b)
+{
+    for (size_t i = 0; i < b->ncodes; i++)
+        pcre2_code_free(b->codes[i]);
+    free(b->codes);
+    for (size_t i = 0; i < b->nformats; i++)
+        subst_format_free(b->formats[i]);
+    free(b->formats);
+    arena_free(b->arena);
 }
 
 /* --- errors --- */
@@ -217,6 +232,22 @@ static int keep_code(struct build *b, pcre2_code *c)
         b->capcodes = cap;
     }
     b->codes[b->ncodes++] = c;
+    return 0;
+}
+
+static int keep_format(struct build *b, struct subst_format *f)
+{
+    if (b->nformats == b->capformats) {
+        size_t cap = b->capformats ? b->capformats * 2 : 8;
+        struct subst_format **n = realloc(b->formats, cap * sizeof *n);
+        if (!n) {
+            subst_format_free(f);
+            return oom(b);
+        }
+        b->formats = n;
+        b->capformats = cap;
+    }
+    b->formats[b->nformats++] = f;
     return 0;
 }
 
@@ -434,7 +465,8 @@ static int check_modifiable(struct build *b, const char *field, const char *name
 }
 
 /* A header value is an Envoy substitution format string. Values whose only '%' are "%%" become
- * plain strings; any other '%' leaves the value verbatim and marks it formatted. */
+ * plain strings; others are compiled (an unknown or malformed command is a config error, as in
+ * Envoy) and rendered per request. */
 static int header_value(struct build *b, const char *v, size_t n, struct route_header_add *o)
 {
     bool plain = true;
@@ -446,8 +478,14 @@ static int header_value(struct build *b, const char *v, size_t n, struct route_h
                 plain = false;
         }
     if (!plain) {
-        o->formatted = true;
-        return dup_n(b, v, n, false, &o->value);
+        if (dup_n(b, v, n, false, &o->value) < 0)
+            return -1;
+        char ferr[160];
+        struct subst_format *f = subst_format_new(o->value.p, ferr, sizeof ferr);
+        if (!f)
+            return fail(b, "", "%s", ferr);
+        o->format = f;
+        return keep_format(b, f);
     }
     char *p = balloc(b, n + 1);
     if (!p)
@@ -1435,10 +1473,7 @@ struct route_table *route_table_build_hcm(const struct Envoy__Config__Route__V3_
                                                          : ROUTE_DIRECT_BODY_DEFAULT;
     struct route_table *t = balloc(&b, sizeof *t);
     if (t && nfilters && hf_compile_chain(&b, filters, nfilters, &t->chain) < 0) {
-        for (size_t i = 0; i < b.ncodes; i++)
-            pcre2_code_free(b.codes[i]);
-        free(b.codes);
-        arena_free(b.arena);
+        build_discard(&b);
         return NULL;
     }
     if (t)
@@ -1446,14 +1481,13 @@ struct route_table *route_table_build_hcm(const struct Envoy__Config__Route__V3_
     if (!t || compile_table(&b, rc, t) < 0) {
         if (!t)
             oom(&b);
-        for (size_t i = 0; i < b.ncodes; i++)
-            pcre2_code_free(b.codes[i]);
-        free(b.codes);
-        arena_free(b.arena);
+        build_discard(&b);
         return NULL;
     }
     t->codes = (struct pcre2_real_code_8 **)b.codes;
     t->ncodes = b.ncodes;
+    t->formats = b.formats;
+    t->nformats = b.nformats;
     t->arena = b.arena;
     return t;
 }
@@ -1465,6 +1499,9 @@ void route_table_free(struct route_table *t)
     for (size_t i = 0; i < t->ncodes; i++)
         pcre2_code_free((pcre2_code *)t->codes[i]);
     free(t->codes);
+    for (size_t i = 0; i < t->nformats; i++)
+        subst_format_free(t->formats[i]);
+    free(t->formats);
     arena_free(t->arena);   /* t itself lives in the arena */
 }
 

@@ -115,7 +115,7 @@ static void local_reply(struct hstream *s, int status, uint32_t flag, const char
     int go = s->hf.status ? s->hf.grpc_status : -1; /* a filter's reply may carry its own grpc-status */
     grpc = grpc || go >= 0;
     if (fwd_write_local_head_grpc(b, s->hcm, status, body, blen, location, grpc, go, &wire, &gs) < 0 ||
-        (s->hf.status && hf_reply_headers(b, &s->hf) < 0) || put(b, "\r\n", 2) || parse_built_head(s, text) < 0) {
+        (s->hf.status && hf_reply_headers(b, &s->hf, &s->si) < 0) || put(b, "\r\n", 2) || parse_built_head(s, text) < 0) {
         s->reset = true;
         return;
     }

@@ -3,6 +3,7 @@
 the admin endpoints answer as Envoy's do; --mode validate checks a config and exits."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -37,7 +38,18 @@ for name, cfg, needles in cases:
     code, out = run_proxy_expect_fail(cfg)
     lines = [l for l in out.strip().splitlines() if l]
     ok = code == 1 and len(lines) == 1 and all(n in out for n in needles) and "Segmentation" not in out
+    # Every error names the file and a line, also those found after parsing (file:LINE: path).
+    ok = ok and re.search(r"CONFIG:[1-9][0-9]*:", out) is not None
     check("config error: " + name, ok, (code, out))
+
+# A problem found after parsing points at the line where the field was written.
+cfg = bootstrap(admin, listener("be"), static_cluster("be", [be])).replace(
+    'route: {cluster: be}', 'route: {cluster: be}, request_headers_to_add: [{header: {key: x, value: "%NOPE%"}}]', 1)
+code, out = run_proxy_expect_fail(cfg)
+want = 1 + next(i for i, l in enumerate(cfg.splitlines()) if "%NOPE%" in l)
+check("config error: unknown command in a header value, with its line",
+      code == 1 and ("CONFIG:%d: " % want) in out and "request_headers_to_add[0]: unknown command %NOPE%" in out,
+      (code, out, want))
 
 import tempfile
 with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:

@@ -5,6 +5,7 @@ import collections
 import json
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "lib"))
 from weft import *  # noqa
@@ -101,6 +102,21 @@ virtual_hosts:
     - header: {key: x-resp-added, value: route}
     response_headers_to_remove: [x-backend]
     route: {cluster: a}
+  - match: {prefix: "/fmt"}
+    request_headers_to_add:
+    - header: {key: x-client-ip, value: "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"}
+    - header: {key: x-ua, value: "ua=%REQ(User-Agent)% 100%%"}
+    - header: {key: x-start, value: "%START_TIME(%s.%3f)%"}
+    - header: {key: x-proto, value: "%PROTOCOL%"}
+    - header: {key: x-local-port, value: "%DOWNSTREAM_LOCAL_PORT%"}
+    - header: {key: x-missing, value: "%REQ(x-not-sent)%"}
+    - header: {key: x-missing-kept, value: "%REQ(x-not-sent)%"}
+      keep_empty_value: true
+    response_headers_to_add:
+    - header: {key: x-upstream, value: "%UPSTREAM_REMOTE_ADDRESS%"}
+    - header: {key: x-route, value: "%ROUTE_NAME%/%UPSTREAM_CLUSTER%"}
+    name: fmt-route
+    route: {cluster: a}
   - match: {prefix: "/down"}
     route: {cluster: down}
   - match: {prefix: "/dns"}
@@ -180,6 +196,23 @@ check("route request header added", j.get("headers", {}).get("x-added") == "rout
 check("route request header removed", "x-remove-me" not in j.get("headers", {}))
 check("route response header added", h.get("x-resp-added") == "route", h)
 check("route response header removed", "x-backend" not in h, h)
+
+st, h, body, j = get("/fmt", "-A", "tester/1")
+fh = j.get("headers", {})
+check("header value %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%", fh.get("x-client-ip") == "127.0.0.1", fh)
+check("header value %REQ(User-Agent)% with literal %%", fh.get("x-ua") == "ua=tester/1 100%", fh)
+try:
+    start = float(fh.get("x-start", "0"))
+except ValueError:
+    start = 0
+check("header value %START_TIME(%s.%3f)% is now in seconds.millis",
+      abs(start - time.time()) < 30 and len(fh.get("x-start", "").split(".")[-1]) == 3, fh.get("x-start"))
+check("header value %PROTOCOL%", fh.get("x-proto") == "HTTP/1.1", fh)
+check("header value %DOWNSTREAM_LOCAL_PORT%", fh.get("x-local-port") == str(port), fh)
+check("a header whose value renders empty is not sent", "x-missing" not in fh, fh)
+check("keep_empty_value sends it empty", fh.get("x-missing-kept") == "", fh)
+check("response header %UPSTREAM_REMOTE_ADDRESS%", h.get("x-upstream") == "127.0.0.1:%d" % a, h)
+check("response header %ROUTE_NAME%/%UPSTREAM_CLUSTER%", h.get("x-route") == "fmt-route/a", h)
 
 counts = collections.Counter(get("/split")[3].get("name") for _ in range(300))
 check("weighted split 20/80 within tolerance", 30 <= counts["a"] <= 95 and counts["a"] + counts["b"] == 300, counts)

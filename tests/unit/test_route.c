@@ -1003,7 +1003,7 @@ static void test_header_mutations(void)
     }
     route_table_free(t);
 
-    /* values: "%%" unescaped, other % kept as formatted; legacy append; keep_empty_value */
+    /* values: "%%" unescaped, other % compiled as a format; legacy append; keep_empty_value */
     rc = rc_new();
     VirtualHost *v = vhost(rc, "v", (const char *const[]){ "*", NULL });
     Route *rt = add(v, rprefix("r", "/"));
@@ -1022,13 +1022,26 @@ static void test_header_mutations(void)
         n = route_request_mutations(e, -1, lv);
         CHECK_EQ_INT(n, 1);
         CHECK_EQ_STR(lv[0]->add[0].value.p, "50%");
-        CHECK(!lv[0]->add[0].formatted);
+        CHECK(lv[0]->add[0].format == NULL);
         CHECK_EQ_STR(lv[0]->add[1].value.p, "%DOWNSTREAM_REMOTE_ADDRESS%");
-        CHECK(lv[0]->add[1].formatted);
+        CHECK(lv[0]->add[1].format != NULL);
         CHECK_EQ_INT(lv[0]->add[1].action, ROUTE_ADD_IF_ABSENT);
         CHECK_EQ_INT(lv[0]->add[2].action, ROUTE_OVERWRITE_IF_EXISTS_OR_ADD);
         CHECK(lv[0]->add[2].keep_empty_value);
     }
+    route_table_free(t);
+    rc_free(rc);
+
+    /* an unknown command in a header value is a config error naming the field */
+    rc = rc_new();
+    v = vhost(rc, "v", (const char *const[]){ "*", NULL });
+    rt = add(v, rprefix("r", "/"));
+    to_cluster(rt, "api");
+    PUSH(rt->request_headers_to_add, rt->n_request_headers_to_add, hvo("x-bad", "%NOT_A_COMMAND%", APPEND));
+    t = route_table_build(rc, lookup, NULL, err, sizeof err);
+    CHECK(t == NULL);
+    CHECK(strstr(err, "request_headers_to_add[0]") != NULL);
+    CHECK(strstr(err, "unknown command %NOT_A_COMMAND%") != NULL);
     route_table_free(t);
     rc_free(rc);
     route_scratch_free(s);
