@@ -29,6 +29,15 @@ void loop_defer(struct loop *l, struct deferred *d, void (*fn)(struct deferred *
     l->deferred = d;
 }
 
+void loop_undefer(struct loop *l, struct deferred *d)
+{
+    for (struct deferred **p = &l->deferred; *p; p = &(*p)->next)
+        if (*p == d) {
+            *p = d->next;
+            return;
+        }
+}
+
 static void run_deferred(struct loop *l)
 {
     while (l->deferred) {

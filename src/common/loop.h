@@ -41,6 +41,8 @@ struct deferred {
     void (*fn)(struct deferred *d);
 };
 void loop_defer(struct loop *l, struct deferred *d, void (*fn)(struct deferred *d));
+/* Takes back a deferred call that has not run yet (its object is going away). */
+void loop_undefer(struct loop *l, struct deferred *d);
 
 /* Creates a loop; wake_cb (may be NULL) runs on the loop's thread after loop_wake() from any thread. */
 struct loop *loop_new(loop_wake_cb wake_cb, void *wake_arg);

@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 #include <strings.h>
 
@@ -73,6 +74,8 @@ struct h2c {
     bool draining;
     bool in_run;
     bool shut;
+    bool run_pending;              /* run_later is queued on the loop */
+    struct deferred run_later;
     uint64_t idle_since_ms;
 };
 
@@ -104,10 +107,23 @@ static void go_away(struct h2c *c, uint32_t code, size_t flood_stat)
 
 /* --- hstream ops --- */
 
+static void run_later(struct deferred *d)
+{
+    struct h2c *c = (struct h2c *)((char *)d - offsetof(struct h2c, run_later));
+    c->run_pending = false;
+    h2c_run(c);
+}
+
+/* A stream has news (its upstream answered, a timer fired). The connection runs once after the
+ * current event batch rather than now: the answers of all its streams that came in the same
+ * batch then leave in one write, not one write each. */
 static void wake(struct hstream *hs)
 {
-    struct h2s *st = (struct h2s *)hs;
-    h2c_run(st->c);
+    struct h2c *c = ((struct h2s *)hs)->c;
+    if (c->in_run || c->run_pending)
+        return; /* a run is under way or queued: it will see this stream */
+    c->run_pending = true;
+    loop_defer(c->w->loop, &c->run_later, run_later);
 }
 
 static void request_consumed(struct hstream *hs, size_t n)
@@ -802,6 +818,8 @@ void h2c_free(struct h2c *c)
 {
     if (!c)
         return;
+    if (c->run_pending)
+        loop_undefer(c->w->loop, &c->run_later);
     h2c_shutdown(c);
     nghttp2_session_del(c->ng);
     free(c->streams);
