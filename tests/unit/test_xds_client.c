@@ -277,7 +277,7 @@ static void test_initial_fetch_timeout(void)
 
 static void test_bad_bootstraps(void)
 {
-    const char *bad[] = {"api_type: GRPC", "api_type: DELTA_GRPC", "cluster_name: xds-grpc}", "cluster_name: nope}",
+    const char *bad[] = {"api_type: GRPC", "api_type: REST", "cluster_name: xds-grpc}", "cluster_name: nope}",
                          "transport_api_version: V3", "transport_api_version: V2"};
     for (int i = 0; i < 6; i += 2) {
         char y[2048];
