@@ -917,9 +917,10 @@ static int build_hcm(struct ctx *c, const Hcm *h, struct hcm_config *hc)
     char rerr[512];
     hc->routes = route_table_build_hcm(h->route_config, lookup_cluster, c->snap, hc->stat_prefix, specs, nspecs, rerr,
                                        sizeof rerr);
-    if (!hc->routes) {
-        push(c, strncmp(rerr, "http_filters", 12) == 0 ? "." : ".route_config.");
-        return fail(c, "%s", rerr);
+    if (!hc->routes) { /* rerr is "field.path: problem" inside the HCM or its route_config */
+        snprintf(c->err, c->errlen, "%s%s%s", c->path, strncmp(rerr, "http_filters", 12) == 0 ? "." : ".route_config.",
+                 rerr);
+        return -1;
     }
     return build_access_logs(c, h->access_log, h->n_access_log, &hc->access_logs, &hc->n_access_logs);
 }
