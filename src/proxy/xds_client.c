@@ -485,55 +485,33 @@ static int apply(struct xds_client *x, enum xds_type t, int rc, struct xds_set *
     return 1;
 }
 
-static int handle_sotw(struct xds_client *x, const uint8_t *msg, size_t len)
-{
-    DiscoveryResponse *r =
-        (DiscoveryResponse *)protobuf_c_message_unpack(&envoy__service__discovery__v3__discovery_response__descriptor, NULL,
-                                                       len, msg);
-    if (!r)
-        return -1;
-    enum xds_type t = type_of(r->type_url);
-    if (t == XDS_NTYPES) {
-        log_warn("xds: response of unsubscribed type '%s' ignored", r->type_url ? r->type_url : "");
-        protobuf_c_message_free_unpacked(&r->base, NULL);
-        return -1;
-    }
-    set_str(&x->sub[t].nonce, r->nonce);
-    char err[1024] = "";
-    struct xds_set cand = {0};
-    int rc = decode(x, t, r, &cand, err, sizeof err);
-    rc = apply(x, t, rc, &cand, r->version_info, err, sizeof err);
-    protobuf_c_message_free_unpacked(&r->base, NULL);
-    return rc;
-}
-
-static int handle_delta(struct xds_client *x, const uint8_t *msg, size_t len)
-{
-    DeltaDiscoveryResponse *r = (DeltaDiscoveryResponse *)protobuf_c_message_unpack(
-        &envoy__service__discovery__v3__delta_discovery_response__descriptor, NULL, len, msg);
-    if (!r)
-        return -1;
-    enum xds_type t = type_of(r->type_url);
-    if (t == XDS_NTYPES) {
-        log_warn("xds: response of unsubscribed type '%s' ignored", r->type_url ? r->type_url : "");
-        protobuf_c_message_free_unpacked(&r->base, NULL);
-        return -1;
-    }
-    set_str(&x->sub[t].nonce, r->nonce);
-    char err[1024] = "";
-    struct xds_set cand = {0};
-    int rc = xds_delta_decode(x, t, r, &cand, err, sizeof err);
-    rc = apply(x, t, rc, &cand, r->system_version_info, err, sizeof err);
-    protobuf_c_message_free_unpacked(&r->base, NULL);
-    return rc;
-}
-
 int xds_client_handle_response(struct xds_client *x, const uint8_t *msg, size_t len)
 {
     if (len > XDS_MAX_RESPONSE)
         return -1;
-    return x->delta ? handle_delta(x, msg, len) : handle_sotw(x, msg, len);
+    const ProtobufCMessageDescriptor *d = x->delta ? &envoy__service__discovery__v3__delta_discovery_response__descriptor
+                                                   : &envoy__service__discovery__v3__discovery_response__descriptor;
+    ProtobufCMessage *m = protobuf_c_message_unpack(d, NULL, len, msg);
+    if (!m)
+        return -1;
+    const DiscoveryResponse *r = x->delta ? NULL : (const DiscoveryResponse *)m;
+    const DeltaDiscoveryResponse *dr = x->delta ? (const DeltaDiscoveryResponse *)m : NULL;
+    const char *url = r ? r->type_url : dr->type_url;
+    enum xds_type t = type_of(url);
+    if (t == XDS_NTYPES) {
+        log_warn("xds: response of unsubscribed type '%s' ignored", url ? url : "");
+        protobuf_c_message_free_unpacked(m, NULL);
+        return -1;
+    }
+    set_str(&x->sub[t].nonce, r ? r->nonce : dr->nonce);
+    char err[1024] = "";
+    struct xds_set cand = {0};
+    int rc = r ? decode(x, t, r, &cand, err, sizeof err) : xds_delta_decode(x, t, dr, &cand, err, sizeof err);
+    rc = apply(x, t, rc, &cand, r ? r->version_info : dr->system_version_info, err, sizeof err);
+    protobuf_c_message_free_unpacked(m, NULL);
+    return rc;
 }
+
 /* --- the stream --- */
 
 static void schedule_retry(struct xds_client *x)

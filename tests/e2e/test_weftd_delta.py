@@ -58,32 +58,9 @@ spec:
   - headers: {response: {set: {x-route: "%(tag)s"}}}
     route: [{destination: {host: %(host)s, port: {number: 80}}}]
 """
-BOOT = """node:
-  id: %(node)s
-  cluster: gw.default
-  metadata: {NAMESPACE: default, LABELS: {istio: ingressgateway}}
-dynamic_resources:
-  ads_config:
-    api_type: %(api)s
-    transport_api_version: V3
-    grpc_services: [{envoy_grpc: {cluster_name: xds-grpc}}]
-  cds_config: {ads: {}, resource_api_version: V3}
-  lds_config: {ads: {}, resource_api_version: V3}
-static_resources:
-  clusters:
-  - name: xds-grpc
-    type: STATIC
-    connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {http2_protocol_options: {}}
-    load_assignment:
-      cluster_name: xds-grpc
-      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(gport)d}}}}]}]
-admin:
-  address: {socket_address: {address: 127.0.0.1, port_value: %(admin)d}}
-"""
+NODE_YAML = """id: %s
+cluster: gw.default
+metadata: {NAMESPACE: default, LABELS: {istio: ingressgateway}}""" % NODE
 
 work = tempfile.mkdtemp(prefix="weftd-delta-")
 weftd = None
@@ -158,8 +135,7 @@ try:
     write("gateway.yaml", GATEWAY % gw)
     write("vs.yaml", VS % {"tag": "a1", "host": "alpha"})
     weftd = start_weftd()
-    boot = {"node": NODE, "gport": gport, "admin": admin}
-    proxy = weft.Proxy(BOOT % dict(boot, api="DELTA_GRPC"), admin)
+    proxy = weft.Proxy(weft.ads_bootstrap(admin, gport, NODE_YAML, "DELTA_GRPC"), admin)
 
     # --- initial sync over DeltaAggregatedResources; traffic flows
     check("traffic flows to alpha", poll(lambda: served_by() == "alpha", 15), proxy.output()[-2000:])
@@ -278,7 +254,7 @@ try:
     # --- the same config over state of the world: the same snapshot
     delta_dump = bodies(dump(proxy))
     check("delta proxy exits 0", proxy.stop() == 0, proxy.output()[-2000:])
-    sotw = weft.Proxy(BOOT % dict(boot, api="GRPC"), admin)
+    sotw = weft.Proxy(weft.ads_bootstrap(admin, gport, NODE_YAML, "GRPC"), admin)
     check("SotW proxy serves the same", poll(lambda: served_by("r1"), 15))
     check("SotW and Delta snapshots are identical (clusters, listeners, routes, endpoints)",
           poll(lambda: bodies(dump(sotw)) == delta_dump, 5),
