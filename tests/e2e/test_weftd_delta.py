@@ -221,7 +221,7 @@ try:
     # --- weftd goes away: the proxy serves on; weftd back: resume with initial_resource_versions
     held = dump(proxy)
     weftd.send_signal(signal.SIGTERM)
-    weftd.wait(10)
+    check("weftd exits 0 on SIGTERM", weftd.wait(10) == 0, open(weftd_log).read()[-2000:])
     check("weftd down: connected_state 0",
           poll(lambda: stat(proxy, "control_plane.connected_state") == 0, 10))
     check("weftd down: traffic continues on the last config",
@@ -260,6 +260,8 @@ try:
           poll(lambda: bodies(dump(sotw)) == delta_dump, 5),
           json.dumps(bodies(dump(sotw)))[:600] + " vs " + json.dumps(delta_dump)[:600])
     check("SotW proxy exits 0", sotw.stop() == 0, sotw.output()[-2000:])
+    weftd.send_signal(signal.SIGTERM)
+    check("restarted weftd exits 0", weftd.wait(10) == 0, open(weftd_log).read()[-2000:])
 finally:
     if weftd and weftd.poll() is None:
         weftd.send_signal(signal.SIGTERM)
