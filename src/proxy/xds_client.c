@@ -143,8 +143,8 @@ static void request(struct xds_client *x, enum xds_type t, enum xds_delta_kind k
 }
 
 /* Delta: resources of names no longer asked for are dropped at once (no response comes for
- * an unsubscribe; SotW drops them with the next response). Returns whether any went. */
-static bool drop_unwanted(struct xds_sub *s, enum xds_type t)
+ * an unsubscribe; SotW drops them with the next response). */
+static void drop_unwanted(struct xds_sub *s, enum xds_type t)
 {
     size_t k = 0;
     for (size_t i = 0; i < s->set.n; i++) {
@@ -157,9 +157,7 @@ static bool drop_unwanted(struct xds_sub *s, enum xds_type t)
         free(r->version);
         protobuf_c_message_free_unpacked(r->msg, NULL);
     }
-    bool dropped = k != s->set.n;
     s->set.n = k;
-    return dropped;
 }
 
 /* Sets t's names (EDS/RDS); when they changed, asks for them and starts warming for names not

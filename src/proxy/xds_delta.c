@@ -166,8 +166,8 @@ int xds_delta_decode(struct xds_client *x, enum xds_type t, const DeltaResponse 
                      size_t errlen)
 {
     const struct xds_sub *s = &x->sub[t];
-    if (r->n_resources > XDS_MAX_RESOURCES || s->set.n + r->n_resources > XDS_MAX_RESOURCES) {
-        snprintf(err, errlen, "%zu resources: more than %u", s->set.n + r->n_resources, XDS_MAX_RESOURCES);
+    if (r->n_resources > XDS_MAX_RESOURCES) {
+        snprintf(err, errlen, "%zu resources: more than %u", r->n_resources, XDS_MAX_RESOURCES);
         return -1;
     }
     cand->r = calloc(r->n_resources + s->set.n + 1, sizeof *cand->r);
@@ -190,6 +190,10 @@ int xds_delta_decode(struct xds_client *x, enum xds_type t, const DeltaResponse 
             snprintf(err, errlen, "out of memory");
             return -1;
         }
+    }
+    if (cand->n > XDS_MAX_RESOURCES) {
+        snprintf(err, errlen, "%zu resources held with this response: more than %u", cand->n, XDS_MAX_RESOURCES);
+        return -1;
     }
     qsort(cand->r, cand->n, sizeof *cand->r, cmp_resource);
     return 0;
