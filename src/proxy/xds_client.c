@@ -345,21 +345,28 @@ int xds_set_copy_in(struct xds_set *cand, const struct xds_resource *old)
     return res->msg && res->name && res->version ? 0 : -1;
 }
 
+int xds_cand_alloc(const struct xds_sub *s, size_t n, struct xds_set *cand, char *err, size_t errlen)
+{
+    if (n > XDS_MAX_RESOURCES) {
+        snprintf(err, errlen, "%zu resources: more than %u", n, XDS_MAX_RESOURCES);
+        return -1;
+    }
+    cand->r = calloc(n + s->set.n + 1, sizeof *cand->r);
+    if (!cand->r) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
 /* Decodes the response's resources into cand (owned). For EDS and RDS, resources it does not
  * carry are kept from the current set while still asked for. Returns 0 or -1 with err. */
 static int decode(struct xds_client *x, enum xds_type t, const DiscoveryResponse *r, struct xds_set *cand,
                   char *err, size_t errlen)
 {
     const struct xds_sub *s = &x->sub[t];
-    if (r->n_resources > XDS_MAX_RESOURCES) {
-        snprintf(err, errlen, "%zu resources: more than %u", r->n_resources, XDS_MAX_RESOURCES);
+    if (xds_cand_alloc(s, r->n_resources, cand, err, errlen) < 0)
         return -1;
-    }
-    cand->r = calloc(r->n_resources + s->set.n + 1, sizeof *cand->r);
-    if (!cand->r) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
     time_t now = time(NULL);
     for (size_t i = 0; i < r->n_resources; i++) {
         ProtobufCMessage *m;

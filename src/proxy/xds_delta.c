@@ -166,15 +166,8 @@ int xds_delta_decode(struct xds_client *x, enum xds_type t, const DeltaResponse 
                      size_t errlen)
 {
     const struct xds_sub *s = &x->sub[t];
-    if (r->n_resources > XDS_MAX_RESOURCES) {
-        snprintf(err, errlen, "%zu resources: more than %u", r->n_resources, XDS_MAX_RESOURCES);
+    if (xds_cand_alloc(s, r->n_resources, cand, err, errlen) < 0)
         return -1;
-    }
-    cand->r = calloc(r->n_resources + s->set.n + 1, sizeof *cand->r);
-    if (!cand->r) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
     for (size_t i = 0; i < r->n_resources; i++)
         if (take_resource(s, t, r, i, cand, err, errlen) < 0)
             return -1;

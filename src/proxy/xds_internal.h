@@ -52,6 +52,9 @@ int xds_decode_any(enum xds_type t, const Google__Protobuf__Any *any, size_t i, 
 const char *xds_resource_name(enum xds_type t, const ProtobufCMessage *m);
 /* Whether t's subscription asks for name (CDS/LDS: always, they are wildcard). */
 bool xds_wanted(const struct xds_sub *s, enum xds_type t, const char *name);
+/* Checks a response's n resources against XDS_MAX_RESOURCES and gives cand (empty) room for
+ * them plus every resource s holds. Returns 0 or -1 with err. */
+int xds_cand_alloc(const struct xds_sub *s, size_t n, struct xds_set *cand, char *err, size_t errlen);
 /* Appends a deep copy of src to cand (whose array has room). Returns 0 or -1 (out of memory). */
 int xds_set_copy_in(struct xds_set *cand, const struct xds_resource *src);
 
