@@ -1,8 +1,10 @@
 /* libFuzzer target for the xDS client's response handler: the input is a sequence of
  * DiscoveryResponses, each prefixed by a 4-byte big-endian length, fed to one fresh client (CDS,
- * EDS, LDS, RDS all subscribed first) as if they came on the ADS stream. Whatever the bytes,
+ * EDS, LDS, RDS all subscribed first) as if they came on the ADS stream; then the same bytes, as
+ * DeltaDiscoveryResponses, to a fresh Delta (DELTA_GRPC) client. Whatever the bytes,
  * nothing may crash, leak or read out of bounds; ACK/NACK requests go to a sink. */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -35,18 +37,8 @@ static void publish(void *arg, struct snapshot *s)
 }
 static struct snapshot *cur(void *arg) { (void)arg; return current; }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+static void run(struct loop *loop, const ProtobufCMessage *boot, const uint8_t *data, size_t size)
 {
-    static struct loop *loop;
-    static ProtobufCMessage *boot;
-    if (!loop) {
-        stats_init(1);
-        loop = loop_new(NULL, NULL);
-        struct pbmap_error pe;
-        boot = pbmap_from_yaml(&envoy__config__bootstrap__v3__bootstrap__descriptor, BOOT, sizeof BOOT - 1, "fuzz.yaml", &pe);
-        if (!boot)
-            abort();
-    }
     struct xds_hooks h = {.publish = publish, .current = cur, .send = sink};
     char err[256];
     struct xds_client *x = xds_client_new(loop, boot, &h, NULL, NULL, err, sizeof err);
@@ -69,5 +61,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         snapshot_unref(current);
     current = NULL;
     host_sets_reap(0, true);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static struct loop *loop;
+    static ProtobufCMessage *boot[2];
+    if (!loop) {
+        stats_init(1);
+        loop = loop_new(NULL, NULL);
+        char delta[sizeof BOOT + 16];
+        const char *p = strstr(BOOT, "api_type: GRPC");
+        snprintf(delta, sizeof delta, "%.*sapi_type: DELTA_GRPC%s", (int)(p - BOOT), BOOT, p + strlen("api_type: GRPC"));
+        struct pbmap_error pe;
+        boot[0] = pbmap_from_yaml(&envoy__config__bootstrap__v3__bootstrap__descriptor, BOOT, sizeof BOOT - 1, "fuzz.yaml", &pe);
+        boot[1] = pbmap_from_yaml(&envoy__config__bootstrap__v3__bootstrap__descriptor, delta, strlen(delta), "fuzz.yaml", &pe);
+        if (!boot[0] || !boot[1])
+            abort();
+    }
+    run(loop, boot[0], data, size);
+    run(loop, boot[1], data, size);
     return 0;
 }

@@ -791,6 +791,9 @@ static int on_delta(struct ads_conn *c, const uint8_t *msg, size_t len, const ch
         known_free(w->known, w->n_known);
         w->known = k;
         w->n_known = k ? nk : 0;
+        if (w->n_known)
+            log_info("ads: %s resumes %s with %zu resources held", c->proxy.id, pilot_type_name((enum pilot_type)t),
+                     w->n_known);
     }
     /* subscribe: merge into the sorted name set */
     if (req->n_resource_names_subscribe) {
@@ -1042,13 +1045,13 @@ char *ads_server_syncz_json(const struct ads_server *s)
             ads_conn_type_state(c, (enum pilot_type)t, &st);
             if (!st.subscribed)
                 continue;
-            json_t *j = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:b,s:b}",
+            json_t *j = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:b,s:b}",
                                   "type", pilot_type_name((enum pilot_type)t),
                                   "sent_version", st.sent_version, "sent_nonce", st.sent_nonce,
                                   "acked_version", st.acked_version, "acked_nonce", st.acked_nonce,
                                   "nacked_version", st.nacked_version, "nacked_nonce", st.nacked_nonce,
                                   "nack_error", st.nack_error,
-                                  "resources", (json_int_t)st.n_resources,
+                                  "resources", (json_int_t)st.n_resources, "names", (json_int_t)st.n_names,
                                   "sent", (json_int_t)st.sent, "acks", (json_int_t)st.acks,
                                   "nacks", (json_int_t)st.nacks, "wildcard", st.wildcard,
                                   "pending", st.pending);

@@ -917,13 +917,10 @@ static int build_hcm(struct ctx *c, const Hcm *h, struct hcm_config *hc)
     char rerr[512];
     hc->routes = route_table_build_hcm(h->route_config, lookup_cluster, c->snap, hc->stat_prefix, specs, nspecs, rerr,
                                        sizeof rerr);
-    if (!hc->routes) {
-        /* rerr is "field.path: problem": the path goes on ours, so the line reads as one path. */
-        const char *sep = strstr(rerr, ": ");
-        int plen = sep ? (int)(sep - rerr) : 0;
-        push(c, "%s%.*s", strncmp(rerr, "http_filters", 12) == 0 ? "." : plen ? ".route_config." : ".route_config",
-             plen, rerr);
-        return fail(c, "%s", sep ? sep + 2 : rerr);
+    if (!hc->routes) { /* rerr is "field.path: problem" inside the HCM or its route_config */
+        snprintf(c->err, c->errlen, "%s%s%s", c->path, strncmp(rerr, "http_filters", 12) == 0 ? "." : ".route_config.",
+                 rerr);
+        return -1;
     }
     return build_access_logs(c, h->access_log, h->n_access_log, &hc->access_logs, &hc->n_access_logs);
 }

@@ -17,13 +17,16 @@
 #include "envoy/config/route/v3/route.pb-c.h"
 #include "envoy/service/discovery/v3/discovery.pb-c.h"
 #include "net/grpc_client.h"
+#include "proxy/xds_internal.h"
 
 typedef Envoy__Config__Bootstrap__V3__Bootstrap Bootstrap;
 typedef Envoy__Service__Discovery__V3__DiscoveryRequest DiscoveryRequest;
 typedef Envoy__Service__Discovery__V3__DiscoveryResponse DiscoveryResponse;
+typedef Envoy__Service__Discovery__V3__DeltaDiscoveryResponse DeltaDiscoveryResponse;
 typedef Envoy__Config__Core__V3__ConfigSource ConfigSource;
 
-#define ADS_PATH "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+#define ADS_PATH_SOTW "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+#define ADS_PATH_DELTA "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
 
 /* Envoy's xDS subscription stats ("cluster_manager.cds.", "listener_manager.lds.", ...). */
 enum xds_stat { XS_UPDATE_ATTEMPT, XS_UPDATE_SUCCESS, XS_UPDATE_REJECTED, XS_UPDATE_FAILURE, XS_INIT_FETCH_TIMEOUT,
@@ -48,36 +51,6 @@ static const char *const type_urls[XDS_NTYPES] = {
 static const char *const stat_prefixes[XDS_NTYPES] = {
     [XDS_CDS] = "cluster_manager.cds.", [XDS_EDS] = "cluster_manager.eds.",
     [XDS_LDS] = "listener_manager.lds.", [XDS_RDS] = "http.rds.",
-};
-
-struct xds_sub {
-    struct xds_set set;
-    char *version;                 /* last accepted version_info ("" before any) */
-    char *nonce;                   /* last nonce received on this stream */
-    char **names;                  /* EDS/RDS: the resource names asked for (owned) */
-    size_t n_names;
-    bool subscribed;               /* asked for at least once (re-sent on every new stream) */
-    bool node_sent;                /* this stream carried the node for this type */
-    bool warming;                  /* asked for new names; nothing published until answered */
-    uint64_t warm_deadline_ms;     /* 0: wait for ever (initial_fetch_timeout 0s) */
-    struct stat_block *stats;
-};
-
-struct xds_client {
-    struct loop *loop;
-    Bootstrap *b;                  /* owned copy of the bootstrap (node overrides applied) */
-    struct xds_hooks hooks;
-    char *cluster_name;            /* ads_config.grpc_services[0].envoy_grpc.cluster_name */
-    uint64_t fetch_timeout_ms[XDS_NTYPES];
-    struct xds_sub sub[XDS_NTYPES];
-    struct grpc_client *gc;
-    struct grpc_ccall *call;
-    bool stream_open, started, closing;
-    struct timer retry_timer, warm_timer;
-    unsigned attempt;
-    uint64_t rng;
-    struct stat_block *cp_stats;
-    int64_t connected_state;
 };
 
 const char *xds_type_url(enum xds_type t) { return type_urls[t]; }
@@ -117,6 +90,22 @@ static void set_connected(struct xds_client *x, int64_t v)
 
 /* --- requests --- */
 
+void xds_send_msg(struct xds_client *x, const ProtobufCMessage *m, enum xds_type t)
+{
+    size_t n = protobuf_c_message_get_packed_size(m);
+    uint8_t *buf = malloc(n ? n : 1);
+    if (!buf)
+        return;
+    protobuf_c_message_pack(m, buf);
+    if (x->hooks.send)
+        x->hooks.send(x->hooks.arg, buf, n);
+    else if (x->call && grpc_ccall_send(x->call, buf, n) < 0)
+        log_warn("xds: request for %s not queued (send queue full)", type_urls[t]);
+    free(buf);
+}
+
+/* State of the world: one DiscoveryRequest carries the whole subscription, the version held
+ * and the nonce it answers, whatever it is for. */
 static void send_request(struct xds_client *x, enum xds_type t, const char *error)
 {
     struct xds_sub *s = &x->sub[t];
@@ -140,16 +129,35 @@ static void send_request(struct xds_client *x, enum xds_type t, const char *erro
         st.message = (char *)error;
         rq.error_detail = &st;
     }
-    size_t n = protobuf_c_message_get_packed_size(&rq.base);
-    uint8_t *buf = malloc(n ? n : 1);
-    if (!buf)
-        return;
-    protobuf_c_message_pack(&rq.base, buf);
-    if (x->hooks.send)
-        x->hooks.send(x->hooks.arg, buf, n);
-    else if (x->call && grpc_ccall_send(x->call, buf, n) < 0)
-        log_warn("xds: request for %s not queued (send queue full)", type_urls[t]);
-    free(buf);
+    xds_send_msg(x, &rq.base, t);
+}
+
+/* One request of kind k, in the stream's protocol (state of the world sends the same
+ * request for every kind). */
+static void request(struct xds_client *x, enum xds_type t, enum xds_delta_kind k, const char *error)
+{
+    if (x->delta)
+        xds_delta_request(x, t, k, error);
+    else
+        send_request(x, t, error);
+}
+
+/* Delta: resources of names no longer asked for are dropped at once (no response comes for
+ * an unsubscribe; SotW drops them with the next response). */
+static void drop_unwanted(struct xds_sub *s, enum xds_type t)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < s->set.n; i++) {
+        struct xds_resource *r = &s->set.r[i];
+        if (xds_wanted(s, t, r->name)) {
+            s->set.r[k++] = *r;
+            continue;
+        }
+        free(r->name);
+        free(r->version);
+        protobuf_c_message_free_unpacked(r->msg, NULL);
+    }
+    s->set.n = k;
 }
 
 /* Sets t's names (EDS/RDS); when they changed, asks for them and starts warming for names not
@@ -187,7 +195,9 @@ static void update_names(struct xds_client *x, enum xds_type t, char **names, si
         s->warming = true;
         s->warm_deadline_ms = x->fetch_timeout_ms[t] ? loop_now_ms(x->loop) + x->fetch_timeout_ms[t] : 0;
     }
-    send_request(x, t, NULL);
+    if (x->delta)
+        drop_unwanted(s, t);
+    request(x, t, XDS_DELTA_NAMES, NULL);
 }
 
 static void subscribe_wildcard(struct xds_client *x, enum xds_type t)
@@ -198,7 +208,7 @@ static void subscribe_wildcard(struct xds_client *x, enum xds_type t)
     s->subscribed = true;
     s->warming = true;
     s->warm_deadline_ms = x->fetch_timeout_ms[t] ? loop_now_ms(x->loop) + x->fetch_timeout_ms[t] : 0;
-    send_request(x, t, NULL);
+    request(x, t, XDS_DELTA_INITIAL, NULL);
 }
 
 /* --- publishing (warming) --- */
@@ -276,7 +286,7 @@ static enum xds_type type_of(const char *url)
     return XDS_NTYPES;
 }
 
-static const char *resource_name(enum xds_type t, const ProtobufCMessage *m)
+const char *xds_resource_name(enum xds_type t, const ProtobufCMessage *m)
 {
     switch (t) {
     case XDS_CDS: return ((const Envoy__Config__Cluster__V3__Cluster *)m)->name;
@@ -287,7 +297,7 @@ static const char *resource_name(enum xds_type t, const ProtobufCMessage *m)
     }
 }
 
-static bool wanted(const struct xds_sub *s, enum xds_type t, const char *name)
+bool xds_wanted(const struct xds_sub *s, enum xds_type t, const char *name)
 {
     if (t == XDS_CDS || t == XDS_LDS)
         return true;
@@ -297,39 +307,74 @@ static bool wanted(const struct xds_sub *s, enum xds_type t, const char *name)
     return false;
 }
 
+int xds_decode_any(enum xds_type t, const Google__Protobuf__Any *any, size_t i, ProtobufCMessage **out, char *err,
+                   size_t errlen)
+{
+    const ProtobufCMessageDescriptor *d = pbmap_find_type(type_urls[t]);
+    if (!d) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (!any || !any->type_url || strcmp(any->type_url, type_urls[t]) != 0) {
+        snprintf(err, errlen, "resources[%zu]: type_url '%s' in a response of type '%s'", i,
+                 any && any->type_url ? any->type_url : "", type_urls[t]);
+        return -1;
+    }
+    struct pbmap_error pe;
+    *out = pbmap_unpack_any(&any->base, d, &pe);
+    if (!*out) {
+        snprintf(err, errlen, "resources[%zu]: does not decode as %s", i, d->name);
+        return -1;
+    }
+    return 0;
+}
+
+int xds_set_copy_in(struct xds_set *cand, const struct xds_resource *old)
+{
+    struct xds_resource *res = &cand->r[cand->n++];
+    size_t n = protobuf_c_message_get_packed_size(old->msg);
+    uint8_t *buf = malloc(n ? n : 1);
+    if (buf) {
+        protobuf_c_message_pack(old->msg, buf);
+        res->msg = protobuf_c_message_unpack(old->msg->descriptor, NULL, n, buf);
+        free(buf);
+    }
+    res->name = strdup(old->name);
+    res->version = strdup(old->version);
+    res->last_updated = old->last_updated;
+    return res->msg && res->name && res->version ? 0 : -1;
+}
+
+int xds_cand_alloc(const struct xds_sub *s, size_t n, struct xds_set *cand, char *err, size_t errlen)
+{
+    if (n > XDS_MAX_RESOURCES) {
+        snprintf(err, errlen, "%zu resources: more than %u", n, XDS_MAX_RESOURCES);
+        return -1;
+    }
+    cand->r = calloc(n + s->set.n + 1, sizeof *cand->r);
+    if (!cand->r) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
 /* Decodes the response's resources into cand (owned). For EDS and RDS, resources it does not
  * carry are kept from the current set while still asked for. Returns 0 or -1 with err. */
 static int decode(struct xds_client *x, enum xds_type t, const DiscoveryResponse *r, struct xds_set *cand,
                   char *err, size_t errlen)
 {
     const struct xds_sub *s = &x->sub[t];
-    const ProtobufCMessageDescriptor *d = pbmap_find_type(type_urls[t]);
-    if (r->n_resources > XDS_MAX_RESOURCES) {
-        snprintf(err, errlen, "%zu resources: more than %u", r->n_resources, XDS_MAX_RESOURCES);
+    if (xds_cand_alloc(s, r->n_resources, cand, err, errlen) < 0)
         return -1;
-    }
-    cand->r = calloc(r->n_resources + s->set.n + 1, sizeof *cand->r);
-    if (!cand->r || !d) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
     time_t now = time(NULL);
     for (size_t i = 0; i < r->n_resources; i++) {
-        const Google__Protobuf__Any *any = r->resources[i];
-        if (!any->type_url || strcmp(any->type_url, type_urls[t]) != 0) {
-            snprintf(err, errlen, "resources[%zu]: type_url '%s' in a response of type '%s'", i,
-                     any->type_url ? any->type_url : "", type_urls[t]);
+        ProtobufCMessage *m;
+        if (xds_decode_any(t, r->resources[i], i, &m, err, errlen) < 0)
             return -1;
-        }
-        struct pbmap_error pe;
-        ProtobufCMessage *m = pbmap_unpack_any(&any->base, d, &pe);
-        if (!m) {
-            snprintf(err, errlen, "resources[%zu]: does not decode as %s", i, d->name);
-            return -1;
-        }
         struct xds_resource *res = &cand->r[cand->n++];
         res->msg = m;
-        const char *name = resource_name(t, m);
+        const char *name = xds_resource_name(t, m);
         if (!name || !name[0]) {
             snprintf(err, errlen, "resources[%zu]: the resource has no name", i);
             return -1;
@@ -355,20 +400,9 @@ static int decode(struct xds_client *x, enum xds_type t, const DiscoveryResponse
             bool replaced = false;
             for (size_t j = 0; j < r->n_resources && !replaced; j++)
                 replaced = strcmp(cand->r[j].name, old->name) == 0;
-            if (replaced || !wanted(s, t, old->name))
+            if (replaced || !xds_wanted(s, t, old->name))
                 continue;
-            struct xds_resource *res = &cand->r[cand->n++];
-            size_t n = protobuf_c_message_get_packed_size(old->msg);
-            uint8_t *buf = malloc(n ? n : 1);
-            if (buf) {
-                protobuf_c_message_pack(old->msg, buf);
-                res->msg = protobuf_c_message_unpack(old->msg->descriptor, NULL, n, buf);
-                free(buf);
-            }
-            res->name = strdup(old->name);
-            res->version = strdup(old->version);
-            res->last_updated = old->last_updated;
-            if (!res->msg || !res->name || !res->version) {
+            if (xds_set_copy_in(cand, old) < 0) {
                 snprintf(err, errlen, "out of memory");
                 return -1;
             }
@@ -401,51 +435,37 @@ static void follow_up(struct xds_client *x, enum xds_type t)
     }
 }
 
-int xds_client_handle_response(struct xds_client *x, const uint8_t *msg, size_t len)
+/* Tries cand (owned; decoded from t's response when rc is 0) with every other current
+ * resource: ACKs and takes it when the snapshot builds, else NACKs with the reason and keeps
+ * the last good config. version is the response's (system_)version_info. Returns 1 (ACK) or
+ * 0 (NACK). */
+static int apply(struct xds_client *x, enum xds_type t, int rc, struct xds_set *cand, const char *version, char *err,
+                 size_t errlen)
 {
-    if (len > XDS_MAX_RESPONSE)
-        return -1;
-    DiscoveryResponse *r =
-        (DiscoveryResponse *)protobuf_c_message_unpack(&envoy__service__discovery__v3__discovery_response__descriptor, NULL,
-                                                       len, msg);
-    if (!r)
-        return -1;
-    enum xds_type t = type_of(r->type_url);
-    if (t == XDS_NTYPES) {
-        log_warn("xds: response of unsubscribed type '%s' ignored", r->type_url ? r->type_url : "");
-        protobuf_c_message_free_unpacked(&r->base, NULL);
-        return -1;
-    }
     struct xds_sub *s = &x->sub[t];
-    set_str(&s->nonce, r->nonce);
     stats_inc(s->stats, main_slot(), XS_UPDATE_ATTEMPT);
-    char err[1024] = "";
-    struct xds_set cand = {0};
-    int rc = decode(x, t, r, &cand, err, sizeof err);
     struct snapshot *snap = NULL;
     if (rc == 0) {
         struct xds_set sets[XDS_NTYPES];
         for (int i = 0; i < XDS_NTYPES; i++)
             sets[i] = x->sub[i].set;
-        sets[t] = cand;
-        snap = xds_snapshot_build(&x->b->base, sets, err, sizeof err);
+        sets[t] = *cand;
+        snap = xds_snapshot_build(&x->b->base, sets, err, errlen);
         if (!snap)
             rc = -1;
     }
     if (rc < 0) {
-        log_warn("xds: rejecting %s version '%s': %s", type_urls[t], r->version_info ? r->version_info : "", err);
+        log_warn("xds: rejecting %s version '%s': %s", type_urls[t], version ? version : "", err);
         stats_inc(s->stats, main_slot(), XS_UPDATE_REJECTED);
-        set_free(&cand);
-        send_request(x, t, err);
-        protobuf_c_message_free_unpacked(&r->base, NULL);
+        set_free(cand);
+        request(x, t, XDS_DELTA_ACK, err);
         return 0;
     }
     set_free(&s->set);
-    s->set = cand;
-    set_str(&s->version, r->version_info);
+    s->set = *cand;
+    set_str(&s->version, version);
     stats_inc(s->stats, main_slot(), XS_UPDATE_SUCCESS);
     log_info("xds: %s version '%s' accepted (%zu resources)", type_urls[t], s->version, s->set.n);
-    protobuf_c_message_free_unpacked(&r->base, NULL);
     if (t == XDS_CDS || t == XDS_LDS) {
         s->warming = false;
     } else {
@@ -459,10 +479,42 @@ int xds_client_handle_response(struct xds_client *x, const uint8_t *msg, size_t 
         if (all)
             s->warming = false;
     }
+    size_t held = x->sub[XDS_EDS].set.n + x->sub[XDS_RDS].set.n;
     follow_up(x, t);     /* new EDS / RDS names are asked for before the ACK, as Envoy does */
-    send_request(x, t, NULL); /* ACK */
+    if (held != x->sub[XDS_EDS].set.n + x->sub[XDS_RDS].set.n) {
+        snapshot_unref(snap); /* Delta dropped unsubscribed resources: build again from what is held */
+        snap = NULL;
+    }
+    request(x, t, XDS_DELTA_ACK, NULL);
     maybe_publish(x, snap);    /* the candidate is exactly the accepted resources */
     return 1;
+}
+
+int xds_client_handle_response(struct xds_client *x, const uint8_t *msg, size_t len)
+{
+    if (len > XDS_MAX_RESPONSE)
+        return -1;
+    const ProtobufCMessageDescriptor *d = x->delta ? &envoy__service__discovery__v3__delta_discovery_response__descriptor
+                                                   : &envoy__service__discovery__v3__discovery_response__descriptor;
+    ProtobufCMessage *m = protobuf_c_message_unpack(d, NULL, len, msg);
+    if (!m)
+        return -1;
+    const DiscoveryResponse *r = x->delta ? NULL : (const DiscoveryResponse *)m;
+    const DeltaDiscoveryResponse *dr = x->delta ? (const DeltaDiscoveryResponse *)m : NULL;
+    const char *url = r ? r->type_url : dr->type_url;
+    enum xds_type t = type_of(url);
+    if (t == XDS_NTYPES) {
+        log_warn("xds: response of unsubscribed type '%s' ignored", url ? url : "");
+        protobuf_c_message_free_unpacked(m, NULL);
+        return -1;
+    }
+    set_str(&x->sub[t].nonce, r ? r->nonce : dr->nonce);
+    char err[1024] = "";
+    struct xds_set cand = {0};
+    int rc = r ? decode(x, t, r, &cand, err, sizeof err) : xds_delta_decode(x, t, dr, &cand, err, sizeof err);
+    rc = apply(x, t, rc, &cand, r ? r->version_info : dr->system_version_info, err, sizeof err);
+    protobuf_c_message_free_unpacked(m, NULL);
+    return rc;
 }
 
 /* --- the stream --- */
@@ -531,7 +583,7 @@ static void send_all(struct xds_client *x)
     }
     for (int t = 0; t < XDS_NTYPES; t++)
         if (x->sub[t].subscribed)
-            send_request(x, (enum xds_type)t, NULL);
+            request(x, (enum xds_type)t, XDS_DELTA_INITIAL, NULL);
 }
 
 static void connect_stream(struct xds_client *x)
@@ -559,7 +611,7 @@ static void connect_stream(struct xds_client *x)
     x->gc = grpc_client_new(x->loop, (const struct sockaddr *)&hs->hosts[0].addr, hs->hosts[0].addrlen,
                             x->cluster_name, &cfg);
     host_set_release(hs);
-    x->call = x->gc ? grpc_client_call(x->gc, ADS_PATH, &ads_handler, x) : NULL;
+    x->call = x->gc ? grpc_client_call(x->gc, x->delta ? ADS_PATH_DELTA : ADS_PATH_SOTW, &ads_handler, x) : NULL;
     if (!x->call) {
         schedule_retry(x);
         return;
@@ -629,9 +681,12 @@ struct xds_client *xds_client_new(struct loop *l, const ProtobufCMessage *bm, co
         snprintf(err, errlen, "dynamic_resources.ads_config: required (lds_config/cds_config use ads)");
         return NULL;
     }
-    if (ads->api_type != ENVOY__CONFIG__CORE__V3__API_CONFIG_SOURCE__API_TYPE__GRPC &&
+    bool delta = ads->api_type == ENVOY__CONFIG__CORE__V3__API_CONFIG_SOURCE__API_TYPE__DELTA_GRPC ||
+                 ads->api_type == ENVOY__CONFIG__CORE__V3__API_CONFIG_SOURCE__API_TYPE__AGGREGATED_DELTA_GRPC;
+    if (!delta && ads->api_type != ENVOY__CONFIG__CORE__V3__API_CONFIG_SOURCE__API_TYPE__GRPC &&
         ads->api_type != ENVOY__CONFIG__CORE__V3__API_CONFIG_SOURCE__API_TYPE__AGGREGATED_GRPC) {
-        snprintf(err, errlen, "dynamic_resources.ads_config.api_type: only GRPC (state of the world) is supported");
+        snprintf(err, errlen, "dynamic_resources.ads_config.api_type: only GRPC (state of the world) and DELTA_GRPC "
+                              "(incremental) are supported");
         return NULL;
     }
     if (ads->transport_api_version != ENVOY__CONFIG__CORE__V3__API_VERSION__V3) {
@@ -664,6 +719,7 @@ struct xds_client *xds_client_new(struct loop *l, const ProtobufCMessage *bm, co
         return NULL;
     }
     x->loop = l;
+    x->delta = delta;
     x->hooks = *hooks;
     size_t n = protobuf_c_message_get_packed_size(bm);
     uint8_t *buf = malloc(n ? n : 1);
@@ -725,6 +781,9 @@ void xds_client_free(struct xds_client *x)
         for (size_t i = 0; i < s->n_names; i++)
             free(s->names[i]);
         free(s->names);
+        for (size_t i = 0; i < s->n_stream_names; i++)
+            free(s->stream_names[i]);
+        free(s->stream_names);
     }
     protobuf_c_message_free_unpacked(&x->b->base, NULL);
     free(x->cluster_name);

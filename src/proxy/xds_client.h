@@ -1,15 +1,18 @@
-/* weft-proxy's xDS client: the bootstrap's dynamic_resources over one ADS stream (state of the
- * world, gRPC, transport and resource API V3), as Envoy does it.
+/* weft-proxy's xDS client: the bootstrap's dynamic_resources over one ADS stream (gRPC,
+ * transport and resource API V3; state of the world, or incremental with ads_config api_type
+ * DELTA_GRPC: see xds_delta.c), as Envoy does it.
  *
  * Model (main thread only; nothing here is thread-safe)
  *   - Subscriptions in Envoy's order: CDS (wildcard) first; EDS for the EDS clusters it names
  *     (eds_cluster_config.service_name, or the cluster name); LDS (wildcard) once the clusters
  *     are warm; RDS for every route_config_name an HCM's `rds` names.
- *   - Each response is decoded, checked and tried: a candidate snapshot is built from the
+ *   - Each response (DiscoveryResponse, or DeltaDiscoveryResponse applied to the held set) is
+ *     decoded, checked and tried: a candidate snapshot is built from the
  *     static resources plus every current xDS resource with the response's resources in place.
  *     A response that builds is ACKed (version_info = its version, response_nonce = its nonce);
  *     one that does not is NACKed (the last accepted version, the nonce, and error_detail, a
- *     google.rpc.Status with code INVALID_ARGUMENT and the reason) and the last good config stays.
+ *     google.rpc.Status with code INVALID_ARGUMENT and the reason; Delta: the nonce and
+ *     error_detail) and the last good config stays.
  *   - Warming: a snapshot is published (hooks.publish) only when no subscription made for new
  *     names (EDS for added clusters, RDS for added route names, LDS after CDS) is waiting for its
  *     first answer, or when initial_fetch_timeout (default 15 s, as Envoy) has passed for it. A

@@ -109,19 +109,25 @@ static void names_add(struct names *ns, const char *s)
     ns->v[ns->n++] = s;
 }
 
+/* The name an EDS cluster's ClusterLoadAssignment has (eds_cluster_config.service_name or
+ * the cluster's name), or NULL for other clusters. */
+static const char *eds_name(const Cluster *c)
+{
+    if (c->cluster_discovery_type_case != ENVOY__CONFIG__CLUSTER__V3__CLUSTER__CLUSTER_DISCOVERY_TYPE_TYPE ||
+        c->type != ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__EDS)
+        return NULL;
+    return c->eds_cluster_config && c->eds_cluster_config->service_name && c->eds_cluster_config->service_name[0]
+               ? c->eds_cluster_config->service_name
+               : c->name;
+}
+
 size_t xds_eds_names(const struct xds_set *cds, const char ***out)
 {
     struct names ns = {0};
     for (size_t i = 0; cds && i < cds->n; i++) {
-        const Cluster *c = (const Cluster *)cds->r[i].msg;
-        if (c->cluster_discovery_type_case != ENVOY__CONFIG__CLUSTER__V3__CLUSTER__CLUSTER_DISCOVERY_TYPE_TYPE ||
-            c->type != ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__EDS)
-            continue;
-        const char *sn = c->eds_cluster_config && c->eds_cluster_config->service_name &&
-                                 c->eds_cluster_config->service_name[0]
-                             ? c->eds_cluster_config->service_name
-                             : c->name;
-        names_add(&ns, sn);
+        const char *sn = eds_name((const Cluster *)cds->r[i].msg);
+        if (sn)
+            names_add(&ns, sn);
     }
     *out = ns.v;
     return ns.n;
@@ -190,11 +196,52 @@ static int resolve_rds(Hcm *h, void *arg)
     return 1;
 }
 
+/* The route_config_name of the HCM that is filter F of filter chain C (C == SIZE_MAX: the
+ * default filter chain) of listener l when that HCM takes its routes by RDS, else NULL.
+ * Returns a malloc'd copy (the HCM is unpacked only for this). */
+static char *rds_name_at(const Listener *l, size_t c, size_t f)
+{
+    const FilterChain *fc = c == SIZE_MAX ? l->default_filter_chain : c < l->n_filter_chains ? l->filter_chains[c] : NULL;
+    if (!fc || f >= fc->n_filters || !is_hcm(fc->filters[f]))
+        return NULL;
+    Hcm *h = (Hcm *)pbmap_unpack_any(&fc->filters[f]->typed_config->base, NULL, NULL);
+    char *name = NULL;
+    if (h && h->route_specifier_case == RDS_CASE && h->rds && h->rds->route_config_name)
+        name = strdup(h->rds->route_config_name);
+    if (h)
+        protobuf_c_message_free_unpacked(&h->base, NULL);
+    return name;
+}
+
+/* "Listener 'l': filter_chains[C].filters[F]...route_config.field: problem" about routes that
+ * came by RDS becomes "RouteConfiguration 'name': field: problem", as Envoy names them. */
+static void name_route_error(char *err, size_t errlen, const Listener *l, const char *tail)
+{
+    size_t c = SIZE_MAX, f;
+    int used = 0;
+    if (sscanf(tail, "filter_chains[%zu].filters[%zu]%n", &c, &f, &used) != 2 &&
+        sscanf(tail, "default_filter_chain.filters[%zu]%n", &f, &used) != 1)
+        return;
+    const char *rc = strstr(tail + used, "route_config");
+    if (!rc || (rc[12] != '.' && rc[12] != ':'))
+        return;
+    char *name = rds_name_at(l, c, f);
+    if (!name)
+        return;
+    char rest[1024];
+    snprintf(rest, sizeof rest, "%s", rc[12] == '.' ? rc + 13 : rc + 14);
+    snprintf(err, errlen, "RouteConfiguration '%s': %s", name, rest);
+    free(name);
+}
+
 /* Rewrites "static_resources.clusters[N].field: problem" errors about dynamic resources
  * (N >= nstatic) into "Cluster 'name': field: problem", so a NACK names the resource the
- * server sent (its type and name) and the field path inside it, as Envoy users expect. */
+ * server sent (its type and name) and the field path inside it, as Envoy users expect. Parts
+ * that came by EDS or RDS are named as those resources: "ClusterLoadAssignment 'name': ..."
+ * for an EDS cluster's load_assignment, "RouteConfiguration 'name': ..." for an HCM's routes.
+ * msgs are the resources as received (Cluster or Listener), parallel to names. */
 static void name_error(char *err, size_t errlen, const char *what, const char *type, size_t nstatic,
-                       char **names)
+                       char **names, const ProtobufCMessage *const *msgs)
 {
     char key[64];
     snprintf(key, sizeof key, "static_resources.%ss[", what);
@@ -212,7 +259,15 @@ static void name_error(char *err, size_t errlen, const char *what, const char *t
     else if (*t == ':' && t[1] == ' ')
         t += 2;     /* the resource itself */
     snprintf(tail, sizeof tail, "%s", t);
+    const ProtobufCMessage *m = msgs[idx - nstatic];
+    const char *sn = strcmp(what, "cluster") == 0 ? eds_name((const Cluster *)m) : NULL;
+    if (sn && strncmp(tail, "load_assignment", 15) == 0 && (tail[15] == '.' || tail[15] == ':')) {
+        snprintf(err, errlen, "ClusterLoadAssignment '%s': %s", sn, tail[15] == '.' ? tail + 16 : tail + 17);
+        return;
+    }
     snprintf(err, errlen, "%s '%s': %s", type, names[idx - nstatic], tail);
+    if (strcmp(what, "listener") == 0)
+        name_route_error(err, errlen, (const Listener *)m, tail);
 }
 
 /* {"version_info", "last_updated"} of one resource, the fields every dynamic_* entry has. */
@@ -347,10 +402,11 @@ struct snapshot *xds_snapshot_build(const ProtobufCMessage *bm, const struct xds
     Listener **ll = calloc(nsl + lds->n + 1, sizeof *ll);
     char **cnames = calloc(cds->n + 1, sizeof *cnames), **lnames = calloc(lds->n + 1, sizeof *lnames);
     const struct xds_resource **lres = calloc(lds->n + 1, sizeof *lres);
+    const ProtobufCMessage **cmsgs = calloc(cds->n + 1, sizeof *cmsgs), **lmsgs = calloc(lds->n + 1, sizeof *lmsgs);
     ProtobufCMessage **owned = calloc(cds->n + lds->n + 1, sizeof *owned);
     size_t nowned = 0, nl = 0;
     struct snapshot *s = NULL;
-    if (!cl || !ll || !cnames || !lnames || !lres || !owned) {
+    if (!cl || !ll || !cnames || !lnames || !lres || !owned || !cmsgs || !lmsgs) {
         snprintf(err, errlen, "out of memory");
         goto out;
     }
@@ -361,12 +417,9 @@ struct snapshot *xds_snapshot_build(const ProtobufCMessage *bm, const struct xds
     for (size_t i = 0; i < cds->n; i++) {
         Cluster *c = (Cluster *)cds->r[i].msg;
         cnames[i] = cds->r[i].name;
-        if (c->cluster_discovery_type_case == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__CLUSTER_DISCOVERY_TYPE_TYPE &&
-            c->type == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__EDS) {
-            const char *sn = c->eds_cluster_config && c->eds_cluster_config->service_name &&
-                                     c->eds_cluster_config->service_name[0]
-                                 ? c->eds_cluster_config->service_name
-                                 : c->name;
+        const char *sn = eds_name(c);
+        cmsgs[i] = &c->base;
+        if (sn) {
             Cluster *copy = (Cluster *)pb_dup(&c->base);
             if (!copy) {
                 snprintf(err, errlen, "out of memory");
@@ -398,6 +451,7 @@ struct snapshot *xds_snapshot_build(const ProtobufCMessage *bm, const struct xds
         if (rr.missing)
             continue; /* not ready: its route configuration has not come (Envoy's listener warming) */
         lnames[nl] = lds->r[i].name;
+        lmsgs[nl] = lds->r[i].msg;
         lres[nl] = &lds->r[i];
         ll[nsl + nl++] = copy;
     }
@@ -407,8 +461,8 @@ struct snapshot *xds_snapshot_build(const ProtobufCMessage *bm, const struct xds
     sr.n_listeners = nsl + nl;
     s = snapshot_build(&cb.base, err, errlen);
     if (!s) {
-        name_error(err, errlen, "cluster", "Cluster", nsc, cnames);
-        name_error(err, errlen, "listener", "Listener", nsl, lnames);
+        name_error(err, errlen, "cluster", "Cluster", nsc, cnames, cmsgs);
+        name_error(err, errlen, "listener", "Listener", nsl, lnames, lmsgs);
         goto out;
     }
     for (size_t i = 0; i < s->n_listeners && i < sr.n_listeners; i++) {
@@ -426,5 +480,7 @@ out:
     free(cnames);
     free(lnames);
     free(lres);
+    free(cmsgs);
+    free(lmsgs);
     return s;
 }

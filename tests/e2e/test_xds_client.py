@@ -79,32 +79,9 @@ ads.set(EDS, [cla("be-svc", [be_a])], "e1")
 ads.set(LDS, [listener("l1", lport, "r1")], "l1")
 ads.set(RDS, [routes("r1", "be", "v1")], "r1")
 
-BOOT = """admin:
-  address: {socket_address: {address: 127.0.0.1, port_value: %d}}
-node:
-  id: sidecar~127.0.0.1~test-1.default~default.svc.cluster.local
-  cluster: test.default
-  metadata: {ISTIO_VERSION: "1.22.0", NAMESPACE: default}
-dynamic_resources:
-  ads_config:
-    api_type: GRPC
-    transport_api_version: V3
-    grpc_services: [{envoy_grpc: {cluster_name: xds-grpc}}]
-  cds_config: {ads: {}, resource_api_version: V3, initial_fetch_timeout: 5s}
-  lds_config: {ads: {}, resource_api_version: V3, initial_fetch_timeout: 5s}
-static_resources:
-  clusters:
-  - name: xds-grpc
-    type: STATIC
-    connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {http2_protocol_options: {}}
-    load_assignment:
-      cluster_name: xds-grpc
-      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}}]}]
-""" % (admin, ads_port)
+BOOT = weft.ads_bootstrap(admin, ads_port, """id: sidecar~127.0.0.1~test-1.default~default.svc.cluster.local
+cluster: test.default
+metadata: {ISTIO_VERSION: "1.22.0", NAMESPACE: default}""", source_extra=", initial_fetch_timeout: 5s")
 
 proxy = weft.Proxy(BOOT, admin)
 
@@ -167,9 +144,10 @@ a = any_pb2.Any()
 a.Pack(bad)
 nonce = ads.push_raw(RDS, [a], "r3-bad")
 nack = ads.wait_request(lambda n, rq: rq.type_url == RDS and rq.response_nonce == nonce, 3)
-check("a bad RouteConfiguration is NACKed with error_detail", nack is not None and nack.HasField("error_detail")
-      and nack.error_detail.code == 3 and "no-such-cluster" in nack.error_detail.message
-      and nack.version_info == "r2", str(nack))
+check("a bad RouteConfiguration is NACKed with error_detail naming it (as Envoy does)",
+      nack is not None and nack.HasField("error_detail") and nack.error_detail.code == 3
+      and nack.error_detail.message.startswith("RouteConfiguration 'r1': virtual_hosts[0].routes[0]")
+      and "no-such-cluster" in nack.error_detail.message and nack.version_info == "r2", str(nack))
 # a bad Cluster: the NACK names the resource (type and name) and the field inside it
 badc = ads_server.from_dict(CDS, dict(cluster("outbound|9080||reviews.default.svc.cluster.local", "be-svc"),
                                       lb_policy="ROUND_ROBIN"))
@@ -182,6 +160,15 @@ nack = ads.wait_request(lambda n, rq: rq.type_url == CDS and rq.response_nonce =
 want = "Cluster 'outbound|9080||reviews.default.svc.cluster.local': lb_policy: unsupported policy 7"
 check("a bad Cluster's NACK names it: " + want, nack is not None and nack.error_detail.message == want
       and nack.version_info == "c1", str(nack))
+# a bad ClusterLoadAssignment: named as the EDS resource, not under its Cluster
+bade = any_pb2.Any()
+bade.Pack(ads_server.from_dict(EDS, dict(cla("be-svc", [be_b]), endpoints=[{"lb_endpoints": [{"endpoint": {
+    "address": {"socket_address": {"address": "300.1.1.1", "port_value": be_b}}}}]}])))
+nonce = ads.push_raw(EDS, [bade], "e-bad")
+nack = ads.wait_request(lambda n, rq: rq.type_url == EDS and rq.response_nonce == nonce, 3)
+check("a bad ClusterLoadAssignment's NACK names it (as Envoy does)", nack is not None
+      and nack.error_detail.message.startswith("ClusterLoadAssignment 'be-svc': endpoints[0].lb_endpoints[0]")
+      and "300.1.1.1" in nack.error_detail.message and nack.version_info == "e2", str(nack))
 st, h, _ = get(lport)
 check("the old config still serves after the NACK", st == 200 and h.get("x-route") == "v2", str(h))
 stats = proxy.stats()

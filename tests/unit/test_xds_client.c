@@ -1,6 +1,8 @@
 /* The xDS client's subscription state machine with fake responses: Envoy's order (CDS -> EDS ->
  * LDS -> RDS), warming, version/nonce in ACKs, NACKs with error_detail keeping the last good
- * config, resync on a new stream, initial_fetch_timeout. Requests are captured through
+ * config, resync on a new stream, initial_fetch_timeout; the same over Delta xDS
+ * (subscribe/unsubscribe, removed_resources, initial_resource_versions, NACKs naming the
+ * RouteConfiguration or ClusterLoadAssignment). Requests are captured through
  * xds_hooks.send; snapshots through xds_hooks.publish. */
 #include <stdlib.h>
 #include <string.h>
@@ -277,7 +279,7 @@ static void test_initial_fetch_timeout(void)
 
 static void test_bad_bootstraps(void)
 {
-    const char *bad[] = {"api_type: GRPC", "api_type: DELTA_GRPC", "cluster_name: xds-grpc}", "cluster_name: nope}",
+    const char *bad[] = {"api_type: GRPC", "api_type: REST", "cluster_name: xds-grpc}", "cluster_name: nope}",
                          "transport_api_version: V3", "transport_api_version: V2"};
     for (int i = 0; i < 6; i += 2) {
         char y[2048];
@@ -318,5 +320,149 @@ static void teardown(void)
     stats_shutdown();
 }
 
+/* --- Delta --- */
+
+typedef Envoy__Service__Discovery__V3__DeltaDiscoveryRequest DReq;
+static DReq *dreqs[MAX_REQ];
+static size_t ndreq;
+
+static void on_send_delta(void *arg, const uint8_t *b, size_t n)
+{
+    (void)arg;
+    if (ndreq < MAX_REQ)
+        dreqs[ndreq++] = envoy__service__discovery__v3__delta_discovery_request__unpack(NULL, n, b);
+}
+
+static void dreset(void)
+{
+    for (size_t i = 0; i < ndreq; i++)
+        envoy__service__discovery__v3__delta_discovery_request__free_unpacked(dreqs[i], NULL);
+    ndreq = 0;
+}
+
+static const DReq *dlast(size_t back) { return ndreq > back ? dreqs[ndreq - 1 - back] : NULL; }
+
+/* Feeds a DeltaDiscoveryResponse carrying the resource in yaml (none when NULL) as `name` at
+ * `version`, and removing `removed` (when not NULL). */
+static int dfeed(struct xds_client *x, enum xds_type t, const char *yaml, const char *name, const char *version,
+                 const char *nonce, const char *removed)
+{
+    Envoy__Service__Discovery__V3__DeltaDiscoveryResponse r = ENVOY__SERVICE__DISCOVERY__V3__DELTA_DISCOVERY_RESPONSE__INIT;
+    Envoy__Service__Discovery__V3__Resource res = ENVOY__SERVICE__DISCOVERY__V3__RESOURCE__INIT, *rs[1] = {&res};
+    Google__Protobuf__Any any = GOOGLE__PROTOBUF__ANY__INIT;
+    ProtobufCMessage *m = NULL;
+    if (yaml) {
+        struct pbmap_error pe;
+        m = pbmap_from_yaml(pbmap_find_type(xds_type_url(t)), yaml, strlen(yaml), "test.yaml", &pe);
+        CHECK(m != NULL);
+        pbmap_pack_any(m, &any.base);
+        res.name = (char *)name;
+        res.version = (char *)version;
+        res.resource = &any;
+        r.resources = rs;
+        r.n_resources = 1;
+    }
+    char *rm[1] = {(char *)removed};
+    if (removed) {
+        r.removed_resources = rm;
+        r.n_removed_resources = 1;
+    }
+    r.system_version_info = (char *)"sys";
+    r.nonce = (char *)nonce;
+    r.type_url = (char *)xds_type_url(t);
+    size_t n = protobuf_c_message_get_packed_size(&r.base);
+    uint8_t *b = malloc(n + 1);
+    protobuf_c_message_pack(&r.base, b);
+    int rc = xds_client_handle_response(x, b, n);
+    free(b);
+    if (m) {
+        protobuf_c_message_free_unpacked(m, NULL);
+        free(any.type_url);
+        free(any.value.data);
+    }
+    return rc;
+}
+
+static bool only_name(char **v, size_t n, const char *name) { return n == 1 && strcmp(v[0], name) == 0; }
+
+static const char *CLUSTER2_YAML =
+    "name: be2\ntype: EDS\nconnect_timeout: 1s\neds_cluster_config: {service_name: be2-svc, eds_config: {ads: {}}}\n";
+static const char *CLA2_YAML =
+    "cluster_name: be2-svc\nendpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.3, "
+    "port_value: 8080}}}}]}]\n";
+static const char *BAD_CLA_YAML =
+    "cluster_name: be-svc\nendpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 300.1.1.1, "
+    "port_value: 8080}}}}]}]\n";
+
+static void test_delta(void)
+{
+    reset();
+    dreset();
+    char y[2048];
+    const char *p = strstr(BOOT, "api_type: GRPC");
+    snprintf(y, sizeof y, "%.*sapi_type: DELTA_GRPC%s", (int)(p - BOOT), BOOT, p + strlen("api_type: GRPC"));
+    struct pbmap_error pe;
+    ProtobufCMessage *b = pbmap_from_yaml(&envoy__config__bootstrap__v3__bootstrap__descriptor, y, strlen(y), "b.yaml", &pe);
+    struct xds_hooks h = {.publish = on_publish, .current = on_current, .send = on_send_delta};
+    char err[256];
+    struct xds_client *x = xds_client_new(loop, b, &h, NULL, NULL, err, sizeof err);
+    CHECK(x != NULL);
+    xds_client_start(x);
+    /* CDS wildcard: no names, the node, no nonce */
+    CHECK(ndreq == 1 && strcmp(dreqs[0]->type_url, xds_type_url(XDS_CDS)) == 0 && dreqs[0]->node &&
+          dreqs[0]->n_resource_names_subscribe == 0 && dreqs[0]->n_initial_resource_versions == 0);
+    CHECK_EQ_INT(dfeed(x, XDS_CDS, CLUSTER_YAML, "be", "vc1", "n1", NULL), 1);
+    CHECK(only_name(dlast(1)->resource_names_subscribe, dlast(1)->n_resource_names_subscribe, "be-svc"));
+    CHECK(dlast(0)->response_nonce && strcmp(dlast(0)->response_nonce, "n1") == 0 && !dlast(0)->error_detail);
+    CHECK_EQ_INT(dfeed(x, XDS_EDS, CLA_YAML, "be-svc", "ve1", "n2", NULL), 1);
+    CHECK_EQ_INT(npublished, 1);
+    CHECK_EQ_STR(dlast(0)->type_url, xds_type_url(XDS_LDS));
+    CHECK_EQ_INT(dfeed(x, XDS_LDS, LISTENER_YAML, "l1", "vl1", "n3", NULL), 1);
+    CHECK(only_name(dlast(1)->resource_names_subscribe, dlast(1)->n_resource_names_subscribe, "r1"));
+    /* a bad RouteConfiguration: NACKed, named as the RDS resource */
+    CHECK_EQ_INT(dfeed(x, XDS_RDS, BAD_ROUTE_YAML, "r1", "vr0", "n4", NULL), 0);
+    CHECK(dlast(0)->error_detail && dlast(0)->error_detail->code == 3 && strcmp(dlast(0)->response_nonce, "n4") == 0);
+    CHECK_EQ_STR(dlast(0)->error_detail->message,
+                 "RouteConfiguration 'r1': virtual_hosts[0].routes[0].route.cluster: unknown cluster 'nope'");
+    CHECK_EQ_INT(dfeed(x, XDS_RDS, ROUTE_YAML, "r1", "vr1", "n5", NULL), 1);
+    CHECK(published && published->n_listeners == 1);
+    CHECK_EQ_STR(xds_client_version(x, XDS_RDS), "sys");
+    /* a bad ClusterLoadAssignment: named as the EDS resource */
+    CHECK_EQ_INT(dfeed(x, XDS_EDS, BAD_CLA_YAML, "be-svc", "ve0", "n6", NULL), 0);
+    CHECK(dlast(0)->error_detail && strncmp(dlast(0)->error_detail->message,
+                                            "ClusterLoadAssignment 'be-svc': endpoints[0].lb_endpoints[0]", 59) == 0);
+    /* a cluster added: only its EDS name is subscribed; removed: unsubscribed, its CLA dropped */
+    CHECK_EQ_INT(dfeed(x, XDS_CDS, CLUSTER2_YAML, "be2", "vc2", "n7", NULL), 1);
+    CHECK(only_name(dlast(1)->resource_names_subscribe, dlast(1)->n_resource_names_subscribe, "be2-svc") &&
+          dlast(1)->n_resource_names_unsubscribe == 0);
+    CHECK_EQ_INT(xds_client_resources(x, XDS_CDS)->n, 2);
+    CHECK_EQ_INT(dfeed(x, XDS_EDS, CLA2_YAML, "be2-svc", "ve2", "n8", NULL), 1);
+    CHECK(published && snapshot_cluster_index(published, "be2") >= 0);
+    CHECK_EQ_INT(dfeed(x, XDS_CDS, NULL, NULL, NULL, "n9", "be2"), 1);
+    CHECK(only_name(dlast(1)->resource_names_unsubscribe, dlast(1)->n_resource_names_unsubscribe, "be2-svc") &&
+          dlast(1)->n_resource_names_subscribe == 0);
+    CHECK(xds_client_resources(x, XDS_CDS)->n == 1 && xds_client_resources(x, XDS_EDS)->n == 1);
+    CHECK(published && snapshot_cluster_index(published, "be2") < 0 && snapshot_cluster_index(published, "be") >= 0);
+    /* a new stream: every type with the names and the versions held */
+    size_t before = ndreq;
+    xds_client_resync(x);
+    CHECK_EQ_INT(ndreq - before, 4);
+    for (size_t i = before; i < ndreq; i++) {
+        const DReq *q = dreqs[i];
+        CHECK(q->node != NULL && q->n_initial_resource_versions == 1 && !q->response_nonce[0]);
+        const char *want = strcmp(q->type_url, xds_type_url(XDS_CDS)) == 0   ? "vc1"
+                           : strcmp(q->type_url, xds_type_url(XDS_EDS)) == 0 ? "ve1"
+                           : strcmp(q->type_url, xds_type_url(XDS_LDS)) == 0 ? "vl1"
+                                                                             : "vr1";
+        CHECK_EQ_STR(q->initial_resource_versions[0]->value, want);
+        bool named = strcmp(q->type_url, xds_type_url(XDS_EDS)) == 0 || strcmp(q->type_url, xds_type_url(XDS_RDS)) == 0;
+        CHECK_EQ_INT(q->n_resource_names_subscribe, named ? 1 : 0);
+    }
+    xds_client_free(x);
+    protobuf_c_message_free_unpacked(b, NULL);
+    dreset();
+}
+
 TEST_MAIN(TEST(setup), TEST(test_order_and_warming), TEST(test_nack_keeps_last_good), TEST(test_resync),
-          TEST(test_initial_fetch_timeout), TEST(test_bad_bootstraps), TEST(teardown))
+          TEST(test_initial_fetch_timeout), TEST(test_bad_bootstraps), TEST(test_delta),
+          TEST(teardown))

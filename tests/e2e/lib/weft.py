@@ -235,3 +235,34 @@ def static_cluster(name, ports, lb="ROUND_ROBIN", extra=""):
       - lb_endpoints:
 %s
 """ % (name, lb, extra, name, eps)
+
+
+def ads_bootstrap(admin_port, ads_port, node, api_type="GRPC", source_extra=""):
+    """A dynamic bootstrap as Istio writes it: `node` (YAML lines, not indented), ADS (api_type
+    GRPC or DELTA_GRPC) over HTTP/2 to the static cluster xds-grpc at 127.0.0.1:ads_port, CDS
+    and LDS by ADS (source_extra: more ConfigSource fields, e.g. ", initial_fetch_timeout: 5s")."""
+    return """admin:
+  address: {socket_address: {address: 127.0.0.1, port_value: %d}}
+node:
+%s
+dynamic_resources:
+  ads_config:
+    api_type: %s
+    transport_api_version: V3
+    grpc_services: [{envoy_grpc: {cluster_name: xds-grpc}}]
+  cds_config: {ads: {}, resource_api_version: V3%s}
+  lds_config: {ads: {}, resource_api_version: V3%s}
+static_resources:
+  clusters:
+  - name: xds-grpc
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {http2_protocol_options: {}}
+    load_assignment:
+      cluster_name: xds-grpc
+      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}}]}]
+""" % (admin_port, "".join("  " + l + "\n" for l in node.strip("\n").split("\n")).rstrip("\n"), api_type,
+       source_extra, source_extra, ads_port)
