@@ -480,10 +480,13 @@ static int any_alive(struct pod **ps, size_t n, int proxy)
     return 0;
 }
 
-void mesh_stop_pods(struct mesh *m, struct pod **ps, size_t n)
+void mesh_stop_pods(struct mesh *m, struct pod **list, size_t n)
 {
     if (!n)
         return;
+    /* A copy: list may be m->pods itself, which the loop below shrinks. */
+    struct pod **ps = malloc(n * sizeof *ps);
+    memcpy(ps, list, n * sizeof *ps);
     long v = mesh_config_version(m);
     int removed = 0;
     for (size_t i = 0; i < n; i++)
@@ -512,6 +515,7 @@ void mesh_stop_pods(struct mesh *m, struct pod **ps, size_t n)
         ctl_rmtree(p->dir);
         free(p->dir), free(p->we_path), free(p);
     }
+    free(ps);
     for (int i = 0; i < 20; i++) {
         ctl_sleep_ms(10);
         mesh_reap(m);
