@@ -133,15 +133,9 @@ static int write_workload_entry(struct pod *p)
 
 void mesh_write_hosts(struct mesh *m)
 {
-    struct istio_object **objs = NULL;
-    size_t n = 0;
-    for (size_t i = 0; i < m->n_docs; i++)
-        for (size_t k = 0; k < m->docs[i].objs.n; k++)
-            if (!m->docs[i].objs.items[k]->invalid) {
-                objs = realloc(objs, (n + 1) * sizeof *objs);
-                objs[n++] = m->docs[i].objs.items[k];
-            }
-    struct registry *r = registry_build(objs, n, m->o->domain, NULL);
+    struct mesh_registry mr;
+    mesh_registry_build(m, 0, &mr);
+    const struct registry *r = mr.r;
     for (size_t i = 0; i < m->n_pods; i++) {
         struct pod *p = m->pods[i];
         char *path = ctl_sprintf("/etc/netns/%s/hosts", p->netns);
@@ -169,8 +163,7 @@ void mesh_write_hosts(struct mesh *m)
         free(buf);
         free(path);
     }
-    registry_free(r);
-    free(objs);
+    mesh_registry_free(&mr);
 }
 
 static struct pod *pod_new(struct mesh *m, const struct ctl_deployment *d)
@@ -453,6 +446,7 @@ int mesh_reconcile(struct mesh *m, FILE *out)
     }
     mesh_stop_pods(m, old, no);
     free(old);
+    mesh_write_vips(m);
     mesh_write_pod_list(m);
     return failed;
 }
