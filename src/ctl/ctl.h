@@ -69,6 +69,7 @@ struct ctl_manifest {
 int ctl_manifest_read(const char *path, struct ctl_manifest *out, struct istio_errors *errs);
 void ctl_manifest_free(struct ctl_manifest *m);
 void ctl_doc_free(struct ctl_doc *d);
+void ctl_deployment_free(struct ctl_deployment *d);
 const char *ctl_kv_get(const struct ctl_kv *kv, size_t n, const char *k);
 
 /* ---- util.c ---- */
