@@ -85,7 +85,7 @@ void mesh_write_vips(struct mesh *m)
             continue;
         char *text = ctl_sprintf("*nat\n:WEFT-SERVICES - [0:0]\n-F WEFT-SERVICES\n%s%sCOMMIT\n", rules,
                                  p->vip_chain ? "" : "-A OUTPUT -p tcp -j WEFT-SERVICES\n");
-        char *path = ctl_sprintf("%s/services.rules", p->dir), err[256];
+        char *path = ctl_sprintf("%s/services.rules", p->dir), err[256] = "cannot write the rules";
         if (ctl_write_atomic(path, text) == 0 &&
             CTL_RUN(err, sizeof err, "ip", "netns", "exec", p->netns, "iptables-restore", "-w", "--noflush", path) == 0)
             p->vip_chain = 1;
