@@ -97,8 +97,10 @@ fi
 say "The mesh is still up. Explore it:"
 show status
 show exec "deploy/client -- curl -s -H 'end-user: jason' http://productpage:9080/productpage"
-show logs "deploy/reviews-v2 --proxy                  # the sidecar's log"
+show logs "deploy/reviews-v2 --proxy   # the sidecar's log"
 show exec "deploy/reviews-v2 -- curl -s 127.0.0.1:15000/stats   # the sidecar's admin: /stats /clusters /config_dump"
 show apply "-f samples/bookinfo/virtual-service-ratings-jason-fault.yaml"
+weftd=$(awk '$1 == "weftd" {sub(/:.*/, "", $2); print $2}' "$work/up.log")
+echo "  curl -s $weftd:15014/debug/syncz   # weftd (istiod's role): what each sidecar was sent and ACKed"
 echo "Stop it:"
 show down
