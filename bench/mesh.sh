@@ -55,6 +55,7 @@ pct() {
     { t[NR] = $1; if ($2 != 200) bad++ }
     END { printf "%d %d %d %d %d\n", t[int(NR * .50)], t[int(NR * .90)], t[int(NR * .99)], NR, bad }'
 }
+load_avg=$(cut -d' ' -f1 /proc/loadavg)
 load plain-client http://plain-server:8080/ plain
 cp=$(proxy_pid client); sp=$(proxy_pid server)
 hz=$(getconf CLK_TCK)
@@ -64,9 +65,11 @@ c1=$(cpu_ticks "$cp"); s1=$(cpu_ticks "$sp"); w1=$(now)
 crss=$(awk '/VmRSS/ {print $2}' "/proc/$cp/status"); srss=$(awk '/VmRSS/ {print $2}' "/proc/$sp/status")
 read -r pp50 pp90 pp99 pn pbad <<<"$(pct "$work"/plain.[0-9]*)"
 read -r mp50 mp90 mp99 mn mbad <<<"$(pct "$work"/mesh.[0-9]*)"
-# vCPU per 1,000 requests/s: CPU seconds / wall seconds of the run, scaled to 1,000 requests/s.
-vcpu() { awk -v t="$(($2 - $1))" -v hz="$hz" -v w="$(awk -v a="$w0" -v b="$w1" 'BEGIN {print b - a}')" -v r="$RATE" \
-  'BEGIN {printf "%.3f", t / hz / w * 1000 / r}'; }
+# vCPU per 1,000 requests/s: CPU seconds / wall seconds of the run (warm-up included, at the same
+# pace), scaled by the rate the run reached (a paced client that falls behind does not catch up).
+reached() { awk -v n="$1" -v d="$DURATION" 'BEGIN {printf "%.0f", n / d}'; }
+vcpu() { awk -v t="$(($2 - $1))" -v hz="$hz" -v w="$(awk -v a="$w0" -v b="$w1" 'BEGIN {print b - a}')" -v r="$(reached "$mn")" \
+  'BEGIN {if (r + 0 == 0) print "-"; else printf "%.3f", t / hz / w * 1000 / r}'; }
 ms() { awk -v u="$1" 'BEGIN {printf "%.2f ms", u / 1000}'; }
 add() { awk -v a="$1" -v b="$2" 'BEGIN {printf "+%.2f ms", (a - b) / 1000}'; }
 
@@ -81,10 +84,13 @@ section="$work/section.md"
   echo "apart), ${DURATION} s after 2 s of warm-up; baseline: the same call between two pods without"
   echo "sidecars. One worker per sidecar (--concurrency 1). Latency is per request, from h2load's log."
   echo
-  echo "| | p50 | p90 | p99 | requests | failed |"
+  echo "Load average when it started: $load_avg. A run that reached less than 95% of $RATE requests/s was"
+  echo "starved (each paced connection waits for its answer): its latencies say more about the machine."
+  echo
+  echo "| | p50 | p90 | p99 | requests/s reached | failed |"
   echo "|---|---|---|---|---|---|"
-  echo "| without sidecars | $(ms "$pp50") | $(ms "$pp90") | $(ms "$pp99") | $pn | $pbad |"
-  echo "| through both sidecars | $(ms "$mp50") | $(ms "$mp90") | $(ms "$mp99") | $mn | $mbad |"
+  echo "| without sidecars | $(ms "$pp50") | $(ms "$pp90") | $(ms "$pp99") | $(reached "$pn") | $pbad |"
+  echo "| through both sidecars | $(ms "$mp50") | $(ms "$mp90") | $(ms "$mp99") | $(reached "$mn") | $mbad |"
   echo "| **added by the mesh** | $(add "$mp50" "$pp50") | $(add "$mp90" "$pp90") | $(add "$mp99" "$pp99") | | |"
   echo
   echo "| sidecar | vCPU per 1,000 requests/s | RSS under load |"
