@@ -44,7 +44,7 @@ grep -v -E ' (created|unchanged|configured)$' "$work/up.log" | sed 's/^/  /'
 
 # Traffic from the client pod: requests take turns between no end-user header and end-user: jason.
 mesh exec deploy/client -- /usr/bin/python3 scripts/mesh_traffic.py --user "" --user jason \
-  --rate "$RATE" >"$work/traffic.txt" 2>"$work/traffic.err" &
+  --rate "$RATE" --stop-file "$work/stop" >"$work/traffic.txt" 2>"$work/traffic.err" &
 traffic=$!
 for _ in $(seq 100); do [ -s "$work/traffic.txt" ] && break; sleep 0.1; done
 
@@ -77,7 +77,7 @@ phase "2. Traffic from the client pod, VirtualService reviews: all to v1 (sample
 phase "3. Traffic shifting: 80% to reviews v1, 20% to v2" samples/bookinfo/virtual-service-reviews-80-20.yaml
 phase "4. Request routing: end-user: jason to reviews v2, everyone else to v1" \
   samples/bookinfo/virtual-service-reviews-jason-v2.yaml
-kill "$traffic" 2>/dev/null || true
+touch "$work/stop"   # the request in flight finishes: the sidecars' counts below are settled
 wait "$traffic" 2>/dev/null || true
 traffic=
 total=$(wc -l <"$work/traffic.txt")

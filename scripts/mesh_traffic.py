@@ -3,12 +3,14 @@
 
 GETs http://productpage:9080/productpage in a loop over one keep-alive connection (a new one
 after an error), taking turns between the users given with --user ("" sends no end-user
-header), at most --rate requests per second, for --seconds (or until SIGTERM). One line per
+header), at most --rate requests per second, for --seconds, until --stop-file exists (the
+request in flight is finished first, so the sidecars' stats are settled), or until SIGTERM. One line per
 request on stdout: unix time, user ("-" for none), HTTP status (0: no answer), and the version
 of reviews that productpage's call reached ("-" when it has none)."""
 import argparse
 import http.client
 import json
+import os
 import signal
 import sys
 import time
@@ -30,12 +32,13 @@ def main():
     ap.add_argument("--user", action="append", default=None)
     ap.add_argument("--rate", type=float, default=100)
     ap.add_argument("--seconds", type=float, default=3600)
+    ap.add_argument("--stop-file")
     a = ap.parse_args()
     users = a.user or [""]
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     conn, n = None, 0
     start = time.monotonic()
-    while time.monotonic() - start < a.seconds:
+    while time.monotonic() - start < a.seconds and not (a.stop_file and os.path.exists(a.stop_file)):
         user = users[n % len(users)]
         n += 1
         status, version = 0, "-"
