@@ -8,5 +8,6 @@ finish() { echo "$pass passed, $fail failed"; [ "$fail" -eq 0 ]; }
 if [ "$(id -u)" -ne 0 ] || ! command -v iptables >/dev/null; then
   echo "needs root and iptables"; echo "0 passed, 1 failed"; exit 1
 fi
-# mesh_snapshot NAME: every namespace, link and iptables line of the root namespace naming NAME.
-mesh_snapshot() { { ip netns list; ip -o link show; iptables-save | grep -v '^#'; } | grep "$1" | sed 's/[0-9]\+: //' | sort; }
+# mesh_snapshot NAME: every namespace (and its /etc/netns dir), link and iptables line of the root
+# namespace naming NAME.
+mesh_snapshot() { { ip netns list; ls /etc/netns 2>/dev/null; ip -o link show; iptables-save | grep -v '^#'; } | grep "$1" | sed 's/[0-9]\+: //' | sort; }
