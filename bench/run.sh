@@ -139,4 +139,6 @@ if [ -n "${H1_ONLY:-}" ]; then cat bench/RESULTS.md; exit 0; fi
 export DURATION ROUNDS
 bench/h2.sh
 bench/tls.sh
+# The mesh's own overhead (pods, sidecars, weftd): needs root for its network namespaces.
+if [ "$(id -u)" -eq 0 ]; then bench/mesh.sh; else echo "bench/mesh.sh skipped: it needs root"; fi
 cat bench/RESULTS.md

@@ -69,6 +69,7 @@ struct ctl_manifest {
 int ctl_manifest_read(const char *path, struct ctl_manifest *out, struct istio_errors *errs);
 void ctl_manifest_free(struct ctl_manifest *m);
 void ctl_doc_free(struct ctl_doc *d);
+void ctl_deployment_free(struct ctl_deployment *d);
 const char *ctl_kv_get(const struct ctl_kv *kv, size_t n, const char *k);
 
 /* ---- util.c ---- */
@@ -131,6 +132,9 @@ pid_t ctl_supervisor_pid(const struct ctl_opts *o);
  * iptables rules, the state dir. Returns the number of things removed. */
 int ctl_clean_leftovers(const struct ctl_opts *o);
 int ctl_iptables_forward(const struct ctl_opts *o, int add);
+/* 0 when no interface has an address in the mesh's subnet (or the subnet in its network);
+ * else prints one line naming the interface and returns -1. */
+int ctl_subnet_check(const struct ctl_opts *o);
 
 /* ---- client.c: talking to the supervisor ---- */
 /* Sends one request (words joined by tabs) and copies the answer to stdout. Returns the

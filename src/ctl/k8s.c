@@ -220,7 +220,7 @@ static struct ctl_deployment *read_deployment(struct rd *r, const struct ytree *
     return d;
 }
 
-static void deployment_free(struct ctl_deployment *d)
+void ctl_deployment_free(struct ctl_deployment *d)
 {
     if (!d)
         return;
@@ -244,7 +244,7 @@ static void deployment_free(struct ctl_deployment *d)
 
 void ctl_doc_free(struct ctl_doc *d)
 {
-    deployment_free(d->dep);
+    ctl_deployment_free(d->dep);
     istio_object_list_free(&d->objs);
     free(d->key), free(d->text);
     memset(d, 0, sizeof *d);

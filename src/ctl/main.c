@@ -132,6 +132,8 @@ int ctl_cmd_up(int argc, char **argv)
     int left = ctl_clean_leftovers(&o);
     if (left)
         printf("removed %d leftovers of an earlier mesh\n", left);
+    if (ctl_subnet_check(&o) < 0)
+        goto out;
     if (ctl_mkdirs(o.state_dir) < 0) {
         fprintf(stderr, "weftctl: cannot create %s: %s\n", o.state_dir, strerror(errno));
         goto out;

@@ -133,15 +133,9 @@ static int write_workload_entry(struct pod *p)
 
 void mesh_write_hosts(struct mesh *m)
 {
-    struct istio_object **objs = NULL;
-    size_t n = 0;
-    for (size_t i = 0; i < m->n_docs; i++)
-        for (size_t k = 0; k < m->docs[i].objs.n; k++)
-            if (!m->docs[i].objs.items[k]->invalid) {
-                objs = realloc(objs, (n + 1) * sizeof *objs);
-                objs[n++] = m->docs[i].objs.items[k];
-            }
-    struct registry *r = registry_build(objs, n, m->o->domain, NULL);
+    struct mesh_registry mr;
+    mesh_registry_build(m, 0, &mr);
+    const struct registry *r = mr.r;
     for (size_t i = 0; i < m->n_pods; i++) {
         struct pod *p = m->pods[i];
         char *path = ctl_sprintf("/etc/netns/%s/hosts", p->netns);
@@ -169,8 +163,7 @@ void mesh_write_hosts(struct mesh *m)
         free(buf);
         free(path);
     }
-    registry_free(r);
-    free(objs);
+    mesh_registry_free(&mr);
 }
 
 static struct pod *pod_new(struct mesh *m, const struct ctl_deployment *d)
@@ -453,6 +446,7 @@ int mesh_reconcile(struct mesh *m, FILE *out)
     }
     mesh_stop_pods(m, old, no);
     free(old);
+    mesh_write_vips(m);
     mesh_write_pod_list(m);
     return failed;
 }
@@ -480,10 +474,13 @@ static int any_alive(struct pod **ps, size_t n, int proxy)
     return 0;
 }
 
-void mesh_stop_pods(struct mesh *m, struct pod **ps, size_t n)
+void mesh_stop_pods(struct mesh *m, struct pod **list, size_t n)
 {
     if (!n)
         return;
+    /* A copy: list may be m->pods itself, which the loop below shrinks. */
+    struct pod **ps = malloc(n * sizeof *ps);
+    memcpy(ps, list, n * sizeof *ps);
     long v = mesh_config_version(m);
     int removed = 0;
     for (size_t i = 0; i < n; i++)
@@ -512,6 +509,7 @@ void mesh_stop_pods(struct mesh *m, struct pod **ps, size_t n)
         ctl_rmtree(p->dir);
         free(p->dir), free(p->we_path), free(p);
     }
+    free(ps);
     for (int i = 0; i < 20; i++) {
         ctl_sleep_ms(10);
         mesh_reap(m);

@@ -6,6 +6,8 @@
  * are found by name alone, without trusting any file. */
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -165,4 +167,31 @@ int ctl_clean_leftovers(const struct ctl_opts *o)
         n++;
     }
     return n;
+}
+
+int ctl_subnet_check(const struct ctl_opts *o)
+{
+    struct ifaddrs *all, *a;
+    if (getifaddrs(&all) < 0)
+        return 0;
+    int rc = 0;
+    for (a = all; a && !rc; a = a->ifa_next) {
+        if (!a->ifa_addr || a->ifa_addr->sa_family != AF_INET || !a->ifa_netmask)
+            continue;
+        uint32_t ip = ntohl(((struct sockaddr_in *)a->ifa_addr)->sin_addr.s_addr);
+        uint32_t mask = ntohl(((struct sockaddr_in *)a->ifa_netmask)->sin_addr.s_addr);
+        uint32_t ours = ~((1u << (32 - o->prefix)) - 1), both = mask & ours; /* the shorter one */
+        if ((ip & both) != (o->net & both))
+            continue;
+        char net[16], mine[16], theirs[16];
+        ctl_ip_str(o->net, 0, net);
+        ctl_ip_str(o->net, 1, mine);
+        ctl_ip_str(ip, 0, theirs);
+        fprintf(stderr, "weftctl: --subnet %s/%d (bridge address %s) is already in use: %s/%d is on %s "
+                        "(a mesh of another --name? weftctl mesh down --name NAME; or choose another --subnet)\n",
+                net, o->prefix, mine, theirs, __builtin_popcount(mask), a->ifa_name);
+        rc = -1;
+    }
+    freeifaddrs(all);
+    return rc;
 }

@@ -16,6 +16,7 @@ struct pod {
     pid_t app[CTL_MAX_CONTAINERS];
     int app_exit[CTL_MAX_CONTAINERS];
     int ready, failed;
+    int vip_chain;                  /* WEFT-SERVICES jump installed (vips.c) */
     char *dir;                      /* STATE/pods/NAME: bootstrap, logs */
     char *we_path;                  /* the WorkloadEntry file in weftd's config dir */
 };
@@ -53,6 +54,20 @@ void mesh_write_pod_list(struct mesh *m);
 /* Waits until weftd has pushed config at least as new as `after` and every proxy ACKed it. */
 void mesh_wait_converged(struct mesh *m, long after, double timeout_s);
 long mesh_config_version(struct mesh *m);
+
+/* vips.c */
+/* The registry of the applied objects and, with_pods, of the ready pods' WorkloadEntries (read
+ * back from weftd's config dir): what weftd itself would build. */
+struct mesh_registry {
+    struct registry *r;
+    struct istio_object **objs;
+    struct ctl_manifest *wes;
+    size_t n_wes;
+};
+void mesh_registry_build(struct mesh *m, int with_pods, struct mesh_registry *out);
+void mesh_registry_free(struct mesh_registry *mr);
+/* Rewrites every ready pod's WEFT-SERVICES chain (Service VIP:port -> ready endpoints). */
+void mesh_write_vips(struct mesh *m);
 
 /* status.c */
 void mesh_status(struct mesh *m, FILE *out);

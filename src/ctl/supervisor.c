@@ -194,6 +194,19 @@ static void teardown(struct mesh *m)
     ctl_clean_leftovers(m->o);
 }
 
+/* What the supervisor holds, once teardown has stopped every pod. */
+static void mesh_free(struct mesh *m, int lfd)
+{
+    for (size_t i = 0; i < m->n_docs; i++)
+        ctl_doc_free(&m->docs[i]);
+    for (size_t i = 0; i < m->n_keep; i++)
+        ctl_deployment_free(m->keep[i]);
+    free(m->docs), free(m->keep), free(m->pods), free(m->used);
+    free(m->objs_dir), free(m->pods_cfg_dir);
+    if (lfd >= 0)
+        close(lfd);
+}
+
 static int listen_ctl(struct mesh *m)
 {
     struct sockaddr_un a = {.sun_family = AF_UNIX};
@@ -286,6 +299,9 @@ int ctl_supervise(const struct ctl_opts *o, char **files, size_t n, int report_f
     if (load(m, files, n, 0, out) < 0 || setup_network(m, out) < 0 || (lfd = listen_ctl(m)) < 0) {
         teardown(m);
         fprintf(out, "END 1\n");
+        if (report_fd >= 0)
+            fclose(out);
+        mesh_free(m, lfd);
         return 1;
     }
     int failed = mesh_reconcile(m, out);
@@ -299,13 +315,15 @@ int ctl_supervise(const struct ctl_opts *o, char **files, size_t n, int report_f
         mesh_reap(m);
         if (stop_requested) {
             teardown(m);
-            return 0;
+            break;
         }
         struct pollfd p = {lfd, POLLIN, 0};
         if (poll(&p, 1, 200) == 1) {
             int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
             if (c >= 0 && serve(m, c))
-                return 0;
+                break;
         }
     }
+    mesh_free(m, lfd);
+    return 0;
 }
