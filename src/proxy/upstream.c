@@ -30,6 +30,16 @@ static struct host_health *uconn_hh(const struct uconn *u)
     return u->host < u->wc->hs->n ? u->wc->hs->hosts[u->host].hh : NULL;
 }
 
+/* The keep-alive pool u belongs to: its host's, its original destination's, or NULL. */
+static struct upool *uconn_pool(const struct uconn *u)
+{
+    if (u->host < u->wc->hs->n)
+        return &u->wc->pools[u->host];
+    if (u->host >= UPSTREAM_ODST_BASE && u->host != UPSTREAM_NO_POOL && u->host - UPSTREAM_ODST_BASE < u->wc->n_odst)
+        return &u->wc->odst[u->host - UPSTREAM_ODST_BASE].pool;
+    return NULL;
+}
+
 /* Gives back what u holds on the circuit breaker (connections count at DEFAULT priority). */
 static void uconn_cb_release(struct uconn *u)
 {
@@ -38,8 +48,9 @@ static void uconn_cb_release(struct uconn *u)
         cb_release(cb, CB_DEFAULT, CB_PENDING);
     if (u->cb_cx) {
         cb_release(cb, CB_DEFAULT, CB_CX);
-        if (u->host < u->wc->hs->n)
-            u->wc->pools[u->host].nconn--;
+        struct upool *p = uconn_pool(u);
+        if (p)
+            p->nconn--;
     }
     u->cb_pending = u->cb_cx = false;
 }
@@ -58,8 +69,10 @@ static bool uconn_cb_admit(struct worker *w, struct wcluster *wc, uint32_t host,
         cb_force(cb, CB_DEFAULT, CB_CX);
     }
     u->cb_cx = true;
-    if (pooled)
-        wc->pools[host].nconn++;
+    u->host = host;
+    struct upool *p = uconn_pool(u);
+    if (p)
+        p->nconn++;
     if (pending) {
         if (!cb_acquire(cb, CB_DEFAULT, CB_PENDING, w->id)) {
             uconn_cb_release(u);
@@ -106,7 +119,7 @@ static void connected(struct uconn *u);
 
 static void unlink_idle(struct uconn *u)
 {
-    struct upool *p = &u->wc->pools[u->host];
+    struct upool *p = uconn_pool(u);
     for (struct uconn **pp = &p->idle; *pp; pp = &(*pp)->next_idle) {
         if (*pp == u) {
             *pp = u->next_idle;
@@ -126,7 +139,7 @@ static void on_timer(struct loop *l, struct timer *t)
             struct cluster *c = u->wc->c;
             tls_count(c->ssl_stats, u->w->id, &u->tp, TLS_FAIL_IO);
             u->tp.failed = true;
-            char *dst = u->host == UPSTREAM_NO_POOL ? u->wc->odst_tls_error : u->wc->pools[u->host].tls_error;
+            char *dst = u->host >= u->wc->hs->n ? u->wc->odst_tls_error : u->wc->pools[u->host].tls_error;
             snprintf(dst, sizeof u->wc->odst_tls_error, "TLS_error:|handshake timeout:TLS_error_end");
             u->tls_error = dst;
         }
@@ -223,7 +236,7 @@ static void tls_step(struct uconn *u)
 {
     bool want_write;
     enum tls_fail fail = TLS_FAIL_NONE;
-    char *why = u->host == UPSTREAM_NO_POOL ? u->wc->odst_tls_error : u->wc->pools[u->host].tls_error;
+    char *why = u->host >= u->wc->hs->n ? u->wc->odst_tls_error : u->wc->pools[u->host].tls_error;
     int r = tls_transport_handshake(&u->tp, &want_write, &fail, why, sizeof u->wc->odst_tls_error);
     struct cluster *c = u->wc->c;
     if (r == 1) {
@@ -249,7 +262,7 @@ static void tls_step(struct uconn *u)
 static void start_tls(struct uconn *u)
 {
     struct cluster *c = u->wc->c;
-    bool pooled = u->host != UPSTREAM_NO_POOL;
+    bool pooled = u->host < u->wc->hs->n; /* one of the cluster's hosts (not ORIGINAL_DST) */
     const char *sni = tls_provider_sni(c->tls);
     if (pooled && tls_provider_auto_host_sni(c->tls) && u->wc->hs->hosts[u->host].hostname)
         sni = u->wc->hs->hosts[u->host].hostname;
@@ -329,6 +342,28 @@ static int connect_new(struct worker *w, struct wcluster *wc, uint32_t host, con
     return 0;
 }
 
+/* Takes the most recent idle connection of p for owner, if there is one. */
+static bool take_idle(struct worker *w, struct upool *p, uconn_cb cb, void *owner, struct uconn **out)
+{
+    struct uconn *u = p->idle;
+    if (!u)
+        return false;
+    p->idle = u->next_idle;
+    p->nidle--;
+    u->next_idle = NULL;
+    timer_stop(w->loop, &u->timer);
+    u->state = UC_OPEN;
+    u->owner = owner;
+    u->cb = cb;
+    /* Plaintext: bytes or an EOF that came while idle raised an edge the idle handler acted on
+     * (or will, as this connection's event later in the batch), so a read now would only say
+     * EAGAIN. TLS may hold decrypted bytes behind a session ticket. */
+    u->readable = transport_is_tls(&u->tp);
+    u->writable = true;
+    *out = u;
+    return true;
+}
+
 int upstream_acquire(struct worker *w, struct wcluster *wc, uint32_t host, uconn_cb cb, void *owner,
                      struct uconn **out)
 {
@@ -338,24 +373,8 @@ int upstream_acquire(struct worker *w, struct wcluster *wc, uint32_t host, uconn
 int upstream_acquire_alpn(struct worker *w, struct wcluster *wc, uint32_t host, enum upstream_alpn alpn, uconn_cb cb,
                           void *owner, struct uconn **out)
 {
-    struct upool *p = &wc->pools[host];
-    struct uconn *u = p->idle;
-    if (u) {
-        p->idle = u->next_idle;
-        p->nidle--;
-        u->next_idle = NULL;
-        timer_stop(w->loop, &u->timer);
-        u->state = UC_OPEN;
-        u->owner = owner;
-        u->cb = cb;
-        /* Plaintext: bytes or an EOF that came while idle raised an edge the idle handler
-         * acted on (or will, as this connection's event later in the batch), so a read now
-         * would only say EAGAIN. TLS may hold decrypted bytes behind a session ticket. */
-        u->readable = transport_is_tls(&u->tp);
-        u->writable = true;
-        *out = u;
+    if (take_idle(w, &wc->pools[host], cb, owner, out))
         return 0;
-    }
     return connect_new(w, wc, host, &wc->hs->hosts[host].addr, alpn, CS_UPSTREAM_CX_HTTP1_TOTAL, cb, owner, out);
 }
 
@@ -375,10 +394,49 @@ bool upstream_alpn_is_h2(const struct uconn *u)
 
 void upstream_close(struct uconn *u) { uconn_close(u); }
 
+static bool same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    if (a->ss_family != b->ss_family)
+        return false;
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+    return x->sin6_port == y->sin6_port && memcmp(&x->sin6_addr, &y->sin6_addr, sizeof x->sin6_addr) == 0;
+}
+
+/* The slot of wc's ORIGINAL_DST pools for addr: its own, a new one, or one without any
+ * connection taken over; UPSTREAM_NO_POOL when every slot is busy. */
+static uint32_t odst_slot(struct wcluster *wc, const struct sockaddr_storage *addr)
+{
+    if (addr->ss_family != AF_INET && addr->ss_family != AF_INET6)
+        return UPSTREAM_NO_POOL;
+    if (!wc->odst && !(wc->odst = calloc(WCLUSTER_ODST_POOLS, sizeof *wc->odst)))
+        return UPSTREAM_NO_POOL;
+    uint32_t free_slot = UPSTREAM_NO_POOL;
+    for (uint32_t i = 0; i < wc->n_odst; i++) {
+        if (same_addr(&wc->odst[i].addr, addr))
+            return UPSTREAM_ODST_BASE + i;
+        if (free_slot == UPSTREAM_NO_POOL && wc->odst[i].pool.nconn == 0)
+            free_slot = i;
+    }
+    if (free_slot == UPSTREAM_NO_POOL) {
+        if (wc->n_odst == WCLUSTER_ODST_POOLS)
+            return UPSTREAM_NO_POOL;
+        free_slot = wc->n_odst++;
+    }
+    wc->odst[free_slot] = (struct odst_pool){.addr = *addr};
+    return UPSTREAM_ODST_BASE + free_slot;
+}
+
 int upstream_connect_addr(struct worker *w, struct wcluster *wc, const struct sockaddr_storage *addr,
                           uconn_cb cb, void *owner, struct uconn **out)
 {
-    return connect_new(w, wc, UPSTREAM_NO_POOL, addr, UA_NONE, CS_UPSTREAM_CX_HTTP1_TOTAL, cb, owner, out);
+    uint32_t slot = wc->retired ? UPSTREAM_NO_POOL : odst_slot(wc, addr);
+    if (slot != UPSTREAM_NO_POOL && take_idle(w, &wc->odst[slot - UPSTREAM_ODST_BASE].pool, cb, owner, out))
+        return 0;
+    return connect_new(w, wc, slot, addr, UA_NONE, CS_UPSTREAM_CX_HTTP1_TOTAL, cb, owner, out);
 }
 
 void upstream_release(struct uconn *u, bool reusable)
@@ -390,7 +448,7 @@ void upstream_release(struct uconn *u, bool reusable)
     if (u->in && buf_len(u->in) > 0)
         reusable = false; /* the server sent more than one response: do not trust it */
     if (!reusable || u->state != UC_OPEN || u->peer_closed || u->w->drain_started || u->wc->retired ||
-        u->host == UPSTREAM_NO_POOL) {
+        !uconn_pool(u)) {
         uconn_stat(u, CS_UPSTREAM_CX_DESTROY_LOCAL, 1);
         uconn_close(u);
         return;
@@ -399,7 +457,7 @@ void upstream_release(struct uconn *u, bool reusable)
     u->in = NULL;
     u->owner = NULL;
     u->state = UC_IDLE;
-    struct upool *p = &u->wc->pools[u->host];
+    struct upool *p = uconn_pool(u);
     u->next_idle = p->idle;
     p->idle = u;
     p->nidle++;
@@ -436,16 +494,21 @@ long upstream_read(struct uconn *u)
     return total;
 }
 
+static void close_idle_of(struct upool *p)
+{
+    while (p->idle) {
+        struct uconn *u = p->idle;
+        p->idle = u->next_idle;
+        p->nidle--;
+        uconn_close(u);
+    }
+}
+
 void upstream_close_idle(struct wcluster *wc, size_t npools)
 {
-    for (size_t i = 0; i < npools; i++) {
-        struct upool *p = &wc->pools[i];
-        while (p->idle) {
-            struct uconn *u = p->idle;
-            p->idle = u->next_idle;
-            p->nidle--;
-            uconn_close(u);
-        }
-    }
+    for (uint32_t i = 0; i < wc->n_odst; i++)
+        close_idle_of(&wc->odst[i].pool);
+    for (size_t i = 0; i < npools; i++)
+        close_idle_of(&wc->pools[i]);
     uh2_close_idle(wc);
 }

@@ -61,11 +61,13 @@ struct uconn {
 int upstream_acquire(struct worker *w, struct wcluster *wc, uint32_t host, uconn_cb cb, void *owner,
                      struct uconn **out);
 /* For ORIGINAL_DST clusters: a connection to an address that is not one of wc's hosts (the
- * downstream connection's original destination). It is never pooled. Same results as
- * upstream_acquire. */
+ * downstream connection's original destination). Pooled per address, as Envoy keeps a host per
+ * original destination: an idle one to addr is reused. Same results as upstream_acquire. */
 int upstream_connect_addr(struct worker *w, struct wcluster *wc, const struct sockaddr_storage *addr,
                           uconn_cb cb, void *owner, struct uconn **out);
 #define UPSTREAM_NO_POOL UINT32_MAX
+/* uconn.host of a pooled ORIGINAL_DST connection: UPSTREAM_ODST_BASE + its slot in wc->odst. */
+#define UPSTREAM_ODST_BASE 0x80000000u
 
 /* The ALPN a connection offers when the cluster's UpstreamTlsContext lists none (Envoy derives
  * it from the protocol): nothing (explicit HTTP/1.1, as before), "h2", or "h2,http/1.1"

@@ -51,6 +51,7 @@ static void wcluster_free(struct wcluster *wc)
     for (size_t i = 0; wc->pools && i < wc->hs->n; i++)
         tls_session_free(wc->pools[i].tls_session);
     lb_state_free(wc->lb);
+    free(wc->odst);
     free(wc->pools);
     free(wc->active_rq);
     host_set_release(wc->hs);

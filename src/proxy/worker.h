@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "common/buf.h"
 #include "common/loop.h"
@@ -30,6 +31,15 @@ struct upool {
     bool auto_h1;                  /* auto_config: this host's last ALPN answer was not "h2" */
 };
 
+/* ORIGINAL_DST clusters have no hosts: their keep-alive pools are keyed by the destination
+ * address instead, up to WCLUSTER_ODST_POOLS addresses per worker (an address beyond that is
+ * not pooled until a slot without connections can be taken over). */
+#define WCLUSTER_ODST_POOLS 64
+struct odst_pool {
+    struct sockaddr_storage addr;
+    struct upool pool;             /* idle, nidle and nconn are used */
+};
+
 /* This worker's view of one cluster for one host set: pools and load-balancer state. When
  * the cluster's hosts change (DNS), a new one becomes current and the old one is retired: it
  * lives on, without idle connections, until the last stream or connection using it lets go. */
@@ -42,6 +52,8 @@ struct wcluster {
     uint32_t *active_rq;           /* one per host: in-flight requests, for lb_pick */
     uint32_t users;                /* streams, sessions and upstream connections holding it */
     char odst_tls_error[192];      /* TLS failure of an unpooled (ORIGINAL_DST) connection */
+    struct odst_pool *odst;        /* ORIGINAL_DST: WCLUSTER_ODST_POOLS slots, made on first use */
+    uint32_t n_odst;
     bool retired;
 };
 

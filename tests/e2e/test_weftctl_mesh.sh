@@ -58,6 +58,10 @@ check "the client's sidecar captured the outbound calls (outbound|9080||productp
   '[ "$(stat "$cl" "cluster.outbound|9080||productpage.default.svc.cluster.local.upstream_rq_total")" -ge 21 ]'
 check "productpage's sidecar captured them inbound (inbound|9080||)" \
   '[ "$(stat "$pp" "cluster.inbound|9080||.upstream_rq_total")" -ge 21 ]'
+# Inbound clusters are ORIGINAL_DST: their connections to the app are pooled per address, as
+# Envoy's, so 21 sequential calls do not open 21 connections.
+check "the inbound cluster reuses its connections to the app (upstream_cx_total < 5)" \
+  '[ "$(stat "$pp" "cluster.inbound|9080||.upstream_cx_total")" -lt 5 ]'
 check "productpage's sidecar routed its own calls to the v1 subset" \
   '[ "$(stat "$pp" "cluster.outbound|9080|v1|reviews.default.svc.cluster.local.upstream_rq_total")" -ge 21 ]'
 
