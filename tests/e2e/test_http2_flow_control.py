@@ -37,7 +37,8 @@ wait_port(h2_port)
 admin, port, dport = free_port(), free_port(), free_port()
 routes = ('virtual_hosts: [{name: all, domains: ["*"], routes: ['
           '{match: {prefix: "/h2/"}, route: {cluster: h2be, timeout: 120s}},'
-          '{match: {prefix: "/h1/"}, route: {cluster: h1be, timeout: 120s}}]}]')
+          '{match: {prefix: "/h1/"}, route: {cluster: h1be, timeout: 120s}},'
+          '{match: {prefix: "/ud/"}, route: {cluster: h2ud}}]}]')
 H2OPT = """    typed_extension_protocol_options:
       envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
         "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
@@ -47,7 +48,14 @@ listeners = (http_listener("main", port, route_config=routes,
                            extra="stream_idle_timeout: 60s\nhttp2_protocol_options: {initial_stream_window_size: %d, "
                                  "initial_connection_window_size: %d, max_concurrent_streams: 50}" % (DS_STREAM, DS_CONN)) +
              http_listener("dflt", dport, route_config=routes))
-clusters = static_cluster("h2be", [h2_port], extra=H2OPT) + static_cluster("h1be", [h1_port])
+UD_STREAM, UD_CONN = 3 * MiB, 6 * MiB          # use_downstream_protocol_config's windows
+UDOPT = """    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        use_downstream_protocol_config: {http2_protocol_options: {initial_stream_window_size: %d, initial_connection_window_size: %d}}""" % (
+    UD_STREAM, UD_CONN)
+clusters = (static_cluster("h2be", [h2_port], extra=H2OPT) + static_cluster("h1be", [h1_port]) +
+            static_cluster("h2ud", [h2_port], extra=UDOPT))
 proxy = Proxy(bootstrap(admin, listeners, clusters), admin)
 
 
@@ -187,17 +195,20 @@ for name, p, win, conn, maxs in (("configured", port, DS_STREAM, DS_CONN, 50),
               c.settings.get(h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS) == maxs, c.settings)
     c.close()
 
-# ... and upstream: the cluster's windows reach the HTTP/2 backend.
-c = H2Client()
-sid = c.open("/h2/info")
-st = c.wait(sid)
+# ... and upstream: the cluster's windows reach the HTTP/2 backend (explicit_http_config, and
+# use_downstream_protocol_config for an HTTP/2 client).
 import json
-info = json.loads(bytes(st["body"]) or b"{}")
-check("upstream: SETTINGS_INITIAL_WINDOW_SIZE is the cluster's %d" % US_STREAM,
-      info.get("initial_window_size") == US_STREAM, info)
-check("upstream: the connection WINDOW_UPDATE opens it to the cluster's %d" % US_CONN,
-      info.get("conn_window_update") == US_CONN - 65535, info)
-c.close()
+for how, path, win, conn in (("explicit_http_config", "/h2/info", US_STREAM, US_CONN),
+                             ("use_downstream_protocol_config", "/ud/info", UD_STREAM, UD_CONN)):
+    c = H2Client()
+    sid = c.open(path)
+    st = c.wait(sid)
+    info = json.loads(bytes(st["body"]) or b"{}")
+    check("upstream (%s): SETTINGS_INITIAL_WINDOW_SIZE is the cluster's %d" % (how, win),
+          info.get("initial_window_size") == win, info)
+    check("upstream (%s): the connection WINDOW_UPDATE opens it to the cluster's %d" % (how, conn),
+          info.get("conn_window_update") == conn - 65535, info)
+    c.close()
 
 
 def h2_upload(path, size, progress=None):
@@ -361,7 +372,8 @@ for where, extra_l, extra_c, field in (
         ("cluster", "", H2OPT.replace("initial_stream_window_size: %d" % US_STREAM, "initial_stream_window_size: 1000"),
          "initial_stream_window_size")):
     cfg = bootstrap(free_port(), http_listener("bad", free_port(), route_config=routes, extra=extra_l),
-                    static_cluster("h2be", [h2_port], extra=extra_c or H2OPT) + static_cluster("h1be", [h1_port]))
+                    static_cluster("h2be", [h2_port], extra=extra_c or H2OPT) + static_cluster("h1be", [h1_port]) +
+                    static_cluster("h2ud", [h2_port], extra=UDOPT))
     code, out = run_proxy_expect_fail(cfg)
     check("config error (%s): %s out of range names the field" % (where, field),
           code == 1 and field in out and "between 65535 and 2147483647" in out and "CONFIG" in out, (code, out))
