@@ -378,5 +378,6 @@ for where, extra_l, extra_c, field in (
     check("config error (%s): %s out of range names the field" % (where, field),
           code == 1 and field in out and "between 65535 and 2147483647" in out and "CONFIG" in out, (code, out))
 
-proxy.stop()
+rc = proxy.stop()
+check("proxy exits 0 (no leak under ASan)", rc == 0, proxy.output()[-3000:])
 finish()
