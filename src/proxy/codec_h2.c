@@ -8,11 +8,13 @@
  * connection's output buffer (send callback); when that buffer is full it stops and resumes
  * after a flush, so output is bounded too.
  *
- * Flow control never buffers without limit: automatic WINDOW_UPDATEs are off, the stream
- * window we advertise is at most one I/O buffer, and a stream's window is reopened
- * (nghttp2_session_consume) only when its body bytes have moved on to the upstream. Response
- * bytes are pulled from the upstream's buffer only as the client's window allows; a full
- * buffer stops reading the upstream. */
+ * Flow control never buffers without limit: automatic WINDOW_UPDATEs are off, we advertise
+ * the configured initial_stream_window_size / initial_connection_window_size, and a stream's
+ * window (and the connection's) is reopened (nghttp2_session_consume) only when its body bytes
+ * have moved on to the upstream, so a stream holds at most its window (rqbody + rqq) and a
+ * connection at most its connection window. Response bytes are pulled from the upstream's
+ * buffer only as the client's window allows; a full buffer stops reading the upstream (or,
+ * for an HTTP/2 upstream, stops reopening its window). */
 #include "proxy/codec_h2.h"
 
 #include <errno.h>
@@ -30,9 +32,6 @@
 #include "proxy/hstream.h"
 #include "proxy/worker.h"
 
-/* The most request body bytes one stream may have in flight in the proxy: the stream window
- * we advertise never exceeds it. */
-#define H2_STREAM_WINDOW_MAX 65535
 /* Rapid reset (CVE-2023-44487): once a connection has opened this many streams, if at least
  * half were reset by the client before their response completed, it is closed with GOAWAY
  * ENHANCE_YOUR_CALM (Envoy's premature-reset rule). */
@@ -73,6 +72,7 @@ struct h2c {
     bool goaway_sent;
     bool draining;
     bool in_run;
+    bool woken;                    /* h2c_run was called while running */
     bool shut;
     bool run_pending;              /* run_later is queued on the loop */
     struct deferred run_later;
@@ -201,8 +201,10 @@ static void stream_free(struct h2c *c, struct h2s *st)
 {
     struct hstream *s = &st->hs;
     timer_stop(c->w->loop, &st->idle);
-    if (s->rqbody && buf_len(s->rqbody))
-        nghttp2_session_consume_connection(c->ng, buf_len(s->rqbody));
+    size_t held = (s->rqbody ? buf_len(s->rqbody) : 0) + s->rqq.len;
+    if (held)
+        nghttp2_session_consume_connection(c->ng, held); /* the other streams may use it */
+    bufq_clear(&s->rqq, &c->w->bufs);
     buf_put(&c->w->bufs, s->hbuf);
     buf_put(&c->w->bufs, s->rqbody);
     s->hbuf = s->rqbody = NULL;
@@ -433,15 +435,10 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
         return 0;
     }
     struct hstream *s = &st->hs;
-    if (!s->rqbody && !(s->rqbody = buf_get(&c->w->bufs)))
+    /* At most the stream window we advertised is ever held here: it reopens only as the
+     * bytes go upstream (request_consumed). */
+    if (bufq_append(&s->rqbody, &s->rqq, &c->w->bufs, data, len) < 0)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-    if (buf_room(s->rqbody) < len)
-        buf_compact_to(s->rqbody, 0);
-    if (buf_append(s->rqbody, data, len) < 0) {
-        /* Cannot happen while the window is at most one buffer; never grow. */
-        nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, id, NGHTTP2_FLOW_CONTROL_ERROR);
-        return 0;
-    }
     return 0;
 }
 
@@ -693,11 +690,9 @@ struct h2c *h2c_new(const struct h2c_io *io, void *d, struct worker *w, struct h
         free(c);
         return NULL;
     }
-    uint32_t win = hcm->h2.initial_stream_window_size < H2_STREAM_WINDOW_MAX ? hcm->h2.initial_stream_window_size
-                                                                               : H2_STREAM_WINDOW_MAX;
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, maxs},
-        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, win},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, hcm->h2.initial_stream_window_size},
         {NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, hcm->h2.hpack_table_size},
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, hcm->max_request_headers_bytes},
     };
@@ -714,8 +709,10 @@ int h2c_run(struct h2c *c)
 {
     if (c->shut)
         return 1;
-    if (c->in_run)
-        return 0; /* a callback inside this run woke us: the loop below will see it */
+    if (c->in_run) {
+        c->woken = true; /* woken from inside this run (an upstream read): one more round */
+        return 0;
+    }
     c->in_run = true;
     int result = 0;
     for (int rounds = 0; rounds < 64; rounds++) {
@@ -761,6 +758,10 @@ int h2c_run(struct h2c *c)
                 progress = true;
             if (f <= 0 || r == 0)
                 break;
+        }
+        if (c->woken) {
+            c->woken = false;
+            progress = true;
         }
         if (!progress)
             break;

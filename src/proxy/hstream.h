@@ -20,6 +20,7 @@
 #include <sys/socket.h>
 
 #include "common/buf.h"
+#include "common/bufq.h"
 #include "common/loop.h"
 #include "net/http1.h"
 #include "proxy/forward.h"
@@ -69,6 +70,7 @@ struct hstream {
     size_t n_rq_trailers;
     size_t header_bytes;            /* decoded size of the header list (max_request_headers_kb) */
     struct buf *rqbody;             /* request body bytes not yet sent upstream */
+    struct bufq rqq;                /* more of them, behind rqbody (an HTTP/2 window's worth) */
     bool rq_headers_done;
     bool rq_end;                    /* the request (body and trailers) is complete */
     bool grpc;                      /* content-type application/grpc* */
@@ -106,6 +108,7 @@ struct hstream {
     size_t urs_trailer_at;          /* where kept chunked trailer bytes start in rsbuf (0 = none) */
     size_t urs_ready;               /* framed payload bytes at the front of the body buffer */
     struct buf *rsbody;             /* response payload (HTTP/2 upstream, local replies) */
+    struct bufq rsq;                /* more of it, behind rsbody (an HTTP/2 window's worth) */
     bool local_reply;
     bool timed_out;
     bool finished;
@@ -147,10 +150,11 @@ int router_upstream_head(struct hstream *s);
  * have answered locally). */
 struct uconn;
 int router_upstream_h1_fallback(struct hstream *s, struct uconn *u);
-/* For upstream codecs: n request body bytes at p go upstream now. Keeps the copy a retry
- * needs, counts them and tells the downstream codec about bytes it had not been told of
- * (a retry sends the same bytes again). Returns that many. */
-size_t router_body_sent(struct hstream *s, const char *p, size_t n);
+/* For upstream codecs: the first n bytes of s->rqbody go upstream now (the caller copied
+ * them). Keeps the copy a retry needs, counts them, tells the downstream codec about bytes it
+ * had not been told of (a retry sends the same bytes again: the window reopens once), then
+ * takes them off rqbody (the next queued buffer moves up when it empties). */
+void router_body_sent(struct hstream *s, size_t n);
 /* For upstream codecs: the storage for the upstream's head slices and strings (rsbuf). */
 struct buf *router_rsbuf(struct hstream *s);
 size_t router_head_slots(const struct hstream *s);

@@ -1149,8 +1149,13 @@ static bool bridge_pump(struct hconn *d)
                 progress = true;
             }
         }
+        /* A write that made room in a full output buffer is progress: the body waiting
+         * behind it (up to an HTTP/2 upstream's window) moves on in the next round. */
+        size_t out_before = d->out ? buf_len(d->out) : 0;
         if (write_downstream(d, NULL, 0) < 0)
             d->peer_closed = true;
+        else if ((d->out ? buf_len(d->out) : 0) < out_before)
+            progress = true;
     } while (d->bridge_rerun);
     d->in_bridge = false;
     if (s->bridge_done) {

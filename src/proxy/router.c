@@ -122,6 +122,7 @@ static void local_reply(struct hstream *s, int status, uint32_t flag, const char
     if (grpc)
         blen = 0; /* trailers-only */
     buf_put(&s->w->bufs, s->rsbody);
+    bufq_clear(&s->rsq, &s->w->bufs);
     s->rsbody = NULL;
     if (blen && !s->head_request && (s->rsbody = buf_get(&s->w->bufs))) {
         buf_append(s->rsbody, body, blen < BUF_SIZE ? blen : BUF_SIZE);
@@ -311,6 +312,7 @@ static void schedule_retry(struct hstream *s)
     buf_put(&w->bufs, s->uhead);
     buf_put(&w->bufs, s->rsbuf);
     buf_put(&w->bufs, s->rsbody);
+    bufq_clear(&s->rsq, &w->bufs);
     s->uhead = s->rsbuf = s->rsbody = NULL;
     s->urs_headers = NULL;
     s->uhead_chunked = s->rq_sent = false;
@@ -388,14 +390,15 @@ static void retry_stop(struct hstream *s)
     s->rt.active = false;
 }
 
-size_t router_body_sent(struct hstream *s, const char *p, size_t n)
+void router_body_sent(struct hstream *s, size_t n)
 {
-    size_t fresh = retry_body_sent(&s->rt, &s->w->bufs, p, n);
+    size_t fresh = retry_body_sent(&s->rt, &s->w->bufs, buf_rpos(s->rqbody), n);
+    s->rqbody->head += n;
+    bufq_refill(&s->rqbody, &s->rqq, &s->w->bufs);
     if (fresh) {
         s->si.bytes_received += fresh;
         s->ops->request_consumed(s, fresh);
     }
-    return fresh;
 }
 
 static bool filters_pass(struct hstream *s, const struct route_request *rr);
@@ -543,11 +546,8 @@ static size_t frame_request_body(struct hstream *s)
             buf_append(ub, buf_rpos(s->rqbody), n);
             if (s->uhead_chunked)
                 buf_append(ub, "\r\n", 2);
-            router_body_sent(s, buf_rpos(s->rqbody), n);
-            s->rqbody->head += n;
+            router_body_sent(s, n);
             taken = n;
-            if (buf_len(s->rqbody) == 0)
-                s->rqbody->head = s->rqbody->tail = 0;
         }
     }
     if (s->rq_end && (!s->rqbody || buf_len(s->rqbody) == 0) && !s->rq_sent) {
@@ -850,8 +850,7 @@ void router_response_consumed(struct hstream *s, size_t n)
     if (s->local_reply || s->uh2) {
         if (s->rsbody) {
             s->rsbody->head += n;
-            if (buf_len(s->rsbody) == 0)
-                s->rsbody->head = s->rsbody->tail = 0;
+            bufq_refill(&s->rsbody, &s->rsq, &s->w->bufs);
         }
         if (s->uh2 && !s->local_reply)
             uh2_stream_consumed(s, n);
@@ -901,5 +900,6 @@ void router_finish(struct hstream *s, bool downstream_reset)
     buf_put(&w->bufs, s->uhead);
     buf_put(&w->bufs, s->rsbuf);
     buf_put(&w->bufs, s->rsbody);
+    bufq_clear(&s->rsq, &w->bufs);
     s->uhead = s->rsbuf = s->rsbody = NULL;
 }

@@ -14,8 +14,10 @@
  * Bytes: one input buffer (fed to nghttp2_session_mem_recv, then given back) and one output
  * buffer (the send callback fills it, transport_sendv drains it). Request bodies are pulled from
  * the hstream's body buffer as the server's window allows; response DATA goes into the
- * hstream's response buffer and the stream window reopens only as the downstream takes it,
- * so nothing here buffers without bound.
+ * hstream's response buffer (and the queue behind it, s->rsq) and the stream and connection
+ * windows (the cluster's initial_stream_window_size / initial_connection_window_size, as
+ * advertised) reopen only as the downstream takes it: a stream holds at most its window, a
+ * connection at most its connection window.
  *
  * nghttp2 callbacks never call into the downstream codec: they mark streams dirty, and the
  * downstream is woken after the I/O round (no re-entry into either session). */
@@ -39,8 +41,6 @@
 #include "proxy/hstream.h"
 #include "proxy/upstream.h"
 #include "proxy/worker.h"
-
-#define UH2_STREAM_WINDOW 65535
 
 enum uh2_state { UH2_CONNECTING, UH2_OPEN, UH2_CLOSED };
 
@@ -349,14 +349,10 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
         nghttp2_session_consume(ng, id, len);
         return 0;
     }
-    if (!s->rsbody && !(s->rsbody = buf_get(&c->w->bufs)))
+    /* At most the stream window we advertised is ever held here: it reopens only as the
+     * downstream takes the bytes (uh2_stream_consumed). */
+    if (bufq_append(&s->rsbody, &s->rsq, &c->w->bufs, data, len) < 0)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-    if (buf_room(s->rsbody) < len)
-        buf_compact_to(s->rsbody, 0);
-    if (buf_append(s->rsbody, data, len) < 0) {
-        nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, id, NGHTTP2_FLOW_CONTROL_ERROR);
-        return 0;
-    }
     ustat(c, CS_UPSTREAM_CX_RX_BYTES_TOTAL, 0);
     us->dirty = true;
     return 0;
@@ -410,10 +406,7 @@ static ssize_t read_body(nghttp2_session *ng, int32_t id, uint8_t *out, size_t l
         if (n > len)
             n = len;
         memcpy(out, buf_rpos(s->rqbody), n);
-        router_body_sent(s, buf_rpos(s->rqbody), n); /* counts, keeps a copy for retries, reopens the window */
-        s->rqbody->head += n;
-        if (buf_len(s->rqbody) == 0)
-            s->rqbody->head = s->rqbody->tail = 0;
+        router_body_sent(s, n); /* counts, keeps a copy for retries, reopens the window */
         us->dirty = true; /* the downstream may reopen its window */
     }
     if (s->rq_end && (!s->rqbody || buf_len(s->rqbody) == 0)) {
@@ -671,11 +664,9 @@ static struct uh2c *conn_new(struct worker *w, struct wcluster *wc, uint32_t hos
         free(c);
         return NULL;
     }
-    uint32_t win = wc->c->h2.initial_stream_window_size < UH2_STREAM_WINDOW ? wc->c->h2.initial_stream_window_size
-                                                                             : UH2_STREAM_WINDOW;
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
-        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, win},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, wc->c->h2.initial_stream_window_size},
         {NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, wc->c->h2.hpack_table_size},
     };
     nghttp2_submit_settings(c->ng, NGHTTP2_FLAG_NONE, iv, 3);
@@ -770,9 +761,10 @@ void uh2_stream_consumed(struct hstream *s, size_t n)
 {
     struct uh2_stream *us = s->uh2;
     s->si.bytes_sent += n;
-    if (us && !us->closed && us->id) {
+    /* Also once nghttp2 closed the stream: then only the connection window reopens (a stream
+     * that ended with bytes still here must not keep them from the other streams). */
+    if (us && us->c && us->id)
         nghttp2_session_consume(us->c->ng, us->id, n);
-    }
 }
 
 void uh2_stream_detach(struct uh2_stream *us, bool reset)
@@ -786,6 +778,10 @@ void uh2_stream_detach(struct uh2_stream *us, bool reset)
             break;
         }
     c->active--;
+    struct hstream *s = us->s;
+    size_t held = s->local_reply ? 0 : (s->rsbody ? buf_len(s->rsbody) : 0) + s->rsq.len;
+    if (c->state != UH2_CLOSED && us->id && held)
+        nghttp2_session_consume_connection(c->ng, held); /* dropped unread: the connection window reopens */
     if (c->state != UH2_CLOSED && us->id && !us->closed) {
         nghttp2_session_set_stream_user_data(c->ng, us->id, NULL);
         if (reset || !us->s->rs_end)
