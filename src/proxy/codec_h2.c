@@ -120,8 +120,12 @@ static void run_later(struct deferred *d)
 static void wake(struct hstream *hs)
 {
     struct h2c *c = ((struct h2s *)hs)->c;
-    if (c->in_run || c->run_pending)
-        return; /* a run is under way or queued: it will see this stream */
+    if (c->in_run) {
+        c->woken = true; /* woken from inside a run (an upstream read): it takes one more round */
+        return;
+    }
+    if (c->run_pending)
+        return; /* a run is queued: it will see this stream */
     c->run_pending = true;
     loop_defer(c->w->loop, &c->run_later, run_later);
 }
