@@ -51,6 +51,7 @@ struct h2s {
     bool rx_reset;                 /* the client reset it */
     bool started;                  /* router_start ran */
     bool trailers_submitted;
+    bool dirty;                    /* something happened to it: service_streams looks at it */
     size_t nslots;
     struct snapshot *hold;         /* the snapshot of hs.hcm when the connection moved on (h2c_rebind) */
 };
@@ -75,6 +76,7 @@ struct h2c {
     bool woken;                    /* h2c_run was called while running */
     bool shut;
     bool run_pending;              /* run_later is queued on the loop */
+    bool all_dirty;                /* a connection-wide change: look at every stream */
     struct deferred run_later;
     uint64_t idle_since_ms;
 };
@@ -120,6 +122,7 @@ static void run_later(struct deferred *d)
 static void wake(struct hstream *hs)
 {
     struct h2c *c = ((struct h2s *)hs)->c;
+    ((struct h2s *)hs)->dirty = true;
     if (c->in_run) {
         c->woken = true; /* woken from inside a run (an upstream read): it takes one more round */
         return;
@@ -151,6 +154,7 @@ static void on_stream_idle(struct loop *l, struct timer *t)
         st->rst_sent = true;
         nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, st->hs.id, NGHTTP2_CANCEL);
     }
+    st->dirty = true;
     h2c_run(c);
 }
 
@@ -233,6 +237,7 @@ void h2c_rebind(struct h2c *c, struct hcm_config *hcm, struct snapshot *old)
             st->hold = snapshot_ref(old); /* in-flight streams keep their routes and clusters */
     }
     c->hcm = hcm;
+    c->all_dirty = true;
 }
 
 /* --- nghttp2 callbacks --- */
@@ -368,6 +373,8 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
     struct h2c *c = ud;
     struct h2s *st = f->hd.stream_id ? stream_of(c, f->hd.stream_id) : NULL;
     bool end = f->hd.flags & NGHTTP2_FLAG_END_STREAM;
+    if (st)
+        st->dirty = true;
     switch (f->hd.type) {
     case NGHTTP2_DATA:
         if (f->hd.length == 0 && !end) {
@@ -439,6 +446,7 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
         return 0;
     }
     struct hstream *s = &st->hs;
+    st->dirty = true;
     /* At most the stream window we advertised is ever held here: it reopens only as the
      * bytes go upstream (request_consumed). */
     if (bufq_append(&s->rqbody, &s->rqq, &c->w->bufs, data, len) < 0)
@@ -533,6 +541,7 @@ static ssize_t read_body(nghttp2_session *ng, int32_t id, uint8_t *out, size_t l
             n = len;
         memcpy(out, p, n);
         router_response_consumed(s, n);
+        st->dirty = true; /* room again: the router may read on from the upstream */
         touch(st);
         router_response_body(s, &p, &len);
         if (len == 0 && s->rs_end) {
@@ -593,26 +602,29 @@ static void submit_response(struct h2c *c, struct h2s *st)
     }
 }
 
-/* Streams with something new for the client: response heads, resumed bodies, trailers, resets. */
+/* Streams with something new for the client: response heads, resumed bodies, trailers, resets.
+ * Only streams marked dirty (an event named them) are looked at, unless a connection-wide change
+ * asks for all; one that moved is looked at again in the next round. */
 static bool service_streams(struct h2c *c)
 {
-    bool progress = false;
+    bool progress = false, all = c->all_dirty;
+    c->all_dirty = false;
     for (uint32_t i = 0; i < c->nstreams; i++) {
         struct h2s *st = &c->streams[i];
         struct hstream *s = &st->hs;
-        if (!s->in_use || !st->started)
+        if (!s->in_use || !st->started || !(st->dirty || all))
             continue;
-        if (router_pump(s))
-            progress = true;
+        st->dirty = false;
+        bool moved = router_pump(s);
         if (s->reset && !st->rst_sent) {
             st->rst_sent = true;
             nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, s->id, s->reset_code ? s->reset_code : NGHTTP2_INTERNAL_ERROR);
-            progress = true;
+            progress = st->dirty = true;
             continue;
         }
         if (s->rs_head && !st->response_submitted) {
             submit_response(c, st);
-            progress = true;
+            moved = true;
         } else if (st->deferred) {
             const char *p;
             size_t n;
@@ -620,7 +632,7 @@ static bool service_streams(struct h2c *c)
             if (n || s->rs_end) {
                 st->deferred = false;
                 nghttp2_session_resume_data(c->ng, s->id);
-                progress = true;
+                moved = true;
             }
         }
         if (s->rs_end && s->n_rs_trailers && st->response_submitted && !st->trailers_submitted) {
@@ -632,9 +644,11 @@ static bool service_streams(struct h2c *c)
                 size_t k = make_nva(s->rs_trailers, s->n_rs_trailers, nva, HSTREAM_MAX_TRAILERS, 0);
                 st->trailers_submitted = true;
                 nghttp2_submit_trailer(c->ng, s->id, nva, k);
-                progress = true;
+                moved = true;
             }
         }
+        if (moved)
+            progress = st->dirty = true;
     }
     return progress;
 }
@@ -794,6 +808,7 @@ void h2c_drain(struct h2c *c)
     if (c->draining)
         return;
     c->draining = true;
+    c->all_dirty = true;
     /* Graceful: GOAWAY with the last stream we will serve, then close when they are done. */
     nghttp2_submit_goaway(c->ng, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->ng),
                           NGHTTP2_NO_ERROR, NULL, 0);
