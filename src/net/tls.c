@@ -1522,6 +1522,7 @@ int tls_transport_handshake(struct transport *t, bool *want_write, enum tls_fail
         char san[512];
         if (!t->peer_uri_san && transport_peer_sans(t, TRANSPORT_SAN_URI, san, sizeof san) > 0)
             t->peer_uri_san = strdup(san);
+        t->peer_cert = SSL_get0_peer_certificate(t->ssl) != NULL;
         return 1;
     }
     int e = SSL_get_error(t->ssl, r);

@@ -169,6 +169,8 @@ struct hcm_config {
     bool preserve_external_request_id;
     bool always_set_request_id_in_response;
     bool proxy_100_continue;
+    int forward_client_cert;              /* forward_client_cert_details: enum xfcc_mode, default SANITIZE */
+    unsigned xfcc_details;                /* set_current_client_cert_details: XFCC_* bits */
     char *server_name;                    /* default "envoy" (Envoy's default; we keep it for compat) */
     int server_header_transformation;     /* OVERWRITE(0), APPEND_IF_ABSENT(1), PASS_THROUGH(2) */
     bool websocket_upgrade;               /* upgrade_configs contains "websocket" */

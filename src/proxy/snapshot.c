@@ -27,6 +27,7 @@
 #include "envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.pb-c.h"
 #include "envoy/extensions/transport_sockets/tls/v3/tls.pb-c.h"
 #include "net/tls.h"
+#include "net/xfcc.h"
 #include "envoy/extensions/filters/http/fault/v3/fault.pb-c.h"
 #include "envoy/extensions/upstreams/http/v3/http_protocol_options.pb-c.h"
 #include "proxy/access_log.h"
@@ -853,6 +854,18 @@ static int build_hcm(struct ctx *c, const Hcm *h, struct hcm_config *hc)
     hc->preserve_external_request_id = h->preserve_external_request_id;
     hc->always_set_request_id_in_response = h->always_set_request_id_in_response;
     hc->proxy_100_continue = h->proxy_100_continue;
+    hc->forward_client_cert = h->forward_client_cert_details;
+    if (hc->forward_client_cert < XFCC_SANITIZE || hc->forward_client_cert > XFCC_ALWAYS_FORWARD_ONLY) {
+        push(c, ".forward_client_cert_details");
+        return fail(c, "unknown value");
+    }
+    if (h->set_current_client_cert_details) {
+        const Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpConnectionManager__SetCurrentClientCertDetails
+            *cd = h->set_current_client_cert_details;
+        hc->xfcc_details = (cd->cert ? XFCC_CERT : 0) | (cd->chain ? XFCC_CHAIN : 0) |
+                           (cd->subject && cd->subject->value ? XFCC_SUBJECT : 0) | (cd->uri ? XFCC_URI : 0) |
+                           (cd->dns ? XFCC_DNS : 0);
+    }
     hc->server_name = xstrdup(h->server_name && *h->server_name ? h->server_name : "envoy");
     hc->server_header_transformation = h->server_header_transformation;
     for (size_t i = 0; i < h->n_upgrade_configs; i++) {
