@@ -305,6 +305,11 @@ struct snapshot {
  * and writes one line "field.path: problem" into err. The message is not kept. */
 struct ProtobufCMessage;
 struct snapshot *snapshot_build(const struct ProtobufCMessage *bootstrap, char *err, size_t errlen);
+/* The same with the Secrets received over ADS (envoy...tls.v3.Secret messages, borrowed) for
+ * references with sds_config; sds_on: one that is missing is awaited (its TLS context has no
+ * certificate yet) instead of being an error. */
+struct snapshot *snapshot_build_sds(const struct ProtobufCMessage *bootstrap, const struct ProtobufCMessage *const *secrets,
+                                    size_t n_secrets, bool sds_on, char *err, size_t errlen);
 struct snapshot *snapshot_ref(struct snapshot *s);
 void snapshot_unref(struct snapshot *s);
 int snapshot_cluster_index(const struct snapshot *s, const char *name);

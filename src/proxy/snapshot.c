@@ -208,6 +208,9 @@ struct ctx {
     size_t errlen;
     struct snapshot *snap;
     const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr;  /* for secrets by name */
+    const struct ProtobufCMessage *const *sds;  /* Secrets received over ADS (snapshot_build_sds) */
+    size_t n_sds;
+    bool sds_on;                   /* an ADS stream can deliver secrets: missing ones are awaited */
 };
 
 static int fail(struct ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -488,9 +491,17 @@ static int literal_host(struct ctx *c, const char *name, uint32_t port, int fami
 
 /* --- transport sockets --- */
 
-static const struct ProtobufCMessage *find_secret(void *arg, const char *name)
+/* A reference with sds_config takes the secret received over ADS (else a static one of that
+ * name); without an ADS stream it must be static. */
+static const struct ProtobufCMessage *find_secret(void *arg, const char *name, bool sds, bool *pending)
 {
     const struct ctx *c = arg;
+    for (size_t i = 0; sds && i < c->n_sds; i++) {
+        const Envoy__Extensions__TransportSockets__Tls__V3__Secret *sec = (const void *)c->sds[i];
+        if (sec->name && strcmp(sec->name, name) == 0)
+            return c->sds[i];
+    }
+    *pending = sds && c->sds_on;
     for (size_t i = 0; c->sr && i < c->sr->n_secrets; i++)
         if (c->sr->secrets[i]->name && strcmp(c->sr->secrets[i]->name, name) == 0)
             return &c->sr->secrets[i]->base;
@@ -1417,9 +1428,16 @@ static char *render_config_dump(const Bootstrap *b)
 
 struct snapshot *snapshot_build(const struct ProtobufCMessage *msg, char *err, size_t errlen)
 {
+    return snapshot_build_sds(msg, NULL, 0, false, err, errlen);
+}
+
+struct snapshot *snapshot_build_sds(const struct ProtobufCMessage *msg, const struct ProtobufCMessage *const *secrets,
+                                    size_t n_secrets, bool sds_on, char *err, size_t errlen)
+{
     const Bootstrap *b = (const Bootstrap *)msg;
     struct snapshot *s = calloc(1, sizeof *s);
-    struct ctx c = {.err = err, .errlen = errlen, .snap = s, .sr = b->static_resources};
+    struct ctx c = {.err = err, .errlen = errlen, .snap = s, .sr = b->static_resources, .sds = secrets,
+                    .n_sds = n_secrets, .sds_on = sds_on};
     err[0] = '\0';
     atomic_init(&s->refs, 1);
     if (b->node) {
