@@ -138,5 +138,7 @@ rc, out = run_proxy_expect_fail(bootstrap(admin, listener("bad", free_port(), [h
 check("unknown forward_client_cert_details is a config error naming the field",
       rc != 0 and "forward_client_cert_details" in out, out)
 
-proxy.stop()
+rc = proxy.stop()
+check("weft-proxy exits cleanly (ASan: no leak or error)", rc == 0 and "Sanitizer" not in proxy.output()
+      and "runtime error" not in proxy.output(), proxy.output()[-3000:])
 finish()

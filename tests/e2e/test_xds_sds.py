@@ -177,6 +177,8 @@ check("a bad Secret is NACKed with error_detail naming it", nack is not None and
 check("the last good secrets keep serving after the NACK", served_serial(lport) == serial(srv2[0])
       and try_https(lport, cli) == 200)
 
-proxy.stop()
+rc = proxy.stop()
+check("weft-proxy exits cleanly (ASan: no leak or error)", rc == 0 and "Sanitizer" not in proxy.output()
+      and "runtime error" not in proxy.output(), proxy.output()[-3000:])
 ads.stop()
 finish()
