@@ -49,7 +49,8 @@ static const char *const type_urls[XDS_NTYPES] = {
 };
 static const char *const stat_prefixes[XDS_NTYPES] = {
     [XDS_CDS] = "cluster_manager.cds.", [XDS_EDS] = "cluster_manager.eds.",
-    [XDS_LDS] = "listener_manager.lds.", [XDS_RDS] = "http.rds.", [XDS_SDS] = "sds.",
+    [XDS_LDS] = "listener_manager.lds.", [XDS_RDS] = "http.rds.",
+    /* SDS: per secret, "sds.<name>." (xds_count) */
 };
 
 struct xds_sub {
@@ -88,6 +89,22 @@ const char *xds_client_version(const struct xds_client *x, enum xds_type t) { re
 bool xds_client_connected(const struct xds_client *x) { return x->connected_state == 1; }
 
 static unsigned main_slot(void) { return stats_slots() - 1; }
+
+/* Counts one xDS stat field for type t. Envoy keeps SDS stats per secret ("sds.<name>."): each
+ * secret asked for counts every Secret response, as each of Envoy's per-secret subscriptions does. */
+static void xds_count(struct xds_client *x, enum xds_type t, size_t field)
+{
+    struct xds_sub *s = &x->sub[t];
+    if (s->stats) {
+        stats_inc(s->stats, main_slot(), field);
+        return;
+    }
+    for (size_t i = 0; i < s->n_names; i++) {
+        char prefix[320];
+        snprintf(prefix, sizeof prefix, "sds.%.300s.", s->names[i]);
+        stats_inc(stats_block(prefix, &xds_stat_schema), main_slot(), field);
+    }
+}
 
 /* Types subscribed to by resource name (the others are wildcards). */
 static bool named(enum xds_type t) { return t == XDS_EDS || t == XDS_RDS || t == XDS_SDS; }
@@ -229,7 +246,7 @@ static void maybe_publish(struct xds_client *x, struct snapshot *built)
             continue;
         if (s->warm_deadline_ms && now >= s->warm_deadline_ms) {
             log_warn("xds: %s: initial_fetch_timeout passed; going on without it", type_urls[t]);
-            stats_inc(s->stats, main_slot(), XS_INIT_FETCH_TIMEOUT);
+            xds_count(x, (enum xds_type)t, XS_INIT_FETCH_TIMEOUT);
             s->warming = false;
             continue;
         }
@@ -476,7 +493,7 @@ int xds_client_handle_response(struct xds_client *x, const uint8_t *msg, size_t 
     }
     struct xds_sub *s = &x->sub[t];
     set_str(&s->nonce, r->nonce);
-    stats_inc(s->stats, main_slot(), XS_UPDATE_ATTEMPT);
+    xds_count(x, t, XS_UPDATE_ATTEMPT);
     char err[1024] = "";
     struct xds_set cand = {0};
     int rc = decode(x, t, r, &cand, err, sizeof err);
@@ -494,7 +511,7 @@ int xds_client_handle_response(struct xds_client *x, const uint8_t *msg, size_t 
     }
     if (rc < 0) {
         log_warn("xds: rejecting %s version '%s': %s", type_urls[t], r->version_info ? r->version_info : "", err);
-        stats_inc(s->stats, main_slot(), XS_UPDATE_REJECTED);
+        xds_count(x, t, XS_UPDATE_REJECTED);
         set_free(&cand);
         send_request(x, t, err);
         protobuf_c_message_free_unpacked(&r->base, NULL);
@@ -503,7 +520,7 @@ int xds_client_handle_response(struct xds_client *x, const uint8_t *msg, size_t 
     set_free(&s->set);
     s->set = cand;
     set_str(&s->version, r->version_info);
-    stats_inc(s->stats, main_slot(), XS_UPDATE_SUCCESS);
+    xds_count(x, t, XS_UPDATE_SUCCESS);
     log_info("xds: %s version '%s' accepted (%zu resources)", type_urls[t], s->version, s->set.n);
     protobuf_c_message_free_unpacked(&r->base, NULL);
     if (t == XDS_CDS || t == XDS_LDS) {
@@ -758,7 +775,7 @@ struct xds_client *xds_client_new(struct loop *l, const ProtobufCMessage *bm, co
     for (int t = 0; t < XDS_NTYPES; t++) {
         set_str(&x->sub[t].version, "");
         set_str(&x->sub[t].nonce, "");
-        x->sub[t].stats = stats_block(stat_prefixes[t], &xds_stat_schema);
+        x->sub[t].stats = stat_prefixes[t] ? stats_block(stat_prefixes[t], &xds_stat_schema) : NULL;
     }
     x->cp_stats = stats_block("control_plane.", &cp_stat_schema);
     timer_init(&x->retry_timer, on_retry, x);

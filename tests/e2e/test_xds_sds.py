@@ -174,6 +174,11 @@ nack = ads.wait_request(lambda n, rq: rq.type_url == SDS and rq.HasField("error_
 check("a bad Secret is NACKed with error_detail naming it", nack is not None and nack.error_detail.message.startswith("Secret 'default': ")
       and "private_key does not match" in nack.error_detail.message,
       nack)
+st = proxy.stats()
+check("stats per secret, as Envoy: sds.<name>.update_success / update_rejected",
+      st.get("sds.default.update_success", 0) >= 4 and st.get("sds.ROOTCA.update_success", 0) >= 4
+      and st.get("sds.default.update_rejected") == 1 and st.get("sds.default.update_attempt", 0) >= 5,
+      {k: v for k, v in st.items() if k.startswith("sds.")})
 check("the last good secrets keep serving after the NACK", served_serial(lport) == serial(srv2[0])
       and try_https(lport, cli) == 200)
 
