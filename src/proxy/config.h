@@ -310,6 +310,10 @@ struct snapshot *snapshot_build(const struct ProtobufCMessage *bootstrap, char *
  * certificate yet) instead of being an error. */
 struct snapshot *snapshot_build_sds(const struct ProtobufCMessage *bootstrap, const struct ProtobufCMessage *const *secrets,
                                     size_t n_secrets, bool sds_on, char *err, size_t errlen);
+/* Replaces inline private keys, key passwords and session ticket keys in a /config_dump JSON
+ * tree with "[redacted]", as Envoy does. */
+struct json_t;
+void config_dump_redact(struct json_t *j);
 struct snapshot *snapshot_ref(struct snapshot *s);
 void snapshot_unref(struct snapshot *s);
 int snapshot_cluster_index(const struct snapshot *s, const char *name);

@@ -1359,13 +1359,13 @@ static void redact_inline(json_t *ds)
             json_object_set_new(ds, inl[i], json_string("[redacted]"));
 }
 
-static void redact_secrets(json_t *j)
+void config_dump_redact(json_t *j)
 {
     if (json_is_array(j)) {
         size_t i;
         json_t *v;
         json_array_foreach(j, i, v)
-            redact_secrets(v);
+            config_dump_redact(v);
         return;
     }
     if (!json_is_object(j))
@@ -1382,7 +1382,7 @@ static void redact_secrets(json_t *j)
             json_array_foreach(keys, i, e)
                 redact_inline(e);
         } else {
-            redact_secrets(v);
+            config_dump_redact(v);
         }
     }
 }
@@ -1420,7 +1420,7 @@ static char *render_config_dump(const Bootstrap *b)
     json_array_append_new(configs, cd);
     json_array_append_new(configs, ld);
     json_object_set_new(root, "configs", configs);
-    redact_secrets(root);
+    config_dump_redact(root);
     char *s = pbmap_json_dumps(root, 1);
     json_decref(root);
     return s;

@@ -371,6 +371,24 @@ static void render_dump(struct snapshot *s, size_t nsc, size_t nsl, const struct
     }
     json_object_set_new(ed, "dynamic_endpoint_configs", de);
     json_array_append_new(configs, ed);
+    /* The secrets from SDS, private keys redacted (what `istioctl proxy-config secret` reads). */
+    json_t *sd = json_object(), *ds = json_array();
+    json_object_set_new(sd, "@type", json_string("type.googleapis.com/envoy.admin.v3.SecretsConfigDump"));
+    for (size_t i = 0; i < sets[XDS_SDS].n; i++) {
+        const struct xds_resource *r = &sets[XDS_SDS].r[i];
+        json_t *d = dyn_meta(r), *e = json_object();
+        json_object_set_new(e, "name", json_string(r->name));
+        json_object_set(e, "version_info", json_object_get(d, "version_info"));
+        json_object_set(e, "last_updated", json_object_get(d, "last_updated"));
+        json_t *sj = pbmap_to_json(r->msg);
+        json_object_set_new(sj, "@type", json_string("type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"));
+        json_object_set_new(e, "secret", sj);
+        json_decref(d);
+        json_array_append_new(ds, e);
+    }
+    json_object_set_new(sd, "dynamic_active_secrets", ds);
+    config_dump_redact(sd);
+    json_array_append_new(configs, sd);
     char *text = pbmap_json_dumps(root, 1);
     json_decref(root);
     if (text) {

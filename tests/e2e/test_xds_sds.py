@@ -7,6 +7,7 @@ the Secret subscription by name, warming (nothing is served until the secrets ar
 for the clusters' secrets), a rotated `default` for new connections while an open connection
 keeps working, a rotated `ROOTCA` that trusts a new CA, and a bad secret NACKed."""
 import http.client
+import json
 import os
 import socket
 import ssl
@@ -174,6 +175,11 @@ nack = ads.wait_request(lambda n, rq: rq.type_url == SDS and rq.HasField("error_
 check("a bad Secret is NACKed with error_detail naming it", nack is not None and nack.error_detail.message.startswith("Secret 'default': ")
       and "private_key does not match" in nack.error_detail.message,
       nack)
+_, dump = proxy.admin("/config_dump")
+sec = [c for c in json.loads(dump)["configs"] if c.get("@type", "").endswith("SecretsConfigDump")]
+names = sorted(e["name"] for e in sec[0].get("dynamic_active_secrets", [])) if sec else None
+check("config_dump: SecretsConfigDump.dynamic_active_secrets, private keys redacted",
+      names == ["ROOTCA", "default"] and "PRIVATE KEY" not in dump and "[redacted]" in json.dumps(sec), names)
 st = proxy.stats()
 check("stats per secret, as Envoy: sds.<name>.update_success / update_rejected",
       st.get("sds.default.update_success", 0) >= 4 and st.get("sds.ROOTCA.update_success", 0) >= 4
