@@ -405,7 +405,7 @@ static void follow_up(struct xds_client *x, enum xds_type t)
 {
     if (t == XDS_CDS || t == XDS_LDS) {
         const char **v;
-        size_t n = xds_sds_names(&x->sub[XDS_CDS].set, &x->sub[XDS_LDS].set, &v);
+        size_t n = xds_sds_names(&x->sub[XDS_CDS].set, &x->sub[XDS_LDS].set, &v, &x->fetch_timeout_ms[XDS_SDS]);
         if (n || x->sub[XDS_SDS].subscribed)
             update_names(x, XDS_SDS, (char **)v, n);
         else
@@ -686,13 +686,6 @@ static int check_source(const ConfigSource *cs, const char *field, char *err, si
     return 0;
 }
 
-static uint64_t fetch_ms(const ConfigSource *cs)
-{
-    if (!cs || !cs->initial_fetch_timeout)
-        return XDS_DEFAULT_INITIAL_FETCH_MS;
-    return (uint64_t)cs->initial_fetch_timeout->seconds * 1000u + (uint64_t)cs->initial_fetch_timeout->nanos / 1000000u;
-}
-
 struct xds_client *xds_client_new(struct loop *l, const ProtobufCMessage *bm, const struct xds_hooks *hooks,
                                   const char *node_id, const char *node_cluster, char *err, size_t errlen)
 {
@@ -769,9 +762,9 @@ struct xds_client *xds_client_new(struct loop *l, const ProtobufCMessage *bm, co
         x->b->node->cluster = strdup(node_cluster);
     }
     x->cluster_name = strdup(cname);
-    x->fetch_timeout_ms[XDS_CDS] = x->fetch_timeout_ms[XDS_EDS] = fetch_ms(dr->cds_config);
-    x->fetch_timeout_ms[XDS_LDS] = x->fetch_timeout_ms[XDS_RDS] = fetch_ms(dr->lds_config);
-    x->fetch_timeout_ms[XDS_SDS] = XDS_DEFAULT_INITIAL_FETCH_MS; /* sds_config's own is not read */
+    x->fetch_timeout_ms[XDS_CDS] = x->fetch_timeout_ms[XDS_EDS] = xds_fetch_ms((const ProtobufCMessage *)dr->cds_config);
+    x->fetch_timeout_ms[XDS_LDS] = x->fetch_timeout_ms[XDS_RDS] = xds_fetch_ms((const ProtobufCMessage *)dr->lds_config);
+    x->fetch_timeout_ms[XDS_SDS] = XDS_DEFAULT_INITIAL_FETCH_MS; /* then the sds_configs' (follow_up) */
     for (int t = 0; t < XDS_NTYPES; t++) {
         set_str(&x->sub[t].version, "");
         set_str(&x->sub[t].nonce, "");

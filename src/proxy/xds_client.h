@@ -118,7 +118,10 @@ struct snapshot *xds_snapshot_build(const ProtobufCMessage *b, const struct xds_
 size_t xds_eds_names(const struct xds_set *cds, const char ***names);
 size_t xds_rds_names(const struct xds_set *lds, const char ***names);
 /* The secret names the TLS contexts of sets cds and lds reference with sds_config (malloc'd array
- * of malloc'd strings, as xds_rds_names). */
-size_t xds_sds_names(const struct xds_set *cds, const struct xds_set *lds, const char ***names);
+ * of malloc'd strings, as xds_rds_names), and into *fetch_ms the longest initial_fetch_timeout of
+ * those sds_configs (0, wait for ever, when one says 0s; unchanged when there are none). */
+size_t xds_sds_names(const struct xds_set *cds, const struct xds_set *lds, const char ***names, uint64_t *fetch_ms);
+/* A ConfigSource's initial_fetch_timeout in ms (Envoy's default 15 s when cs or it is unset). */
+uint64_t xds_fetch_ms(const ProtobufCMessage *cs);
 
 #endif

@@ -180,8 +180,23 @@ size_t xds_rds_names(const struct xds_set *lds, const char ***out)
     return collect_done(&nc, out);
 }
 
+uint64_t xds_fetch_ms(const ProtobufCMessage *m)
+{
+    const Envoy__Config__Core__V3__ConfigSource *cs = (const void *)m;
+    if (!cs || !cs->initial_fetch_timeout)
+        return XDS_DEFAULT_INITIAL_FETCH_MS;
+    return (uint64_t)cs->initial_fetch_timeout->seconds * 1000u + (uint64_t)cs->initial_fetch_timeout->nanos / 1000000u;
+}
+
+/* What the SDS subscription collects: the names, and the initial_fetch_timeout to warm with. */
+struct sds_collect {
+    struct name_collect nc;
+    uint64_t fetch_ms;
+    bool any, forever;
+};
+
 /* The SDS names (references with sds_config) of one transport socket's TLS context. */
-static void collect_sds(struct name_collect *nc, const Envoy__Config__Core__V3__TransportSocket *ts, bool server)
+static void collect_sds(struct sds_collect *sc, const Envoy__Config__Core__V3__TransportSocket *ts, bool server)
 {
     if (!ts || ts->config_type_case != ENVOY__CONFIG__CORE__V3__TRANSPORT_SOCKET__CONFIG_TYPE_TYPED_CONFIG ||
         !ts->typed_config)
@@ -204,25 +219,34 @@ static void collect_sds(struct name_collect *nc, const Envoy__Config__Core__V3__
         refs[n++] = c->validation_context_sds_secret_config;
     if (c && c->validation_context_type_case == VC_COMBINED_CASE && c->combined_validation_context)
         refs[n++] = c->combined_validation_context->validation_context_sds_secret_config;
-    for (size_t i = 0; i < n; i++)
-        if (refs[i] && refs[i]->sds_config && refs[i]->name && refs[i]->name[0])
-            collect_add(nc, refs[i]->name);
+    for (size_t i = 0; i < n; i++) {
+        if (!refs[i] || !refs[i]->sds_config || !refs[i]->name || !refs[i]->name[0])
+            continue;
+        collect_add(&sc->nc, refs[i]->name);
+        uint64_t ms = xds_fetch_ms(&refs[i]->sds_config->base);
+        sc->forever |= ms == 0;
+        if (!sc->any || ms > sc->fetch_ms)
+            sc->fetch_ms = ms;
+        sc->any = true;
+    }
     protobuf_c_message_free_unpacked(m, NULL);
 }
 
-size_t xds_sds_names(const struct xds_set *cds, const struct xds_set *lds, const char ***out)
+size_t xds_sds_names(const struct xds_set *cds, const struct xds_set *lds, const char ***out, uint64_t *fetch_ms)
 {
-    struct name_collect nc = {0};
+    struct sds_collect sc = {0};
     for (size_t i = 0; cds && i < cds->n; i++)
-        collect_sds(&nc, ((const Cluster *)cds->r[i].msg)->transport_socket, false);
+        collect_sds(&sc, ((const Cluster *)cds->r[i].msg)->transport_socket, false);
     for (size_t i = 0; lds && i < lds->n; i++) {
         const Listener *l = (const Listener *)lds->r[i].msg;
         for (size_t j = 0; j < l->n_filter_chains; j++)
-            collect_sds(&nc, l->filter_chains[j]->transport_socket, true);
+            collect_sds(&sc, l->filter_chains[j]->transport_socket, true);
         if (l->default_filter_chain)
-            collect_sds(&nc, l->default_filter_chain->transport_socket, true);
+            collect_sds(&sc, l->default_filter_chain->transport_socket, true);
     }
-    return collect_done(&nc, out);
+    if (sc.any)
+        *fetch_ms = sc.forever ? 0 : sc.fetch_ms;
+    return collect_done(&sc.nc, out);
 }
 
 struct rds_resolve {

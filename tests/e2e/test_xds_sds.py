@@ -25,6 +25,7 @@ HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_mana
 ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
 ADS = {"ads": {}, "resource_api_version": "V3"}
+SHORT = {"ads": {}, "resource_api_version": "V3", "initial_fetch_timeout": "1s"}
 
 pki, pki2 = Pki(), Pki("Second CA")
 srv1 = pki.leaf("localhost", ["DNS:localhost", "URI:" + SPIFFE + "server"])
@@ -53,7 +54,7 @@ def tls_cluster(name, port):
                     "validation_context_sds_secret_config": {"name": "ROOTCA", "sds_config": ADS}}}}}
 
 
-def tls_listener(name, port, cluster):
+def tls_listener(name, port, cluster, source=ADS):
     return {"name": name, "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
             "filter_chains": [{
                 "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": {
@@ -64,11 +65,11 @@ def tls_listener(name, port, cluster):
                 "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
                     "@type": TLS + "DownstreamTlsContext", "require_client_certificate": True,
                     "common_tls_context": {
-                        "tls_certificate_sds_secret_configs": [{"name": "default", "sds_config": ADS}],
+                        "tls_certificate_sds_secret_configs": [{"name": "default", "sds_config": source}],
                         "combined_validation_context": {
                             "default_validation_context": {"match_typed_subject_alt_names": [
                                 {"san_type": "URI", "matcher": {"prefix": "spiffe://cluster.local/"}}]},
-                            "validation_context_sds_secret_config": {"name": "ROOTCA", "sds_config": ADS}}}}}}]}
+                            "validation_context_sds_secret_config": {"name": "ROOTCA", "sds_config": source}}}}}}]}
 
 
 def https(port, client, conn=None):
@@ -192,4 +193,25 @@ rc = proxy.stop()
 check("weft-proxy exits cleanly (ASan: no leak or error)", rc == 0 and "Sanitizer" not in proxy.output()
       and "runtime error" not in proxy.output(), proxy.output()[-3000:])
 ads.stop()
+
+# --- a secret that never comes: after sds_config.initial_fetch_timeout the listener goes live and
+# refuses TLS ("Secret is not supplied by SDS"), as Envoy's does ---
+ads2_port, admin2, lport2 = (weft.free_port() for _ in range(3))
+ads2 = ads_server.AdsServer(ads2_port).start()
+plain = tls_cluster("plain", be)
+del plain["transport_socket"]
+ads2.set(CDS, [plain], "c1")
+ads2.set(LDS, [tls_listener("never", lport2, "plain", SHORT)], "l1")
+t0 = time.time()
+proxy2 = weft.Proxy(ads_server.bootstrap(admin2, ads2_port), admin2, wait=False)
+up = wait_for(lambda: listening(lport2), 10)
+check("after initial_fetch_timeout (1s) the listener is live without its secret", up and time.time() - t0 >= 0.9,
+      "%.2fs" % (time.time() - t0))
+check("...and refuses TLS on it", try_https(lport2, cli) == 0)
+st2 = proxy2.stats()
+check("sds.<name>.init_fetch_timeout counted", st2.get("sds.default.init_fetch_timeout", 0) >= 1
+      and st2.get("sds.ROOTCA.init_fetch_timeout", 0) >= 1, {k: v for k, v in st2.items() if k.startswith("sds.")})
+rc2 = proxy2.stop()
+ads2.stop()
+check("second weft-proxy exits cleanly", rc2 == 0 and "Sanitizer" not in proxy2.output(), proxy2.output()[-3000:])
 finish()
