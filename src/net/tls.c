@@ -114,6 +114,7 @@ struct tls_cfg {
     unsigned char (*ticket_keys)[80];
     size_t n_ticket_keys;
     uint32_t max_depth;
+    bool pending;                  /* an SDS secret has not arrived: no SSL_CTX is built */
 };
 
 struct tls_provider {
@@ -456,16 +457,36 @@ static int validation_from(struct perr *e, const ValCtx *v, struct tls_cfg *cfg,
     return san_matchers(e, v, cfg);
 }
 
-static const Secret *find_secret(struct perr *e, tls_secret_fn find, void *arg, const SdsRef *ref, int want_case)
+/* The secret ref names. NULL with an error set, or NULL with cfg->pending set when it is an SDS
+ * secret that has not arrived yet (the caller then goes on without it). */
+static const Secret *find_secret(struct perr *e, tls_secret_fn find, void *arg, const SdsRef *ref, int want_case,
+                                 struct tls_cfg *cfg)
 {
     if (!ref || !ref->name || !*ref->name) {
         perr_fail(e, "name is required");
         return NULL;
     }
-    const Secret *s = find ? (const Secret *)find(arg, ref->name) : NULL;
+    const Envoy__Config__Core__V3__ConfigSource *cs = ref->sds_config;
+    if (cs && cs->config_source_specifier_case != ENVOY__CONFIG__CORE__V3__CONFIG_SOURCE__CONFIG_SOURCE_SPECIFIER_ADS) {
+        ppush(e, ".sds_config");
+        perr_fail(e, "only ads: {} is supported (secrets over the ADS stream)");
+        return NULL;
+    }
+    if (cs && cs->resource_api_version != ENVOY__CONFIG__CORE__V3__API_VERSION__V3 &&
+        cs->resource_api_version != ENVOY__CONFIG__CORE__V3__API_VERSION__AUTO) {
+        ppush(e, ".sds_config.resource_api_version");
+        perr_fail(e, "only V3 is supported");
+        return NULL;
+    }
+    bool pending = false;
+    const Secret *s = find ? (const Secret *)find(arg, ref->name, cs != NULL, &pending) : NULL;
     if (!s) {
-        perr_fail(e, ref->sds_config ? "secret '%s': SDS over xDS is not supported yet; define it in static_resources.secrets"
-                                     : "secret '%s' is not defined in static_resources.secrets", ref->name);
+        if (cs && pending) {
+            cfg->pending = true;
+            return NULL;
+        }
+        perr_fail(e, cs ? "secret '%s': SDS secrets are used only by listeners and clusters from xDS; define it in static_resources.secrets"
+                        : "secret '%s' is not defined in static_resources.secrets", ref->name);
         return NULL;
     }
     if ((int)s->type_case != want_case) {
@@ -562,7 +583,11 @@ static int common_from(struct perr *e, const CommonCtx *c, struct tls_cfg *cfg, 
     }
     for (size_t i = 0; i < c->n_tls_certificate_sds_secret_configs; i++) {
         size_t old = ppush(e, ".tls_certificate_sds_secret_configs[%zu]", i);
-        const Secret *s = find_secret(e, find, arg, c->tls_certificate_sds_secret_configs[i], 2);
+        const Secret *s = find_secret(e, find, arg, c->tls_certificate_sds_secret_configs[i], 2, cfg);
+        if (!s && cfg->pending) {
+            ppop(e, old);
+            continue;
+        }
         if (!s || cert_from(e, s->tls_certificate, cfg) < 0)
             return -1;
         cfg->cert_secret[cfg->n_certs - 1] = strdup(s->name);
@@ -590,7 +615,11 @@ static int common_from(struct perr *e, const CommonCtx *c, struct tls_cfg *cfg, 
     }
     case ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__VALIDATION_CONTEXT_TYPE_VALIDATION_CONTEXT_SDS_SECRET_CONFIG: {
         size_t old = ppush(e, ".validation_context_sds_secret_config");
-        const Secret *s = find_secret(e, find, arg, c->validation_context_sds_secret_config, 4);
+        const Secret *s = find_secret(e, find, arg, c->validation_context_sds_secret_config, 4, cfg);
+        if (!s && cfg->pending) {
+            ppop(e, old);
+            break;
+        }
         if (!s || validation_from(e, s->validation_context, cfg, true) < 0)
             return -1;
         cfg->ca_secret = strdup(s->name);
@@ -604,10 +633,13 @@ static int common_from(struct perr *e, const CommonCtx *c, struct tls_cfg *cfg, 
         size_t old = ppush(e, ".combined_validation_context");
         if (cv->validation_context_sds_secret_config) {
             size_t o2 = ppush(e, ".validation_context_sds_secret_config");
-            const Secret *s = find_secret(e, find, arg, cv->validation_context_sds_secret_config, 4);
-            if (!s || validation_from(e, s->validation_context, cfg, true) < 0)
+            const Secret *s = find_secret(e, find, arg, cv->validation_context_sds_secret_config, 4, cfg);
+            if (s && validation_from(e, s->validation_context, cfg, true) < 0)
                 return -1;
-            cfg->ca_secret = strdup(s->name);
+            if (!s && !cfg->pending)
+                return -1;
+            if (s)
+                cfg->ca_secret = strdup(s->name);
             ppop(e, o2);
         }
         size_t o3 = ppush(e, ".default_validation_context");
@@ -1224,8 +1256,8 @@ struct tls_provider *tls_provider_new(const struct ProtobufCMessage *msg, bool s
         goto fail;
     ppop(&e, old);
     char why[384];
-    SSL_CTX *ctx = build_ctx(p, why, sizeof why);
-    if (!ctx) {
+    SSL_CTX *ctx = NULL;
+    if (!cfg->pending && !(ctx = build_ctx(p, why, sizeof why))) {
         perr_fail(&e, "%s", why);
         goto fail;
     }
@@ -1328,7 +1360,7 @@ void tls_poll(uint64_t now_ms, bool force)
     if (force || now_ms - last_poll_ms >= 1000) {
         last_poll_ms = now_ms;
         for (struct tls_provider *p = providers; p && !force; p = p->next) {
-            if (!provider_changed(p))
+            if (p->cfg.pending || !provider_changed(p))
                 continue;
             char why[384];
             SSL_CTX *ctx = build_ctx(p, why, sizeof why);
@@ -1383,6 +1415,8 @@ int tls_secret_update(const struct ProtobufCMessage *secret, uint64_t now_ms, ch
     pthread_mutex_lock(&reg_lock);
     for (struct tls_provider *p = providers; p; p = p->next) {
         struct tls_cfg *c = &p->cfg;
+        if (c->pending)
+            continue; /* rebuilt with its secrets by the next snapshot */
         /* New sources first; the old ones come back if the new context does not build. */
         struct tls_src saved[3 * TLS_MAX_CERTS + 2];
         bool hit = false;
@@ -1450,7 +1484,10 @@ int tls_transport_start(struct transport *t, struct tls_provider *p, bool server
                         SSL_SESSION *session, SSL_SESSION **session_slot)
 {
     pthread_once(&ex_once, ex_init);
-    SSL *ssl = SSL_new(tls_provider_ctx(p));
+    SSL_CTX *ctx = tls_provider_ctx(p);
+    if (!ctx)
+        return -ENOENT; /* an SDS secret it needs has not arrived */
+    SSL *ssl = SSL_new(ctx);
     if (!ssl || !SSL_set_fd(ssl, t->fd)) {
         SSL_free(ssl);
         ERR_clear_error();
@@ -1522,6 +1559,7 @@ int tls_transport_handshake(struct transport *t, bool *want_write, enum tls_fail
         char san[512];
         if (!t->peer_uri_san && transport_peer_sans(t, TRANSPORT_SAN_URI, san, sizeof san) > 0)
             t->peer_uri_san = strdup(san);
+        t->peer_cert = SSL_get0_peer_certificate(t->ssl) != NULL;
         return 1;
     }
     int e = SSL_get_error(t->ssl, r);

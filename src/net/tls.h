@@ -23,8 +23,11 @@ struct tls_provider;
 typedef struct ssl_ctx_st SSL_CTX;
 typedef struct ssl_session_st SSL_SESSION;
 
-/* Finds a static secret (an envoy...tls.v3.Secret message) by name, or NULL. */
-typedef const struct ProtobufCMessage *(*tls_secret_fn)(void *arg, const char *name);
+/* Finds a secret (an envoy...tls.v3.Secret message) by name, or NULL. sds: the reference has an
+ * sds_config (a secret delivered over ADS), else it names one of static_resources.secrets. When
+ * it returns NULL with *pending set, the secret is awaited from SDS: the provider is built
+ * without it and has no SSL_CTX (its connections fail) until a new one is built with it. */
+typedef const struct ProtobufCMessage *(*tls_secret_fn)(void *arg, const char *name, bool sds, bool *pending);
 
 /* Builds a provider from a DownstreamTlsContext (server = true) or an UpstreamTlsContext
  * message. Secrets named by *_sds_secret_config(s) are looked up with find. Files are read
@@ -34,7 +37,8 @@ struct tls_provider *tls_provider_new(const struct ProtobufCMessage *ctx_msg, bo
                                       void *find_arg, char *err, size_t errlen);
 /* Frees the provider; its current SSL_CTX is released after the grace period. */
 void tls_provider_free(struct tls_provider *p);
-/* The current SSL_CTX (no reference taken; valid for the grace period, so call SSL_new at once). */
+/* The current SSL_CTX (no reference taken; valid for the grace period, so call SSL_new at once),
+ * or NULL while an SDS secret it needs has not arrived. */
 SSL_CTX *tls_provider_ctx(struct tls_provider *p);
 /* UpstreamTlsContext.sni, or NULL. */
 const char *tls_provider_sni(const struct tls_provider *p);
@@ -71,7 +75,7 @@ enum tls_fail {
 /* Starts TLS on t (plaintext, fd set) with provider p: a server or client SSL. For a client,
  * sni (may be NULL) is sent, and *session (may be NULL) is offered for resumption; new
  * sessions the server issues are stored into *session_slot (worker-local, may be NULL).
- * Returns 0 or -ENOMEM. */
+ * Returns 0, -ENOMEM, or -ENOENT while the provider waits for an SDS secret. */
 int tls_transport_start(struct transport *t, struct tls_provider *p, bool server, const char *sni,
                         SSL_SESSION *session, SSL_SESSION **session_slot);
 /* A client's ALPN offer when the provider's CommonTlsContext.alpn_protocols is empty (Envoy

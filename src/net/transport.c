@@ -149,7 +149,8 @@ void transport_close(struct transport *t)
     }
     free(t->server_name);
     free(t->peer_uri_san);
-    t->server_name = t->peer_uri_san = NULL;
+    free(t->xfcc);
+    t->server_name = t->peer_uri_san = t->xfcc = NULL;
     if (t->fd >= 0)
         close(t->fd);
     t->fd = -1;

@@ -31,6 +31,8 @@ struct transport {
     bool failed;               /* fatal TLS error: no close_notify on close */
     char *server_name;         /* SNI (from the TLS inspector or the handshake), owned, or NULL */
     char *peer_uri_san;        /* first URI SAN of the peer certificate, owned, or NULL */
+    bool peer_cert;            /* the peer presented a certificate (mTLS on a server) */
+    char *xfcc;                /* this connection's x-forwarded-client-cert element (xfcc.h), owned, or NULL */
 };
 
 /* A plaintext transport over fd (not yet attached). */

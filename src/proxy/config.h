@@ -169,6 +169,8 @@ struct hcm_config {
     bool preserve_external_request_id;
     bool always_set_request_id_in_response;
     bool proxy_100_continue;
+    int forward_client_cert;              /* forward_client_cert_details: enum xfcc_mode, default SANITIZE */
+    unsigned xfcc_details;                /* set_current_client_cert_details: XFCC_* bits */
     char *server_name;                    /* default "envoy" (Envoy's default; we keep it for compat) */
     int server_header_transformation;     /* OVERWRITE(0), APPEND_IF_ABSENT(1), PASS_THROUGH(2) */
     bool websocket_upgrade;               /* upgrade_configs contains "websocket" */
@@ -303,6 +305,15 @@ struct snapshot {
  * and writes one line "field.path: problem" into err. The message is not kept. */
 struct ProtobufCMessage;
 struct snapshot *snapshot_build(const struct ProtobufCMessage *bootstrap, char *err, size_t errlen);
+/* The same with the Secrets received over ADS (envoy...tls.v3.Secret messages, borrowed) for
+ * references with sds_config; sds_on: one that is missing is awaited (its TLS context has no
+ * certificate yet) instead of being an error. */
+struct snapshot *snapshot_build_sds(const struct ProtobufCMessage *bootstrap, const struct ProtobufCMessage *const *secrets,
+                                    size_t n_secrets, bool sds_on, char *err, size_t errlen);
+/* Replaces inline private keys, key passwords and session ticket keys in a /config_dump JSON
+ * tree with "[redacted]", as Envoy does. */
+struct json_t;
+void config_dump_redact(struct json_t *j);
 struct snapshot *snapshot_ref(struct snapshot *s);
 void snapshot_unref(struct snapshot *s);
 int snapshot_cluster_index(const struct snapshot *s, const char *name);

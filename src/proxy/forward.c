@@ -13,6 +13,7 @@
 #include "proxy/host_health.h"
 #include "proxy/config.h"
 #include "net/grpc.h"
+#include "net/xfcc.h"
 #include "proxy/grpc_headers.h"
 #include "proxy/listener.h"
 #include "proxy/http_headers.h"
@@ -304,6 +305,41 @@ static bool has_connection(const struct h1_header *h, size_t n)
     return false;
 }
 
+/* x-forwarded-client-cert as Envoy's connection manager treats it (mutateXfccRequestHeader):
+ * ALWAYS_FORWARD_ONLY passes it on; SANITIZE, or any mode on a connection without a client
+ * certificate, drops it; FORWARD_ONLY passes it on; APPEND_FORWARD appends this connection's
+ * element after the received value(s) with ','; SANITIZE_SET replaces it with the element.
+ * Returns true when the received header lines are not copied as they are. */
+static bool xfcc_rewritten(const struct hcm_config *hcm, const struct transport *tp)
+{
+    int m = hcm->forward_client_cert;
+    if (m == XFCC_ALWAYS_FORWARD_ONLY)
+        return false;
+    if (m == XFCC_FORWARD_ONLY)
+        return !(tp && tp->peer_cert);
+    return true;
+}
+
+static bool is_xfcc(struct h1_str n) { return n.n == 23 && h1_str_eq_ci(n, "x-forwarded-client-cert"); }
+
+/* Writes the APPEND_FORWARD / SANITIZE_SET header (nothing otherwise). */
+static int put_xfcc(struct buf *b, const struct hcm_config *hcm, const struct transport *tp, const struct h1_request *rq)
+{
+    int m = hcm->forward_client_cert;
+    if ((m != XFCC_APPEND_FORWARD && m != XFCC_SANITIZE_SET) || !tp || !tp->xfcc)
+        return 0;
+    if (put(b, "x-forwarded-client-cert: ", 25))
+        return -1;
+    if (m == XFCC_APPEND_FORWARD) {
+        for (size_t i = 0; i < rq->nheaders; i++) {
+            if (is_xfcc(rq->headers[i].name) && rq->headers[i].value.n &&
+                (put(b, rq->headers[i].value.p, rq->headers[i].value.n) || put(b, ",", 1)))
+                return -1;
+        }
+    }
+    return put(b, tp->xfcc, strlen(tp->xfcc)) || put(b, "\r\n", 2) ? -1 : 0;
+}
+
 int fwd_write_request_head(struct buf *b, const struct hcm_config *hcm, struct worker *w,
                            const struct fwd_request_head *in)
 {
@@ -335,6 +371,8 @@ int fwd_write_request_head(struct buf *b, const struct hcm_config *hcm, struct w
     bool conn = has_connection(rq->headers, rq->nheaders);
     bool have_xfp = false, cookie_done = false;
     bool attempts = in->route && in->route->vhost && in->route->vhost->attempt_count_request;
+    const struct transport *dtp = in->si->downstream_tp;
+    bool xfcc_own = xfcc_rewritten(hcm, dtp);
     for (size_t i = 0; i < rq->nheaders; i++) {
         const struct h1_header *h = &rq->headers[i];
         struct h1_str n = h->name;
@@ -349,7 +387,7 @@ int fwd_write_request_head(struct buf *b, const struct hcm_config *hcm, struct w
         if (h1_str_eq_ci(n, "expect") && !hcm->proxy_100_continue)
             continue;
         if (h1_str_eq_ci(n, "x-request-id") || h1_str_eq_ci(n, "x-forwarded-for") ||
-            (attempts && h1_str_eq_ci(n, "x-envoy-attempt-count")))
+            (attempts && h1_str_eq_ci(n, "x-envoy-attempt-count")) || (xfcc_own && is_xfcc(n)))
             continue; /* written below */
         if (h1_str_eq_ci(n, "x-forwarded-proto")) {
             if (hcm->use_remote_address)
@@ -387,6 +425,8 @@ int fwd_write_request_head(struct buf *b, const struct hcm_config *hcm, struct w
     if (!have_xfp && http_put_header(b, "x-forwarded-proto", in->tls ? "https" : "http", in->tls ? 5 : 4))
         return -1;
     if (si->request_id && http_put_header(b, "x-request-id", si->request_id, strlen(si->request_id)))
+        return -1;
+    if (xfcc_own && put_xfcc(b, hcm, dtp, rq) < 0)
         return -1;
     if (in->timeout_ms) {
         char t[24];

@@ -25,6 +25,7 @@
 #include "common/sock.h"
 #include "net/http1.h"
 #include "net/transport.h"
+#include "net/xfcc.h"
 #include "proxy/access_log.h"
 #include "proxy/codec_h2.h"
 #include "proxy/config.h"
@@ -1350,6 +1351,9 @@ void http_conn_start(struct worker *w, struct listener_config *lc, struct filter
         return;
     }
     d->tp = *tp;
+    /* The connection's own XFCC element is the same for every request on it: built once here. */
+    if (d->tp.peer_cert && (hcm->forward_client_cert == XFCC_APPEND_FORWARD || hcm->forward_client_cert == XFCC_SANITIZE_SET))
+        d->tp.xfcc = xfcc_element(&d->tp, hcm->xfcc_details);
     d->w = w;
     d->snap = snapshot_ref(w->snap);
     d->lc = lc;

@@ -145,8 +145,10 @@ static void handshake_step(struct pending *p)
 static void start_handshake(struct pending *p)
 {
     p->phase = PH_HANDSHAKE;
-    if (tls_transport_start(&p->tp, p->fc->tls, true, NULL, NULL, NULL) < 0) {
-        pending_fail(p, "TLS_error:|out of memory:TLS_error_end", 0);
+    int rc = tls_transport_start(&p->tp, p->fc->tls, true, NULL, NULL, NULL);
+    if (rc < 0) {
+        /* Envoy's reason for a transport socket still waiting for its SDS secret. */
+        pending_fail(p, rc == -ENOENT ? "Secret is not supplied by SDS" : "TLS_error:|out of memory:TLS_error_end", 0);
         return;
     }
     transport_attach(&p->tp, p->w->loop, &p->io);

@@ -27,6 +27,7 @@
 #include "envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.pb-c.h"
 #include "envoy/extensions/transport_sockets/tls/v3/tls.pb-c.h"
 #include "net/tls.h"
+#include "net/xfcc.h"
 #include "envoy/extensions/filters/http/fault/v3/fault.pb-c.h"
 #include "envoy/extensions/upstreams/http/v3/http_protocol_options.pb-c.h"
 #include "proxy/access_log.h"
@@ -207,6 +208,9 @@ struct ctx {
     size_t errlen;
     struct snapshot *snap;
     const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr;  /* for secrets by name */
+    const struct ProtobufCMessage *const *sds;  /* Secrets received over ADS (snapshot_build_sds) */
+    size_t n_sds;
+    bool sds_on;                   /* an ADS stream can deliver secrets: missing ones are awaited */
 };
 
 static int fail(struct ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -487,9 +491,17 @@ static int literal_host(struct ctx *c, const char *name, uint32_t port, int fami
 
 /* --- transport sockets --- */
 
-static const struct ProtobufCMessage *find_secret(void *arg, const char *name)
+/* A reference with sds_config takes the secret received over ADS (else a static one of that
+ * name); without an ADS stream it must be static. */
+static const struct ProtobufCMessage *find_secret(void *arg, const char *name, bool sds, bool *pending)
 {
     const struct ctx *c = arg;
+    for (size_t i = 0; sds && i < c->n_sds; i++) {
+        const Envoy__Extensions__TransportSockets__Tls__V3__Secret *sec = (const void *)c->sds[i];
+        if (sec->name && strcmp(sec->name, name) == 0)
+            return c->sds[i];
+    }
+    *pending = sds && c->sds_on;
     for (size_t i = 0; c->sr && i < c->sr->n_secrets; i++)
         if (c->sr->secrets[i]->name && strcmp(c->sr->secrets[i]->name, name) == 0)
             return &c->sr->secrets[i]->base;
@@ -853,6 +865,18 @@ static int build_hcm(struct ctx *c, const Hcm *h, struct hcm_config *hc)
     hc->preserve_external_request_id = h->preserve_external_request_id;
     hc->always_set_request_id_in_response = h->always_set_request_id_in_response;
     hc->proxy_100_continue = h->proxy_100_continue;
+    hc->forward_client_cert = h->forward_client_cert_details;
+    if (hc->forward_client_cert < XFCC_SANITIZE || hc->forward_client_cert > XFCC_ALWAYS_FORWARD_ONLY) {
+        push(c, ".forward_client_cert_details");
+        return fail(c, "unknown value");
+    }
+    if (h->set_current_client_cert_details) {
+        const Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpConnectionManager__SetCurrentClientCertDetails
+            *cd = h->set_current_client_cert_details;
+        hc->xfcc_details = (cd->cert ? XFCC_CERT : 0) | (cd->chain ? XFCC_CHAIN : 0) |
+                           (cd->subject && cd->subject->value ? XFCC_SUBJECT : 0) | (cd->uri ? XFCC_URI : 0) |
+                           (cd->dns ? XFCC_DNS : 0);
+    }
     hc->server_name = xstrdup(h->server_name && *h->server_name ? h->server_name : "envoy");
     hc->server_header_transformation = h->server_header_transformation;
     for (size_t i = 0; i < h->n_upgrade_configs; i++) {
@@ -1336,13 +1360,13 @@ static void redact_inline(json_t *ds)
             json_object_set_new(ds, inl[i], json_string("[redacted]"));
 }
 
-static void redact_secrets(json_t *j)
+void config_dump_redact(json_t *j)
 {
     if (json_is_array(j)) {
         size_t i;
         json_t *v;
         json_array_foreach(j, i, v)
-            redact_secrets(v);
+            config_dump_redact(v);
         return;
     }
     if (!json_is_object(j))
@@ -1359,7 +1383,7 @@ static void redact_secrets(json_t *j)
             json_array_foreach(keys, i, e)
                 redact_inline(e);
         } else {
-            redact_secrets(v);
+            config_dump_redact(v);
         }
     }
 }
@@ -1397,7 +1421,7 @@ static char *render_config_dump(const Bootstrap *b)
     json_array_append_new(configs, cd);
     json_array_append_new(configs, ld);
     json_object_set_new(root, "configs", configs);
-    redact_secrets(root);
+    config_dump_redact(root);
     char *s = pbmap_json_dumps(root, 1);
     json_decref(root);
     return s;
@@ -1405,9 +1429,16 @@ static char *render_config_dump(const Bootstrap *b)
 
 struct snapshot *snapshot_build(const struct ProtobufCMessage *msg, char *err, size_t errlen)
 {
+    return snapshot_build_sds(msg, NULL, 0, false, err, errlen);
+}
+
+struct snapshot *snapshot_build_sds(const struct ProtobufCMessage *msg, const struct ProtobufCMessage *const *secrets,
+                                    size_t n_secrets, bool sds_on, char *err, size_t errlen)
+{
     const Bootstrap *b = (const Bootstrap *)msg;
     struct snapshot *s = calloc(1, sizeof *s);
-    struct ctx c = {.err = err, .errlen = errlen, .snap = s, .sr = b->static_resources};
+    struct ctx c = {.err = err, .errlen = errlen, .snap = s, .sr = b->static_resources, .sds = secrets,
+                    .n_sds = n_secrets, .sds_on = sds_on};
     err[0] = '\0';
     atomic_init(&s->refs, 1);
     if (b->node) {

@@ -15,6 +15,7 @@
 #include "envoy/config/endpoint/v3/endpoint.pb-c.h"
 #include "envoy/config/listener/v3/listener.pb-c.h"
 #include "envoy/config/route/v3/route.pb-c.h"
+#include "envoy/extensions/transport_sockets/tls/v3/secret.pb-c.h"
 #include "envoy/service/discovery/v3/discovery.pb-c.h"
 #include "net/grpc_client.h"
 #include "proxy/xds_internal.h"
@@ -47,10 +48,12 @@ static const char *const type_urls[XDS_NTYPES] = {
     [XDS_EDS] = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
     [XDS_LDS] = "type.googleapis.com/envoy.config.listener.v3.Listener",
     [XDS_RDS] = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+    [XDS_SDS] = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
 };
 static const char *const stat_prefixes[XDS_NTYPES] = {
     [XDS_CDS] = "cluster_manager.cds.", [XDS_EDS] = "cluster_manager.eds.",
     [XDS_LDS] = "listener_manager.lds.", [XDS_RDS] = "http.rds.",
+    /* SDS: per secret, "sds.<name>." (xds_count) */
 };
 
 const char *xds_type_url(enum xds_type t) { return type_urls[t]; }
@@ -59,6 +62,25 @@ const char *xds_client_version(const struct xds_client *x, enum xds_type t) { re
 bool xds_client_connected(const struct xds_client *x) { return x->connected_state == 1; }
 
 static unsigned main_slot(void) { return stats_slots() - 1; }
+
+/* Counts one xDS stat field for type t. Envoy keeps SDS stats per secret ("sds.<name>."): each
+ * secret asked for counts every Secret response, as each of Envoy's per-secret subscriptions does. */
+static void xds_count(struct xds_client *x, enum xds_type t, size_t field)
+{
+    struct xds_sub *s = &x->sub[t];
+    if (s->stats) {
+        stats_inc(s->stats, main_slot(), field);
+        return;
+    }
+    for (size_t i = 0; i < s->n_names; i++) {
+        char prefix[320];
+        snprintf(prefix, sizeof prefix, "sds.%.300s.", s->names[i]);
+        stats_inc(stats_block(prefix, &xds_stat_schema), main_slot(), field);
+    }
+}
+
+/* Types subscribed to by resource name (the others are wildcards). */
+static bool named(enum xds_type t) { return t == XDS_EDS || t == XDS_RDS || t == XDS_SDS; }
 
 static void set_str(char **dst, const char *src)
 {
@@ -116,7 +138,7 @@ static void send_request(struct xds_client *x, enum xds_type t, const char *erro
     rq.version_info = s->version;
     rq.type_url = (char *)type_urls[t];
     rq.response_nonce = s->nonce;
-    if (t == XDS_EDS || t == XDS_RDS) {
+    if (named(t)) {
         rq.resource_names = s->names;
         rq.n_resource_names = s->n_names;
     }
@@ -234,19 +256,19 @@ static void maybe_publish(struct xds_client *x, struct snapshot *built)
             continue;
         if (s->warm_deadline_ms && now >= s->warm_deadline_ms) {
             log_warn("xds: %s: initial_fetch_timeout passed; going on without it", type_urls[t]);
-            stats_inc(s->stats, main_slot(), XS_INIT_FETCH_TIMEOUT);
+            xds_count(x, (enum xds_type)t, XS_INIT_FETCH_TIMEOUT);
             s->warming = false;
             continue;
         }
         if (s->warm_deadline_ms && (!next || s->warm_deadline_ms < next))
             next = s->warm_deadline_ms;
     }
-    bool cds_warm = !x->sub[XDS_CDS].warming && !x->sub[XDS_EDS].warming;
+    bool cds_warm = !x->sub[XDS_CDS].warming && !x->sub[XDS_EDS].warming && !x->sub[XDS_SDS].warming;
     if (cds_warm && x->sub[XDS_CDS].subscribed && !x->sub[XDS_LDS].subscribed)
         subscribe_wildcard(x, XDS_LDS);
     if (next)
         timer_start(x->loop, &x->warm_timer, next - now);
-    if (x->sub[XDS_CDS].warming || x->sub[XDS_EDS].warming || x->sub[XDS_RDS].warming ||
+    if (x->sub[XDS_CDS].warming || x->sub[XDS_EDS].warming || x->sub[XDS_RDS].warming || x->sub[XDS_SDS].warming ||
         (!x->sub[XDS_CDS].set.n && !x->sub[XDS_LDS].set.n && !x->sub[XDS_CDS].version[0])) {
         if (built)
             snapshot_unref(built);
@@ -293,6 +315,7 @@ const char *xds_resource_name(enum xds_type t, const ProtobufCMessage *m)
     case XDS_EDS: return ((const Envoy__Config__Endpoint__V3__ClusterLoadAssignment *)m)->cluster_name;
     case XDS_LDS: return ((const Envoy__Config__Listener__V3__Listener *)m)->name;
     case XDS_RDS: return ((const Envoy__Config__Route__V3__RouteConfiguration *)m)->name;
+    case XDS_SDS: return ((const Envoy__Extensions__TransportSockets__Tls__V3__Secret *)m)->name;
     default: return NULL;
     }
 }
@@ -359,7 +382,7 @@ int xds_cand_alloc(const struct xds_sub *s, size_t n, struct xds_set *cand, char
     return 0;
 }
 
-/* Decodes the response's resources into cand (owned). For EDS and RDS, resources it does not
+/* Decodes the response's resources into cand (owned). For EDS, RDS and SDS, resources it does not
  * carry are kept from the current set while still asked for. Returns 0 or -1 with err. */
 static int decode(struct xds_client *x, enum xds_type t, const DiscoveryResponse *r, struct xds_set *cand,
                   char *err, size_t errlen)
@@ -393,8 +416,8 @@ static int decode(struct xds_client *x, enum xds_type t, const DiscoveryResponse
             return -1;
         }
     }
-    if (t == XDS_EDS || t == XDS_RDS) {
-        /* SotW for EDS/RDS: a resource the response does not carry is not removed. */
+    if (named(t)) {
+        /* SotW for EDS/RDS/SDS: a resource the response does not carry is not removed. */
         for (size_t i = 0; i < s->set.n; i++) {
             const struct xds_resource *old = &s->set.r[i];
             bool replaced = false;
@@ -411,9 +434,17 @@ static int decode(struct xds_client *x, enum xds_type t, const DiscoveryResponse
     return 0;
 }
 
-/* After a CDS or LDS update: the EDS / RDS names it implies. */
+/* After a CDS or LDS update: the EDS / RDS / SDS names it implies. */
 static void follow_up(struct xds_client *x, enum xds_type t)
 {
+    if (t == XDS_CDS || t == XDS_LDS) {
+        const char **v;
+        size_t n = xds_sds_names(&x->sub[XDS_CDS].set, &x->sub[XDS_LDS].set, &v, &x->fetch_timeout_ms[XDS_SDS]);
+        if (n || x->sub[XDS_SDS].subscribed)
+            update_names(x, XDS_SDS, (char **)v, n);
+        else
+            free(v);
+    }
     if (t == XDS_CDS) {
         const char **v;
         size_t n = xds_eds_names(&x->sub[XDS_CDS].set, &v);
@@ -435,6 +466,50 @@ static void follow_up(struct xds_client *x, enum xds_type t)
     }
 }
 
+static bool same_msg(const ProtobufCMessage *a, const ProtobufCMessage *b)
+{
+    size_t na = protobuf_c_message_get_packed_size(a), nb = protobuf_c_message_get_packed_size(b);
+    if (na != nb)
+        return false;
+    uint8_t *ba = malloc(na ? na : 1), *bb = malloc(nb ? nb : 1);
+    bool same = ba && bb;
+    if (same) {
+        protobuf_c_message_pack(a, ba);
+        protobuf_c_message_pack(b, bb);
+        same = memcmp(ba, bb, na) == 0;
+    }
+    free(ba);
+    free(bb);
+    return same;
+}
+
+/* A snapshot that does not build after an SDS response fails in the TLS context of a listener or
+ * cluster: the NACK names the Secret(s) that changed first ("Secret 'default': Cluster 'x': ..."). */
+static void name_secrets(const struct xds_set *cur, const struct xds_set *cand, char *err, size_t errlen)
+{
+    char names[256] = "";
+    size_t used = 0;
+    for (size_t i = 0; i < cand->n; i++) {
+        bool same = false;
+        for (size_t j = 0; j < cur->n && !same; j++)
+            same = strcmp(cur->r[j].name, cand->r[i].name) == 0 && same_msg(cur->r[j].msg, cand->r[i].msg);
+        if (!same && used < sizeof names)
+            used += (size_t)snprintf(names + used, sizeof names - used, "%s'%s'", used ? ", " : "", cand->r[i].name);
+    }
+    if (!used)
+        return;
+    char prefix[300];
+    size_t pl = (size_t)snprintf(prefix, sizeof prefix, "Secret %s: ", names);
+    size_t el = strlen(err);
+    if (pl >= sizeof prefix || pl + 1 > errlen)
+        return;
+    if (pl + el + 1 > errlen)
+        el = errlen - pl - 1;
+    memmove(err + pl, err, el);
+    memcpy(err, prefix, pl);
+    err[pl + el] = '\0';
+}
+
 /* Tries cand (owned; decoded from t's response when rc is 0) with every other current
  * resource: ACKs and takes it when the snapshot builds, else NACKs with the reason and keeps
  * the last good config. version is the response's (system_)version_info. Returns 1 (ACK) or
@@ -443,7 +518,7 @@ static int apply(struct xds_client *x, enum xds_type t, int rc, struct xds_set *
                  size_t errlen)
 {
     struct xds_sub *s = &x->sub[t];
-    stats_inc(s->stats, main_slot(), XS_UPDATE_ATTEMPT);
+    xds_count(x, t, XS_UPDATE_ATTEMPT);
     struct snapshot *snap = NULL;
     if (rc == 0) {
         struct xds_set sets[XDS_NTYPES];
@@ -453,10 +528,12 @@ static int apply(struct xds_client *x, enum xds_type t, int rc, struct xds_set *
         snap = xds_snapshot_build(&x->b->base, sets, err, errlen);
         if (!snap)
             rc = -1;
+        if (!snap && t == XDS_SDS)
+            name_secrets(&s->set, cand, err, errlen);
     }
     if (rc < 0) {
         log_warn("xds: rejecting %s version '%s': %s", type_urls[t], version ? version : "", err);
-        stats_inc(s->stats, main_slot(), XS_UPDATE_REJECTED);
+        xds_count(x, t, XS_UPDATE_REJECTED);
         set_free(cand);
         request(x, t, XDS_DELTA_ACK, err);
         return 0;
@@ -464,7 +541,7 @@ static int apply(struct xds_client *x, enum xds_type t, int rc, struct xds_set *
     set_free(&s->set);
     s->set = *cand;
     set_str(&s->version, version);
-    stats_inc(s->stats, main_slot(), XS_UPDATE_SUCCESS);
+    xds_count(x, t, XS_UPDATE_SUCCESS);
     log_info("xds: %s version '%s' accepted (%zu resources)", type_urls[t], s->version, s->set.n);
     if (t == XDS_CDS || t == XDS_LDS) {
         s->warming = false;
@@ -661,13 +738,6 @@ static int check_source(const ConfigSource *cs, const char *field, char *err, si
     return 0;
 }
 
-static uint64_t fetch_ms(const ConfigSource *cs)
-{
-    if (!cs || !cs->initial_fetch_timeout)
-        return XDS_DEFAULT_INITIAL_FETCH_MS;
-    return (uint64_t)cs->initial_fetch_timeout->seconds * 1000u + (uint64_t)cs->initial_fetch_timeout->nanos / 1000000u;
-}
-
 struct xds_client *xds_client_new(struct loop *l, const ProtobufCMessage *bm, const struct xds_hooks *hooks,
                                   const char *node_id, const char *node_cluster, char *err, size_t errlen)
 {
@@ -748,12 +818,13 @@ struct xds_client *xds_client_new(struct loop *l, const ProtobufCMessage *bm, co
         x->b->node->cluster = strdup(node_cluster);
     }
     x->cluster_name = strdup(cname);
-    x->fetch_timeout_ms[XDS_CDS] = x->fetch_timeout_ms[XDS_EDS] = fetch_ms(dr->cds_config);
-    x->fetch_timeout_ms[XDS_LDS] = x->fetch_timeout_ms[XDS_RDS] = fetch_ms(dr->lds_config);
+    x->fetch_timeout_ms[XDS_CDS] = x->fetch_timeout_ms[XDS_EDS] = xds_fetch_ms((const ProtobufCMessage *)dr->cds_config);
+    x->fetch_timeout_ms[XDS_LDS] = x->fetch_timeout_ms[XDS_RDS] = xds_fetch_ms((const ProtobufCMessage *)dr->lds_config);
+    x->fetch_timeout_ms[XDS_SDS] = XDS_DEFAULT_INITIAL_FETCH_MS; /* then the sds_configs' (follow_up) */
     for (int t = 0; t < XDS_NTYPES; t++) {
         set_str(&x->sub[t].version, "");
         set_str(&x->sub[t].nonce, "");
-        x->sub[t].stats = stats_block(stat_prefixes[t], &xds_stat_schema);
+        x->sub[t].stats = stat_prefixes[t] ? stats_block(stat_prefixes[t], &xds_stat_schema) : NULL;
     }
     x->cp_stats = stats_block("control_plane.", &cp_stat_schema);
     timer_init(&x->retry_timer, on_retry, x);

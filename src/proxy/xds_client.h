@@ -5,7 +5,8 @@
  * Model (main thread only; nothing here is thread-safe)
  *   - Subscriptions in Envoy's order: CDS (wildcard) first; EDS for the EDS clusters it names
  *     (eds_cluster_config.service_name, or the cluster name); LDS (wildcard) once the clusters
- *     are warm; RDS for every route_config_name an HCM's `rds` names.
+ *     are warm; RDS for every route_config_name an HCM's `rds` names; SDS (Secret) for every
+ *     secret a cluster's or listener's TLS context names with `sds_config: {ads: {}}`.
  *   - Each response (DiscoveryResponse, or DeltaDiscoveryResponse applied to the held set) is
  *     decoded, checked and tried: a candidate snapshot is built from the
  *     static resources plus every current xDS resource with the response's resources in place.
@@ -14,10 +15,14 @@
  *     google.rpc.Status with code INVALID_ARGUMENT and the reason; Delta: the nonce and
  *     error_detail) and the last good config stays.
  *   - Warming: a snapshot is published (hooks.publish) only when no subscription made for new
- *     names (EDS for added clusters, RDS for added route names, LDS after CDS) is waiting for its
+ *     names (EDS for added clusters, RDS for added route names, SDS for added secret names, LDS
+ *     after CDS and the clusters' EDS and SDS) is waiting for its
  *     first answer, or when initial_fetch_timeout (default 15 s, as Envoy) has passed for it. A
  *     listener whose route configuration never came is left out (not ready); an EDS cluster
- *     whose ClusterLoadAssignment never came has no hosts.
+ *     whose ClusterLoadAssignment never came has no hosts; a TLS context whose secret never came
+ *     has no SSL_CTX (its connections fail, "Secret is not supplied by SDS"). A new version of a
+ *     secret is a new snapshot: new connections use it, open ones keep theirs (nothing drains,
+ *     since the Listener resources did not change).
  *   - The stream goes to the first host of the static cluster that ads_config.grpc_services[0]
  *     .envoy_grpc.cluster_name names. When it ends, the client keeps the last config and
  *     reconnects after a jittered exponential backoff (base 500 ms, doubling, at most 30 s,
@@ -39,7 +44,7 @@
 #include "common/loop.h"
 #include "proxy/config.h"
 
-enum xds_type { XDS_CDS, XDS_EDS, XDS_LDS, XDS_RDS, XDS_NTYPES };
+enum xds_type { XDS_CDS, XDS_EDS, XDS_LDS, XDS_RDS, XDS_SDS, XDS_NTYPES };
 
 /* Most resources of one type the client keeps, and the largest response it takes (docs/limits.md). */
 #define XDS_MAX_RESOURCES 10000
@@ -115,5 +120,11 @@ struct snapshot *xds_snapshot_build(const ProtobufCMessage *b, const struct xds_
  * into *names (malloc'd array of borrowed strings, deduplicated). Returns the count. */
 size_t xds_eds_names(const struct xds_set *cds, const char ***names);
 size_t xds_rds_names(const struct xds_set *lds, const char ***names);
+/* The secret names the TLS contexts of sets cds and lds reference with sds_config (malloc'd array
+ * of malloc'd strings, as xds_rds_names), and into *fetch_ms the longest initial_fetch_timeout of
+ * those sds_configs (0, wait for ever, when one says 0s; unchanged when there are none). */
+size_t xds_sds_names(const struct xds_set *cds, const struct xds_set *lds, const char ***names, uint64_t *fetch_ms);
+/* A ConfigSource's initial_fetch_timeout in ms (Envoy's default 15 s when cs or it is unset). */
+uint64_t xds_fetch_ms(const ProtobufCMessage *cs);
 
 #endif

@@ -14,6 +14,7 @@
 #include "envoy/config/listener/v3/listener.pb-c.h"
 #include "envoy/config/route/v3/route.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
+#include "envoy/extensions/transport_sockets/tls/v3/tls.pb-c.h"
 #include "proxy/xds_client.h"
 
 typedef Envoy__Config__Bootstrap__V3__Bootstrap Bootstrap;
@@ -25,6 +26,11 @@ typedef Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpConn
 #define HCM_TYPE "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 #define RDS_CASE ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__ROUTE_SPECIFIER_RDS
 #define RC_CASE ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__ROUTE_SPECIFIER_ROUTE_CONFIG
+#define VC_SDS_CASE \
+    ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__VALIDATION_CONTEXT_TYPE_VALIDATION_CONTEXT_SDS_SECRET_CONFIG
+#define VC_COMBINED_CASE \
+    ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__COMMON_TLS_CONTEXT__VALIDATION_CONTEXT_TYPE_COMBINED_VALIDATION_CONTEXT
+#define TLS_SDS_REFS_MAX 8         /* certificates (at most 4 are used) plus one validation context */
 
 /* A deep copy through the wire format: simple, and only done at config time. */
 static ProtobufCMessage *pb_dup(const ProtobufCMessage *m)
@@ -133,29 +139,40 @@ size_t xds_eds_names(const struct xds_set *cds, const char ***out)
     return ns.n;
 }
 
-/* The HCMs are unpacked copies that die after each visit, so route names are strdup'ed. */
-struct rds_collect {
+/* Names collected from unpacked copies that die after each visit are strdup'ed. */
+struct name_collect {
     struct names ns;
     char **pool;
     size_t npool;
 };
 
+static void collect_add(struct name_collect *nc, const char *name)
+{
+    for (size_t i = 0; i < nc->ns.n; i++)
+        if (strcmp(nc->ns.v[i], name) == 0)
+            return;
+    char **np = realloc(nc->pool, (nc->npool + 1) * sizeof *np);
+    if (!np)
+        return;
+    nc->pool = np;
+    nc->pool[nc->npool] = strdup(name);
+    if (!nc->pool[nc->npool])
+        return;
+    names_add(&nc->ns, nc->pool[nc->npool++]);
+}
+
+/* The collected names as a malloc'd array of malloc'd strings (the caller frees both). */
+static size_t collect_done(struct name_collect *nc, const char ***out)
+{
+    free(nc->pool); /* the strings themselves are in nc->ns.v */
+    *out = nc->ns.v;
+    return nc->ns.n;
+}
+
 static int collect_rds(Hcm *h, void *arg)
 {
-    struct rds_collect *rc = arg;
-    if (h->route_specifier_case != RDS_CASE || !h->rds || !h->rds->route_config_name)
-        return 0;
-    for (size_t i = 0; i < rc->ns.n; i++)
-        if (strcmp(rc->ns.v[i], h->rds->route_config_name) == 0)
-            return 0;
-    char **np = realloc(rc->pool, (rc->npool + 1) * sizeof *np);
-    if (!np)
-        return 0;
-    rc->pool = np;
-    rc->pool[rc->npool] = strdup(h->rds->route_config_name);
-    if (!rc->pool[rc->npool])
-        return 0;
-    names_add(&rc->ns, rc->pool[rc->npool++]);
+    if (h->route_specifier_case == RDS_CASE && h->rds && h->rds->route_config_name)
+        collect_add(arg, h->rds->route_config_name);
     return 0;
 }
 
@@ -163,12 +180,79 @@ static int collect_rds(Hcm *h, void *arg)
  * string and the array (unlike xds_eds_names, whose strings are borrowed). */
 size_t xds_rds_names(const struct xds_set *lds, const char ***out)
 {
-    struct rds_collect rc = {0};
+    struct name_collect nc = {0};
     for (size_t i = 0; lds && i < lds->n; i++)
-        each_hcm((Listener *)lds->r[i].msg, collect_rds, &rc);
-    free(rc.pool); /* the strings themselves are in rc.ns.v */
-    *out = rc.ns.v;
-    return rc.ns.n;
+        each_hcm((Listener *)lds->r[i].msg, collect_rds, &nc);
+    return collect_done(&nc, out);
+}
+
+uint64_t xds_fetch_ms(const ProtobufCMessage *m)
+{
+    const Envoy__Config__Core__V3__ConfigSource *cs = (const void *)m;
+    if (!cs || !cs->initial_fetch_timeout)
+        return XDS_DEFAULT_INITIAL_FETCH_MS;
+    return (uint64_t)cs->initial_fetch_timeout->seconds * 1000u + (uint64_t)cs->initial_fetch_timeout->nanos / 1000000u;
+}
+
+/* What the SDS subscription collects: the names, and the initial_fetch_timeout to warm with. */
+struct sds_collect {
+    struct name_collect nc;
+    uint64_t fetch_ms;
+    bool any, forever;
+};
+
+/* The SDS names (references with sds_config) of one transport socket's TLS context. */
+static void collect_sds(struct sds_collect *sc, const Envoy__Config__Core__V3__TransportSocket *ts, bool server)
+{
+    if (!ts || ts->config_type_case != ENVOY__CONFIG__CORE__V3__TRANSPORT_SOCKET__CONFIG_TYPE_TYPED_CONFIG ||
+        !ts->typed_config)
+        return;
+    const ProtobufCMessageDescriptor *d = server ? &envoy__extensions__transport_sockets__tls__v3__downstream_tls_context__descriptor
+                                                 : &envoy__extensions__transport_sockets__tls__v3__upstream_tls_context__descriptor;
+    if (pbmap_find_type(ts->typed_config->type_url) != d)
+        return; /* raw_buffer, or an error snapshot_build reports */
+    ProtobufCMessage *m = pbmap_unpack_any(&ts->typed_config->base, d, NULL);
+    if (!m)
+        return;
+    const Envoy__Extensions__TransportSockets__Tls__V3__CommonTlsContext *c =
+        server ? ((Envoy__Extensions__TransportSockets__Tls__V3__DownstreamTlsContext *)m)->common_tls_context
+               : ((Envoy__Extensions__TransportSockets__Tls__V3__UpstreamTlsContext *)m)->common_tls_context;
+    const Envoy__Extensions__TransportSockets__Tls__V3__SdsSecretConfig *refs[TLS_SDS_REFS_MAX];
+    size_t n = 0;
+    for (size_t i = 0; c && i < c->n_tls_certificate_sds_secret_configs && n + 1 < TLS_SDS_REFS_MAX; i++)
+        refs[n++] = c->tls_certificate_sds_secret_configs[i];
+    if (c && c->validation_context_type_case == VC_SDS_CASE)
+        refs[n++] = c->validation_context_sds_secret_config;
+    if (c && c->validation_context_type_case == VC_COMBINED_CASE && c->combined_validation_context)
+        refs[n++] = c->combined_validation_context->validation_context_sds_secret_config;
+    for (size_t i = 0; i < n; i++) {
+        if (!refs[i] || !refs[i]->sds_config || !refs[i]->name || !refs[i]->name[0])
+            continue;
+        collect_add(&sc->nc, refs[i]->name);
+        uint64_t ms = xds_fetch_ms(&refs[i]->sds_config->base);
+        sc->forever |= ms == 0;
+        if (!sc->any || ms > sc->fetch_ms)
+            sc->fetch_ms = ms;
+        sc->any = true;
+    }
+    protobuf_c_message_free_unpacked(m, NULL);
+}
+
+size_t xds_sds_names(const struct xds_set *cds, const struct xds_set *lds, const char ***out, uint64_t *fetch_ms)
+{
+    struct sds_collect sc = {0};
+    for (size_t i = 0; cds && i < cds->n; i++)
+        collect_sds(&sc, ((const Cluster *)cds->r[i].msg)->transport_socket, false);
+    for (size_t i = 0; lds && i < lds->n; i++) {
+        const Listener *l = (const Listener *)lds->r[i].msg;
+        for (size_t j = 0; j < l->n_filter_chains; j++)
+            collect_sds(&sc, l->filter_chains[j]->transport_socket, true);
+        if (l->default_filter_chain)
+            collect_sds(&sc, l->default_filter_chain->transport_socket, true);
+    }
+    if (sc.any)
+        *fetch_ms = sc.forever ? 0 : sc.fetch_ms;
+    return collect_done(&sc.nc, out);
 }
 
 struct rds_resolve {
@@ -366,6 +450,24 @@ static void render_dump(struct snapshot *s, size_t nsc, size_t nsl, const struct
     }
     json_object_set_new(ed, "dynamic_endpoint_configs", de);
     json_array_append_new(configs, ed);
+    /* The secrets from SDS, private keys redacted (what `istioctl proxy-config secret` reads). */
+    json_t *sd = json_object(), *ds = json_array();
+    json_object_set_new(sd, "@type", json_string("type.googleapis.com/envoy.admin.v3.SecretsConfigDump"));
+    for (size_t i = 0; i < sets[XDS_SDS].n; i++) {
+        const struct xds_resource *r = &sets[XDS_SDS].r[i];
+        json_t *d = dyn_meta(r), *e = json_object();
+        json_object_set_new(e, "name", json_string(r->name));
+        json_object_set(e, "version_info", json_object_get(d, "version_info"));
+        json_object_set(e, "last_updated", json_object_get(d, "last_updated"));
+        json_t *sj = pbmap_to_json(r->msg);
+        json_object_set_new(sj, "@type", json_string("type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"));
+        json_object_set_new(e, "secret", sj);
+        json_decref(d);
+        json_array_append_new(ds, e);
+    }
+    json_object_set_new(sd, "dynamic_active_secrets", ds);
+    config_dump_redact(sd);
+    json_array_append_new(configs, sd);
     char *text = pbmap_json_dumps(root, 1);
     json_decref(root);
     if (text) {
@@ -404,9 +506,10 @@ struct snapshot *xds_snapshot_build(const ProtobufCMessage *bm, const struct xds
     const struct xds_resource **lres = calloc(lds->n + 1, sizeof *lres);
     const ProtobufCMessage **cmsgs = calloc(cds->n + 1, sizeof *cmsgs), **lmsgs = calloc(lds->n + 1, sizeof *lmsgs);
     ProtobufCMessage **owned = calloc(cds->n + lds->n + 1, sizeof *owned);
+    const ProtobufCMessage **secrets = calloc(sets[XDS_SDS].n + 1, sizeof *secrets);
     size_t nowned = 0, nl = 0;
     struct snapshot *s = NULL;
-    if (!cl || !ll || !cnames || !lnames || !lres || !owned || !cmsgs || !lmsgs) {
+    if (!cl || !ll || !cnames || !lnames || !lres || !owned || !cmsgs || !lmsgs || !secrets) {
         snprintf(err, errlen, "out of memory");
         goto out;
     }
@@ -459,7 +562,9 @@ struct snapshot *xds_snapshot_build(const ProtobufCMessage *bm, const struct xds
     sr.n_clusters = nsc + cds->n;
     sr.listeners = ll;
     sr.n_listeners = nsl + nl;
-    s = snapshot_build(&cb.base, err, errlen);
+    for (size_t i = 0; i < sets[XDS_SDS].n; i++)
+        secrets[i] = sets[XDS_SDS].r[i].msg;
+    s = snapshot_build_sds(&cb.base, secrets, sets[XDS_SDS].n, true, err, errlen);
     if (!s) {
         name_error(err, errlen, "cluster", "Cluster", nsc, cnames, cmsgs);
         name_error(err, errlen, "listener", "Listener", nsl, lnames, lmsgs);
@@ -475,6 +580,7 @@ out:
     for (size_t i = 0; owned && i < nowned; i++)
         protobuf_c_message_free_unpacked(owned[i], NULL);
     free(owned);
+    free(secrets);
     free(cl);
     free(ll);
     free(cnames);

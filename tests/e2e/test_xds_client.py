@@ -79,9 +79,7 @@ ads.set(EDS, [cla("be-svc", [be_a])], "e1")
 ads.set(LDS, [listener("l1", lport, "r1")], "l1")
 ads.set(RDS, [routes("r1", "be", "v1")], "r1")
 
-BOOT = weft.ads_bootstrap(admin, ads_port, """id: sidecar~127.0.0.1~test-1.default~default.svc.cluster.local
-cluster: test.default
-metadata: {ISTIO_VERSION: "1.22.0", NAMESPACE: default}""", source_extra=", initial_fetch_timeout: 5s")
+BOOT = ads_server.bootstrap(admin, ads_port)
 
 proxy = weft.Proxy(BOOT, admin)
 

@@ -571,9 +571,9 @@ static ProtobufCMessage *secret_msg(const char *yaml)
 }
 
 static ProtobufCMessage *secrets[2];
-static const ProtobufCMessage *find_by_name(void *arg, const char *name)
+static const ProtobufCMessage *find_by_name(void *arg, const char *name, bool sds, bool *pending)
 {
-    (void)arg;
+    (void)arg, (void)sds, (void)pending;
     for (int i = 0; i < 2; i++) {
         const Envoy__Extensions__TransportSockets__Tls__V3__Secret *s = (const void *)secrets[i];
         if (s && strcmp(s->name, name) == 0)

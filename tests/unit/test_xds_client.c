@@ -15,6 +15,7 @@
 #include "envoy/config/listener/v3/listener.pb-c.h"
 #include "envoy/config/route/v3/route.pb-c.h"
 #include "envoy/service/discovery/v3/discovery.pb-c.h"
+#include "net/tls.h"
 #include "proxy/xds_client.h"
 #include "test.h"
 
@@ -87,6 +88,16 @@ static const char *LISTENER_YAML =
     "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]\n";
 static const char *ROUTE_YAML =
     "name: r1\nvirtual_hosts: [{name: all, domains: ['*'], routes: [{match: {prefix: /}, route: {cluster: be}}]}]\n";
+static const char *SDS_CLUSTER_YAML =
+    "name: mtls\ntype: STATIC\nconnect_timeout: 1s\n"
+    "load_assignment: {cluster_name: mtls, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: "
+    "{address: 127.0.0.3, port_value: 8443}}}}]}]}\n"
+    "transport_socket:\n  name: envoy.transport_sockets.tls\n  typed_config:\n"
+    "    '@type': type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext\n"
+    "    common_tls_context:\n"
+    "      tls_certificate_sds_secret_configs: [{name: default, sds_config: {ads: {}, resource_api_version: V3}}]\n"
+    "      combined_validation_context:\n        default_validation_context: {}\n"
+    "        validation_context_sds_secret_config: {name: ROOTCA, sds_config: {ads: {}, resource_api_version: V3}}\n";
 static const char *BAD_ROUTE_YAML =
     "name: r1\nvirtual_hosts: [{name: all, domains: ['*'], routes: [{match: {prefix: /}, route: {cluster: nope}}]}]\n";
 
@@ -277,6 +288,31 @@ static void test_initial_fetch_timeout(void)
     xds_client_free(x);
 }
 
+/* A cluster whose TLS context names SDS secrets is accepted and warms: the secrets are asked for
+ * by name, LDS waits; after initial_fetch_timeout it goes live with a TLS context that has no
+ * SSL_CTX (connections fail) rather than being NACKed. */
+static void test_sds_warming(void)
+{
+    struct xds_client *x = client();
+    CHECK_EQ_INT(feed(x, XDS_CDS, SDS_CLUSTER_YAML, "c1", "n1"), 1);
+    const Req *sds = NULL;
+    for (size_t i = 0; i < nreq; i++)
+        if (strcmp(reqs[i]->type_url, xds_type_url(XDS_SDS)) == 0)
+            sds = reqs[i];
+    CHECK(sds && sds->n_resource_names == 2 && strcmp(sds->resource_names[0], "default") == 0 &&
+          strcmp(sds->resource_names[1], "ROOTCA") == 0);
+    CHECK_EQ_INT(npublished, 0);
+    CHECK(strcmp(last()->type_url, xds_type_url(XDS_LDS)) != 0);
+    CHECK_EQ_INT(feed(x, XDS_SDS, NULL, "", "n2"), 1); /* an answer without them: still warming */
+    CHECK_EQ_INT(npublished, 0);
+    xds_client_expire_warming(x);
+    CHECK_EQ_INT(npublished, 1);
+    int ci = published ? snapshot_cluster_index(published, "mtls") : -1;
+    CHECK(ci >= 0 && published->clusters[ci]->tls && tls_provider_ctx(published->clusters[ci]->tls) == NULL);
+    CHECK_EQ_STR(last()->type_url, xds_type_url(XDS_LDS));
+    xds_client_free(x);
+}
+
 static void test_bad_bootstraps(void)
 {
     const char *bad[] = {"api_type: GRPC", "api_type: REST", "cluster_name: xds-grpc}", "cluster_name: nope}",
@@ -464,5 +500,5 @@ static void test_delta(void)
 }
 
 TEST_MAIN(TEST(setup), TEST(test_order_and_warming), TEST(test_nack_keeps_last_good), TEST(test_resync),
-          TEST(test_initial_fetch_timeout), TEST(test_bad_bootstraps), TEST(test_delta),
+          TEST(test_initial_fetch_timeout), TEST(test_sds_warming), TEST(test_bad_bootstraps), TEST(test_delta),
           TEST(teardown))

@@ -7,7 +7,7 @@ uses. One generic bidirectional-stream handler serves
 
   - every DiscoveryRequest is recorded (server.requests, with the stream's number);
   - a request that opens a type, or changes its resource names, is answered at once with the
-    current resources of that type (EDS/RDS filtered by the names asked for);
+    current resources of that type (EDS/RDS/SDS filtered by the names asked for);
   - set(type, resources, version) replaces a type's resources and pushes them to every stream
     subscribed to it; an ACK or NACK is not answered.
 """
@@ -41,6 +41,7 @@ from envoy.config.route.v3 import route_pb2  # noqa: E402,F401
 from envoy.config.endpoint.v3 import endpoint_pb2  # noqa: E402,F401
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2  # noqa: E402,F401
 from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: E402,F401
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2  # noqa: E402,F401
 from google.protobuf import json_format  # noqa: E402
 from google.protobuf import any_pb2  # noqa: E402
 
@@ -48,8 +49,9 @@ CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 EDS = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 LDS = "type.googleapis.com/envoy.config.listener.v3.Listener"
 RDS = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+SDS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 MSG = {CDS: cluster_pb2.Cluster, EDS: endpoint_pb2.ClusterLoadAssignment, LDS: listener_pb2.Listener,
-       RDS: route_pb2.RouteConfiguration}
+       RDS: route_pb2.RouteConfiguration, SDS: secret_pb2.Secret}
 SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 
 
@@ -75,7 +77,7 @@ class _Stream:
             self.server.nonce += 1
             nonce = str(self.server.nonce)
         names = self.subs.get(type_url, ())
-        if type_url in (EDS, RDS):
+        if type_url in (EDS, RDS, SDS):
             res = {k: v for k, v in res.items() if k in names}
         r = discovery_pb2.DiscoveryResponse(version_info=version, type_url=type_url, nonce=nonce)
         for m in res.values():
@@ -174,3 +176,12 @@ class AdsServer:
                         return rq
             time.sleep(0.02)
         return None
+
+
+def bootstrap(admin_port, ads_port):
+    """A sidecar bootstrap: admin, an Istio-like node, CDS and LDS over ADS from the static
+    cluster xds-grpc (HTTP/2 to 127.0.0.1:ads_port), initial_fetch_timeout 5s."""
+    import weft
+    return weft.ads_bootstrap(admin_port, ads_port, """id: sidecar~127.0.0.1~test-1.default~default.svc.cluster.local
+cluster: test.default
+metadata: {ISTIO_VERSION: "1.22.0", NAMESPACE: default}""", source_extra=", initial_fetch_timeout: 5s")

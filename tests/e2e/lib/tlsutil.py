@@ -145,8 +145,9 @@ def file_log(path, fmt):
             'log_format: {text_format_source: {inline_string: "%s\\n"}}}}' % (path, fmt))
 
 
-def hcm_chain(stat_prefix, cluster, match=None, tls="", access_log=None):
-    """One filter chain entry with an HTTP connection manager routing everything to cluster."""
+def hcm_chain(stat_prefix, cluster, match=None, tls="", access_log=None, hcm_extra=""):
+    """One filter chain entry with an HTTP connection manager routing everything to cluster;
+    hcm_extra: more HttpConnectionManager fields (YAML lines indented by 10)."""
     y = "    - "
     if match:
         y += "filter_chain_match: %s\n      " % match
@@ -160,7 +161,7 @@ def hcm_chain(stat_prefix, cluster, match=None, tls="", access_log=None):
 """ % (stat_prefix, weft.ROUTER, cluster)
     if access_log:
         y += "          access_log: [%s]\n" % access_log
-    return y + tls
+    return y + hcm_extra + tls
 
 
 def tcp_chain(stat_prefix, cluster, match=None, tls="", access_log=None):
