@@ -179,6 +179,11 @@ extern const struct fwd_reply fwd_replies[];
  * read buffer is full from its start; peer_closed: the upstream has closed. */
 int fwd_h1_head_failure(int r, bool full, bool peer_closed);
 
+/* Tells outlier detection how one upstream attempt to si->upstream_host went: its response
+ * status, or (0) what failed, from response flags `flags`. Every attempt counts, a retried one
+ * too (Envoy reports each upstream request to the host's outlier detector). */
+void fwd_report_attempt(const struct wcluster *wc, const struct stream_info *si, int upstream_status, uint32_t flags);
+
 /* Ends a stream's accounting: downstream response class, active/completed counts, the
  * cluster's request stats (upstream_status: the upstream's response status, 0 when there was
  * none), every access log. Gives back nothing else. */
