@@ -411,7 +411,8 @@ static struct lb_table *host_set_lb_build(const struct host *hosts, size_t n, co
         return NULL;
     for (size_t i = 0; i < n; i++)
         info[i] = (struct lb_host_info){hosts[i].addr_str, strlen(hosts[i].addr_str), hosts[i].weight,
-                                        hosts[i].priority, host_healthy_for_lb(&hosts[i])};
+                                        hosts[i].priority, host_healthy_for_lb(&hosts[i]),
+                                        hosts[i].hh ? hosts[i].hh->healthy_since_ms : 0};
     struct lb_table *t = lb_table_build(lbc, info, n, err, errlen);
     free(info);
     *panic = false;
@@ -423,10 +424,12 @@ static struct lb_table *host_set_lb_build(const struct host *hosts, size_t n, co
 }
 
 /* Main thread: attaches hs's hosts to their health records and, when one of them is
- * unhealthy by its record, rebuilds the table (hs is not published yet). */
+ * unhealthy by its record or slow start needs the records' times, rebuilds the table (hs is
+ * not published yet). */
 static void host_set_attach_health(struct cluster *c, struct host_set *hs)
 {
-    if (!cluster_health_attach(c, hs) || !hs->n)
+    bool unhealthy = cluster_health_attach(c, hs);
+    if (!hs->n || !(unhealthy || (c->lbc && c->lbc->slow_start_window_ms)))
         return;
     char err[256];
     bool panic;
@@ -700,6 +703,20 @@ static int build_cluster(struct ctx *c, const Cluster *pc, struct cluster *cl)
     if (pc->lb_config_case == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_CONFIG_LEAST_REQUEST_LB_CONFIG &&
         pc->least_request_lb_config && pc->least_request_lb_config->choice_count)
         lbc.choice_count = pc->least_request_lb_config->choice_count->value;
+    const Envoy__Config__Cluster__V3__Cluster__SlowStartConfig *ss = NULL;
+    if (pc->lb_config_case == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_CONFIG_ROUND_ROBIN_LB_CONFIG &&
+        pc->round_robin_lb_config)
+        ss = pc->round_robin_lb_config->slow_start_config;
+    if (pc->lb_config_case == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_CONFIG_LEAST_REQUEST_LB_CONFIG &&
+        pc->least_request_lb_config)
+        ss = pc->least_request_lb_config->slow_start_config;
+    if (ss) {
+        lbc.slow_start_window_ms = duration_ms(ss->slow_start_window, 0);
+        if (ss->aggression)
+            lbc.slow_start_aggression = ss->aggression->default_value;
+        if (ss->min_weight_percent)
+            lbc.slow_start_min_weight = ss->min_weight_percent->value / 100.0;
+    }
     if (pc->common_lb_config && pc->common_lb_config->healthy_panic_threshold)
         lbc.healthy_panic_threshold_pct = (uint32_t)pc->common_lb_config->healthy_panic_threshold->value;
 
