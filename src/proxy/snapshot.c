@@ -82,6 +82,8 @@ const struct stat_def cluster_stat_defs[CS_COUNT] = {
     [CS_UPSTREAM_RQ_RETRY_LIMIT_EXCEEDED] = {"upstream_rq_retry_limit_exceeded", STAT_COUNTER},
     [CS_UPSTREAM_RQ_RETRY_BACKOFF_EXPONENTIAL] = {"upstream_rq_retry_backoff_exponential", STAT_COUNTER},
     [CS_UPSTREAM_RQ_PER_TRY_TIMEOUT] = {"upstream_rq_per_try_timeout", STAT_COUNTER},
+    [CS_UPSTREAM_CX_MAX_DURATION_REACHED] = {"upstream_cx_max_duration_reached", STAT_COUNTER},
+    [CS_UPSTREAM_CX_MAX_REQUESTS] = {"upstream_cx_max_requests", STAT_COUNTER},
 };
 const struct stat_schema cluster_stat_schema = {"cluster", cluster_stat_defs, CS_COUNT, "upstream_rq_"};
 
@@ -126,6 +128,8 @@ static const struct stat_def http_stat_defs[HS_COUNT] = {
     [HS_DOWNSTREAM_CX_UPGRADES_ACTIVE] = {"downstream_cx_upgrades_active", STAT_GAUGE},
     [HS_DOWNSTREAM_CX_IDLE_TIMEOUT] = {"downstream_cx_idle_timeout", STAT_COUNTER},
     [HS_DOWNSTREAM_CX_DRAIN_CLOSE] = {"downstream_cx_drain_close", STAT_COUNTER},
+    [HS_DOWNSTREAM_CX_MAX_DURATION_REACHED] = {"downstream_cx_max_duration_reached", STAT_COUNTER},
+    [HS_DOWNSTREAM_CX_MAX_REQUESTS_REACHED] = {"downstream_cx_max_requests_reached", STAT_COUNTER},
     [HS_DOWNSTREAM_RQ_TOTAL] = {"downstream_rq_total", STAT_COUNTER},
     [HS_DOWNSTREAM_RQ_HTTP1_TOTAL] = {"downstream_rq_http1_total", STAT_COUNTER},
     [HS_DOWNSTREAM_RQ_ACTIVE] = {"downstream_rq_active", STAT_GAUGE},
@@ -607,6 +611,8 @@ static int build_upstream_protocol(struct ctx *c, const Cluster *pc, struct clus
             cl->max_requests_per_connection = h->common_http_protocol_options->max_requests_per_connection->value;
         if (h->common_http_protocol_options && h->common_http_protocol_options->idle_timeout)
             cl->idle_timeout_ms = duration_ms(h->common_http_protocol_options->idle_timeout, cl->idle_timeout_ms);
+        if (h->common_http_protocol_options)
+            cl->max_connection_duration_ms = duration_ms(h->common_http_protocol_options->max_connection_duration, 0);
         switch (h->upstream_protocol_options_case) {
         case ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__UPSTREAM_PROTOCOL_OPTIONS_EXPLICIT_HTTP_CONFIG:
             if (h->explicit_http_config->protocol_config_case ==
@@ -853,6 +859,9 @@ static int build_hcm(struct ctx *c, const Hcm *h, struct hcm_config *hc)
             hc->max_headers_count = po->max_headers_count->value;
         if (po->idle_timeout)
             hc->idle_timeout_ms = duration_ms(po->idle_timeout, 0);
+        hc->max_connection_duration_ms = duration_ms(po->max_connection_duration, 0);
+        if (po->max_requests_per_connection)
+            hc->max_requests_per_connection = po->max_requests_per_connection->value;
         if (hc->max_headers_count == 0 || hc->max_headers_count > 10000) {
             push(c, ".common_http_protocol_options.max_headers_count");
             return fail(c, "must be between 1 and 10000");

@@ -136,9 +136,19 @@ static void on_timer(struct loop *l, struct timer *t)
         uconn_close(u);
         u->cb(u, UE_CONNECT_TIMEOUT, u->owner);
     } else if (u->state == UC_IDLE) {
+        if (upstream_duration_left(u->wc->c, u->opened_ms, loop_now_ms(u->w->loop)) == 0)
+            uconn_stat(u, CS_UPSTREAM_CX_MAX_DURATION_REACHED, 1);
         unlink_idle(u);
         uconn_close(u);
     }
+}
+
+uint64_t upstream_duration_left(const struct cluster *c, uint64_t opened_ms, uint64_t now_ms)
+{
+    if (!c->max_connection_duration_ms)
+        return UINT64_MAX;
+    uint64_t age = now_ms > opened_ms ? now_ms - opened_ms : 0;
+    return age >= c->max_connection_duration_ms ? 0 : c->max_connection_duration_ms - age;
 }
 
 static void on_io(struct loop *l, struct io *io, uint32_t events)
@@ -302,6 +312,7 @@ static int connect_new(struct worker *w, struct wcluster *wc, uint32_t host, con
     }
     u->w = w;
     u->wc = wc;
+    u->opened_ms = loop_now_ms(w->loop);
     wcluster_hold(wc);
     u->host = host;
     u->owner = owner;
@@ -385,8 +396,15 @@ void upstream_release(struct uconn *u, bool reusable)
 {
     struct cluster *c = u->wc->c;
     u->requests++;
-    if (reusable && c->max_requests_per_connection && u->requests >= c->max_requests_per_connection)
+    if (reusable && c->max_requests_per_connection && u->requests >= c->max_requests_per_connection) {
+        uconn_stat(u, CS_UPSTREAM_CX_MAX_REQUESTS, 1);
         reusable = false;
+    }
+    uint64_t left = upstream_duration_left(c, u->opened_ms, loop_now_ms(u->w->loop));
+    if (reusable && left == 0) {
+        uconn_stat(u, CS_UPSTREAM_CX_MAX_DURATION_REACHED, 1);
+        reusable = false;
+    }
     if (u->in && buf_len(u->in) > 0)
         reusable = false; /* the server sent more than one response: do not trust it */
     if (!reusable || u->state != UC_OPEN || u->peer_closed || u->w->drain_started || u->wc->retired ||
@@ -403,7 +421,7 @@ void upstream_release(struct uconn *u, bool reusable)
     u->next_idle = p->idle;
     p->idle = u;
     p->nidle++;
-    timer_start(u->w->loop, &u->timer, c->idle_timeout_ms);
+    timer_start(u->w->loop, &u->timer, left < c->idle_timeout_ms ? left : c->idle_timeout_ms);
 }
 
 long upstream_read(struct uconn *u)
