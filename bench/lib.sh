@@ -5,6 +5,8 @@
 # bench_init NAME: a fresh work directory, removed with every process started (pids) at exit.
 bench_init() {
   work=$(mktemp -d "/tmp/weft-bench-$1.XXXXXX")
+  # nginx's worker drops root's rights: without this it cannot read 1k and answers 404.
+  chmod 755 "$work"
   pids=()
   trap cleanup EXIT
   mkdir -p "$work/nb" "$work/np"

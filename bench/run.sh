@@ -4,7 +4,7 @@
 # each, wrk with one thread. Writes bench/RESULTS.md (ratios to HAProxy).
 # Each proxy is measured ROUNDS times, interleaved, and the median round (by requests/s) is
 # reported: on a 2-core machine shared by wrk, the backend and the proxy, single runs are noisy.
-# Then runs bench/h2.sh and bench/tls.sh, which append their sections.
+# Then runs bench/h2.sh, bench/tls.sh and bench/retry_fault.sh, which append their sections.
 # Env: DURATION (s, default 10), CONNS (default 16), ROUNDS (default 3), also passed to those;
 # H1_ONLY=1 stops after the HTTP/1.1 table.
 set -euo pipefail
@@ -136,7 +136,8 @@ mv bench/RESULTS.md.new bench/RESULTS.md
 cleanup
 trap - EXIT
 if [ -n "${H1_ONLY:-}" ]; then cat bench/RESULTS.md; exit 0; fi
-export DURATION ROUNDS
+export DURATION ROUNDS CONNS
 bench/h2.sh
 bench/tls.sh
+bench/retry_fault.sh
 cat bench/RESULTS.md
