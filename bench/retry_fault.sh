@@ -44,15 +44,7 @@ CONF
   echo "  listeners:"
   listener plain $PLAIN "$ROUTER" ""
   listener retry_fault $RF "$FAULT, $ROUTER" ", $RETRY"
-  cat <<CONF
-  clusters:
-  - name: backend
-    connect_timeout: 1s
-    type: STATIC
-    load_assignment:
-      cluster_name: backend
-      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: $BACKEND}}}}]}]
-CONF
+  backend_cluster $BACKEND
 } > "$work/weft.yaml"
 "$BIN/weft-proxy" -c "$work/weft.yaml" --concurrency 1 -l warning & pids+=($!)
 
@@ -75,7 +67,7 @@ for r in $(seq "$ROUNDS"); do
 done
 declare -A RPS P99
 for p in plain retry_fault; do
-  read -r _ RPS[$p] P99[$p] < <(awk -v p="$p" '$1 == p' "$rounds" | sort -k2 -n | awk -v m=$(((ROUNDS + 1) / 2)) 'NR == m')
+  read -r _ RPS[$p] P99[$p] < <(median_round "$p" "$rounds")
 done
 rm -f "$rounds"
 

@@ -12,7 +12,6 @@ import json
 import os
 import sys
 import tempfile
-import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "lib"))
@@ -28,10 +27,7 @@ echo(BAD, "bad", "--fail-file", bad_switch.path, "--fail-status", "503")
 DEAD = free_port()  # nobody listens: connect failure
 admin, port = free_port(), free_port()
 log = tempfile.NamedTemporaryFile(suffix=".log", delete=False).name
-access = ('access_log: [{name: envoy.access_loggers.file, typed_config: {"@type": '
-          'type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog, path: %s, '
-          'log_format: {text_format_source: {inline_string: "%%REQ(X-FAIL-KEY)%% %%RESPONSE_CODE%% '
-          '%%RESPONSE_FLAGS%%\\n"}}}}]' % log)
+access = file_access_log(log, "%REQ(X-FAIL-KEY)% %RESPONSE_CODE% %RESPONSE_FLAGS%")
 PH = "retry_host_predicate: [{name: envoy.retry_host_predicates.previous_hosts}]"
 
 
@@ -209,20 +205,11 @@ try:
 
     # --- retry_back_off: jittered exponential, capped by max_interval ---
     def timed(path, n):
-        out = []
-        lock = threading.Lock()
-
         def one():
             t = time.time()
-            st, _, _, _ = ask(path, 9, x_status=503)
-            with lock:
-                out.append((st, time.time() - t))
-        ts = [threading.Thread(target=one) for _ in range(n)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join()
-        return out
+            st = ask(path, 9, x_status=503)[0]
+            return st, time.time() - t
+        return parallel(one, n)
     # (cluster "many": max_retries 100, so that 12 requests at once all get their retries)
     b0 = stat("upstream_rq_retry_backoff_exponential", "many")
     slow = timed("/slowbackoff", 12)
@@ -250,18 +237,7 @@ try:
 
     # --- circuit breaker max_retries (1) ---
     o0 = stat("upstream_rq_retry_overflow", "budget")
-    out = []
-    lock = threading.Lock()
-
-    def slow_fail():
-        r = ask("/budget", 9, x_status=503, x_delay_ms=400)
-        with lock:
-            out.append(r)
-    ts = [threading.Thread(target=slow_fail) for _ in range(6)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
+    out = parallel(lambda: ask("/budget", 9, x_status=503, x_delay_ms=400), 6)
     fl = [flags_of(r[3]) for r in out]
     check("max_retries 1: concurrent retries overflow: upstream_rq_retry_overflow counted",
           stat("upstream_rq_retry_overflow", "budget") - o0 >= 1, stat("upstream_rq_retry_overflow", "budget") - o0)
