@@ -751,7 +751,9 @@ int uh2_stream_start(struct hstream *s, const struct host *h)
     *us = (struct uh2_stream){.c = c, .s = s, .next = c->streams};
     c->streams = us;
     c->active++;
-    c->requests++;
+    uint32_t maxrq = s->wc->c->max_requests_per_connection;
+    if (++c->requests == maxrq && maxrq)
+        ustat(c, CS_UPSTREAM_CX_MAX_REQUESTS, 1); /* its last stream: closed once idle */
     s->uh2 = us;
     if (c->state == UH2_OPEN && c->settings_seen) {
         if (submit_request(c, us) < 0) {
