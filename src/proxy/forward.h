@@ -6,6 +6,7 @@
 #ifndef WEFT_PROXY_FORWARD_H
 #define WEFT_PROXY_FORWARD_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -173,6 +174,14 @@ struct fwd_reply {
     const char *body;                /* NULL: none */
 };
 extern const struct fwd_reply fwd_replies[];
+
+/* What a failed upstream_acquire / upstream_connect_addr / uh2_stream_start result r means:
+ * -EBUSY a circuit breaker (UO), -ENOSPC max_connection_pools (Envoy: no healthy upstream),
+ * anything else a connect failure. */
+static inline enum fwd_reply_kind fwd_connect_error(int r)
+{
+    return r == -EBUSY ? FWD_R_OVERFLOW : r == -ENOSPC ? FWD_R_NO_HEALTHY : FWD_R_CONNECT_FAILURE;
+}
 
 /* What an HTTP/1.1 upstream response head parse outcome r (h1_parse_response) means:
  * a failure to answer (a fwd_reply_kind), or -1 when it is fine or needs more bytes. full: the

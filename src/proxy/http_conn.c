@@ -656,7 +656,7 @@ static void stream_upstream(struct hconn *d, const struct route_request *rrp)
                                         : upstream_acquire(w, s->wc, s->host, on_upstream_event, d, &s->u);
     if (r < 0) {
         s->u = NULL;
-        reply(d, r == -EBUSY ? FWD_R_OVERFLOW : FWD_R_CONNECT_FAILURE);
+        reply(d, fwd_connect_error(r));
         return;
     }
     if (s->timeout_ms)

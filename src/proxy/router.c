@@ -260,7 +260,7 @@ static void start_attempt(struct hstream *s)
     }
     if (r < 0) {
         s->u = NULL;
-        reply(s, r == -EBUSY ? FWD_R_OVERFLOW : FWD_R_CONNECT_FAILURE);
+        reply(s, fwd_connect_error(r));
     }
 }
 

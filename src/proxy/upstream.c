@@ -38,23 +38,34 @@ static void uconn_cb_release(struct uconn *u)
         cb_release(cb, CB_DEFAULT, CB_PENDING);
     if (u->cb_cx) {
         cb_release(cb, CB_DEFAULT, CB_CX);
-        if (u->host < u->wc->hs->n)
-            u->wc->pools[u->host].nconn--;
+        if (u->host < u->wc->hs->n && --u->wc->pools[u->host].nconn == 0)
+            cb_release(cb, CB_DEFAULT, CB_POOLS); /* the pool's last connection */
+        else if (u->host >= u->wc->hs->n)
+            cb_release(cb, CB_DEFAULT, CB_POOLS); /* unpooled: a pool of its own */
     }
     u->cb_pending = u->cb_cx = false;
 }
 
-/* Circuit breaker for a new connection: max_connections (a pool without any connection may
- * still open one, as in Envoy) and, when a request will wait for it, max_pending_requests.
- * Returns false (overflow counted) when the connection must not be made. */
-static bool uconn_cb_admit(struct worker *w, struct wcluster *wc, uint32_t host, bool pending, struct uconn *u)
+/* Circuit breaker for a new connection: max_connection_pools (a pool is in use while it has
+ * a connection; an unpooled ORIGINAL_DST connection counts as a pool of its own), then
+ * max_connections (a pool without any connection may still open one, as in Envoy) and, when
+ * a request will wait for it, max_pending_requests. Returns 0, -ENOSPC when no pool may be
+ * added (Envoy answers "no healthy upstream"), -EBUSY when the connection or pending request
+ * overflows (UO); the overflow stat is counted. */
+static int uconn_cb_admit(struct worker *w, struct wcluster *wc, uint32_t host, bool pending, struct uconn *u)
 {
     struct circuit_breakers *cb = wc->c->cb;
     bool pooled = host < wc->hs->n;
     u->wc = wc;
+    bool new_pool = !pooled || wc->pools[host].nconn == 0;
+    if (new_pool && !cb_acquire(cb, CB_DEFAULT, CB_POOLS, w->id))
+        return -ENOSPC;
     if (!cb_acquire(cb, CB_DEFAULT, CB_CX, w->id)) {
-        if (!pooled || wc->pools[host].nconn > 0)
-            return false;
+        if (!pooled || wc->pools[host].nconn > 0) {
+            if (new_pool)
+                cb_release(cb, CB_DEFAULT, CB_POOLS);
+            return -EBUSY;
+        }
         cb_force(cb, CB_DEFAULT, CB_CX);
     }
     u->cb_cx = true;
@@ -63,11 +74,11 @@ static bool uconn_cb_admit(struct worker *w, struct wcluster *wc, uint32_t host,
     if (pending) {
         if (!cb_acquire(cb, CB_DEFAULT, CB_PENDING, w->id)) {
             uconn_cb_release(u);
-            return false;
+            return -EBUSY;
         }
         u->cb_pending = true;
     }
-    return true;
+    return 0;
 }
 
 static void free_deferred(struct deferred *d)
@@ -305,10 +316,11 @@ static int connect_new(struct worker *w, struct wcluster *wc, uint32_t host, con
         close(fd);
         return -ENOMEM;
     }
-    if (!uconn_cb_admit(w, wc, host, true, u)) {
+    int adm = uconn_cb_admit(w, wc, host, true, u);
+    if (adm < 0) {
         close(fd);
         free(u);
-        return -EBUSY;
+        return adm;
     }
     u->w = w;
     u->wc = wc;

@@ -658,8 +658,9 @@ static void on_uconn(struct uconn *u, enum uconn_event ev, void *owner)
     conn_run(c);
 }
 
-static struct uh2c *conn_new(struct worker *w, struct wcluster *wc, uint32_t host)
+static struct uh2c *conn_new(struct worker *w, struct wcluster *wc, uint32_t host, int *err)
 {
+    *err = -ENOMEM;
     struct uh2c *c = calloc(1, sizeof *c);
     if (!c)
         return NULL;
@@ -702,7 +703,9 @@ static struct uh2c *conn_new(struct worker *w, struct wcluster *wc, uint32_t hos
     timer_init(&c->timer, on_timer, c);
     /* Explicit HTTP/2 offers "h2"; auto_config "h2,http/1.1" and counts the protocol once known. */
     c->auto_alpn = wc->c->protocol == UPSTREAM_AUTO;
-    if (upstream_connect_alpn(w, wc, host, c->auto_alpn ? UA_AUTO : UA_H2, !c->auto_alpn, on_uconn, c, &c->u) < 0) {
+    int cr = upstream_connect_alpn(w, wc, host, c->auto_alpn ? UA_AUTO : UA_H2, !c->auto_alpn, on_uconn, c, &c->u);
+    if (cr < 0) {
+        *err = cr;
         nghttp2_session_del(c->ng);
         wcluster_put(wc);
         free(c);
@@ -744,8 +747,9 @@ int uh2_stream_start(struct hstream *s, const struct host *h)
     struct uh2c *c = p->h2;
     while (c && !usable(c))
         c = c->next;
-    if (!c && !(c = conn_new(s->w, s->wc, s->host)))
-        return -ECONNREFUSED;
+    int err;
+    if (!c && !(c = conn_new(s->w, s->wc, s->host, &err)))
+        return err;
     timer_stop(s->w->loop, &c->timer); /* the idle timer */
     struct uh2_stream *us = &s->uh2s;
     *us = (struct uh2_stream){.c = c, .s = s, .next = c->streams};

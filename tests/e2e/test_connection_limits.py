@@ -8,7 +8,9 @@
     (a connection is not reused past it and an idle one closes; HTTP/1.1 and HTTP/2) and
     max_requests_per_connection; with the stats downstream_cx_max_requests_reached,
     downstream_cx_max_duration_reached, upstream_cx_max_duration_reached,
-    upstream_cx_max_requests."""
+    upstream_cx_max_requests;
+  - circuit breaker max_connection_pools: a pool in use (one with a connection) beyond it is
+    refused with 503 "no healthy upstream" and upstream_cx_pool_overflow."""
 import os
 import socket
 import sys
@@ -21,8 +23,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "lib"))
 from weft import *  # noqa
 from resilience import *  # noqa
 
-E = free_port()
+E, E2 = free_port(), free_port()
 echo(E, "e")
+echo(E2, "e2")
 admin, p_rq, p_dur, p_up = free_port(), free_port(), free_port(), free_port()
 HPO = """    typed_extension_protocol_options:
       envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
@@ -31,7 +34,7 @@ HPO = """    typed_extension_protocol_options:
         explicit_http_config: {%s}"""
 routes = ('virtual_hosts: [{name: all, domains: ["*"], routes: ['
           '{match: {prefix: "/up1"}, route: {cluster: up1}}, {match: {prefix: "/up2"}, route: {cluster: up2}},'
-          '{match: {prefix: "/uprq"}, route: {cluster: uprq}}, {match: {prefix: "/"}, route: {cluster: be}}]}]')
+          '{match: {prefix: "/uprq"}, route: {cluster: uprq}}, {match: {prefix: "/pools"}, route: {cluster: pools}}, {match: {prefix: "/"}, route: {cluster: be}}]}]')
 listeners = (http_listener("rq", p_rq, stat_prefix="rq", route_config=routes,
                            extra="common_http_protocol_options: {max_requests_per_connection: 3}") +
              http_listener("dur", p_dur, stat_prefix="dur", route_config=routes,
@@ -40,12 +43,13 @@ listeners = (http_listener("rq", p_rq, stat_prefix="rq", route_config=routes,
 clusters_yaml = (static_cluster("be", [E]) +
                  static_cluster("up1", [E], extra=HPO % ("max_connection_duration: 1s", "http_protocol_options: {}")) +
                  static_cluster("up2", [E], extra=HPO % ("max_connection_duration: 1s", "http2_protocol_options: {}")) +
+                 static_cluster("pools", [E, E2], extra="    circuit_breakers: {thresholds: [{max_connection_pools: 1}]}") +
                  static_cluster("uprq", [E], extra=HPO % ("max_requests_per_connection: 2", "http_protocol_options: {}")))
 proxy = Proxy(bootstrap(admin, listeners, clusters_yaml), admin)
 
 
 def h1_exchange(sock, path="/x"):
-    """One HTTP/1.1 request on sock; returns (head text lower-case, closed after it)."""
+    """One HTTP/1.1 request on sock; returns its head and body, lower-case."""
     sock.sendall(("GET %s HTTP/1.1\r\nhost: t\r\n\r\n" % path).encode())
     data = b""
     while b"\r\n\r\n" not in data:
@@ -57,7 +61,7 @@ def h1_exchange(sock, path="/x"):
     n = int([ln.split(b":")[1] for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length")][0])
     while len(body) < n:
         body += sock.recv(65536)
-    return head.decode().lower()
+    return (head + b"\r\n\r\n" + body).decode(errors="replace").lower()
 
 
 def closed_by_peer(sock, timeout=5.0):
@@ -147,6 +151,16 @@ try:
           all(h.startswith("http/1.1 200") for h in heads) and stat("cluster.uprq.upstream_cx_total") == 2 and
           stat("cluster.uprq.upstream_cx_max_requests") == 2,
           (stat("cluster.uprq.upstream_cx_total"), stat("cluster.uprq.upstream_cx_max_requests")))
+
+    # --- circuit breaker max_connection_pools: 1 (round robin over two hosts, one worker) ---
+    heads = [h1_exchange(down, "/pools") for _ in range(4)]
+    codes = [h.split()[1] for h in heads]
+    check("max_connection_pools 1: the first host's pool serves, the second pool is refused (503)",
+          sorted(codes) == ["200", "200", "503", "503"] and stat("cluster.pools.upstream_cx_pool_overflow") == 2,
+          (codes, stat("cluster.pools.upstream_cx_pool_overflow")))
+    check("the refusal is Envoy's no healthy upstream", all("no healthy upstream" in h for h in heads if h.split()[1] == "503")
+          and stat("cluster.pools.circuit_breakers.default.cx_pool_open") == 1,
+          stat("cluster.pools.circuit_breakers.default.cx_pool_open"))
     down.close()
     check("no request left active", poll(lambda: stat("http.rq.downstream_rq_active") == 0 and
                                          stat("http.dur.downstream_rq_active") == 0))
