@@ -45,29 +45,7 @@ ads.set(LDS, [{"name": "l1", "address": {"socket_address": {"address": "127.0.0.
 ads.set(RDS, [{"name": "r1", "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
     {"match": {"prefix": "/"}, "route": {"cluster": "be"}}]}]}], "r1")
 
-BOOT = """admin:
-  address: {socket_address: {address: 127.0.0.1, port_value: %d}}
-node: {id: slow-start-test, cluster: test}
-dynamic_resources:
-  ads_config:
-    api_type: GRPC
-    transport_api_version: V3
-    grpc_services: [{envoy_grpc: {cluster_name: xds-grpc}}]
-  cds_config: {ads: {}, resource_api_version: V3, initial_fetch_timeout: 5s}
-  lds_config: {ads: {}, resource_api_version: V3, initial_fetch_timeout: 5s}
-static_resources:
-  clusters:
-  - name: xds-grpc
-    type: STATIC
-    connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {http2_protocol_options: {}}
-    load_assignment:
-      cluster_name: xds-grpc
-      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}}]}]
-""" % (admin, ads_port)
+BOOT = ads_server.bootstrap(admin, ads_port, "node: {id: slow-start-test, cluster: test}")
 proxy = weft.Proxy(BOOT, admin)
 
 

@@ -79,32 +79,10 @@ ads.set(EDS, [cla("be-svc", [be_a])], "e1")
 ads.set(LDS, [listener("l1", lport, "r1")], "l1")
 ads.set(RDS, [routes("r1", "be", "v1")], "r1")
 
-BOOT = """admin:
-  address: {socket_address: {address: 127.0.0.1, port_value: %d}}
-node:
+BOOT = ads_server.bootstrap(admin, ads_port, """node:
   id: sidecar~127.0.0.1~test-1.default~default.svc.cluster.local
   cluster: test.default
-  metadata: {ISTIO_VERSION: "1.22.0", NAMESPACE: default}
-dynamic_resources:
-  ads_config:
-    api_type: GRPC
-    transport_api_version: V3
-    grpc_services: [{envoy_grpc: {cluster_name: xds-grpc}}]
-  cds_config: {ads: {}, resource_api_version: V3, initial_fetch_timeout: 5s}
-  lds_config: {ads: {}, resource_api_version: V3, initial_fetch_timeout: 5s}
-static_resources:
-  clusters:
-  - name: xds-grpc
-    type: STATIC
-    connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {http2_protocol_options: {}}
-    load_assignment:
-      cluster_name: xds-grpc
-      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}}]}]
-""" % (admin, ads_port)
+  metadata: {ISTIO_VERSION: "1.22.0", NAMESPACE: default}""")
 
 proxy = weft.Proxy(BOOT, admin)
 

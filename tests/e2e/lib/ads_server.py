@@ -53,6 +53,34 @@ MSG = {CDS: cluster_pb2.Cluster, EDS: endpoint_pb2.ClusterLoadAssignment, LDS: l
 SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 
 
+def bootstrap(admin_port, ads_port, node="node: {id: test, cluster: test}"):
+    """A weft-proxy bootstrap that takes CDS and LDS (and so EDS, RDS) over ADS from
+    127.0.0.1:ads_port (static cluster xds-grpc, HTTP/2). node: its YAML node: block."""
+    return """admin:
+  address: {socket_address: {address: 127.0.0.1, port_value: %d}}
+%s
+dynamic_resources:
+  ads_config:
+    api_type: GRPC
+    transport_api_version: V3
+    grpc_services: [{envoy_grpc: {cluster_name: xds-grpc}}]
+  cds_config: {ads: {}, resource_api_version: V3, initial_fetch_timeout: 5s}
+  lds_config: {ads: {}, resource_api_version: V3, initial_fetch_timeout: 5s}
+static_resources:
+  clusters:
+  - name: xds-grpc
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {http2_protocol_options: {}}
+    load_assignment:
+      cluster_name: xds-grpc
+      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}}]}]
+""" % (admin_port, node.rstrip("\n"), ads_port)
+
+
 def from_dict(type_url, d):
     """A resource message from its proto3-JSON dict form (Any fields with "@type")."""
     return json_format.ParseDict(d, MSG[type_url]())
