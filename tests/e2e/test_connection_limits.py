@@ -96,7 +96,7 @@ try:
           stat("http.rq.downstream_cx_max_requests_reached"))
     out = nghttp("/a", "/b", "/c", port=p_rq)
     sent = re.findall(r"send HEADERS frame <[^>]*stream_id=(\d+)>", out)
-    last = re.findall(r"last_stream_id=(\d+)", out)
+    last = re.findall(r"recv GOAWAY frame[^\n]*\n\s*\(last_stream_id=(\d+)", out)
     check("HTTP/2: GOAWAY naming the third stream as the last, and all three are served",
           len(sent) == 3 and last == [sent[2]] and out.count(":status: 200") == 3, out[-1500:])
     # --- downstream max_connection_duration: 1 s ---
