@@ -47,7 +47,7 @@ def health(name, host):
     return clusters(proxy).get((name, host), {}).get("health_flags")
 
 
-def share_b(name, n=200):
+def share_b(name, n=120):
     by = served_by(load(port, n, "/%s/" % name, threads=4))
     return by.get("b", 0) / float(n), by
 

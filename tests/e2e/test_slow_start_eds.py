@@ -49,7 +49,7 @@ BOOT = ads_server.bootstrap(admin, ads_port, "node: {id: slow-start-test, cluste
 proxy = weft.Proxy(BOOT, admin)
 
 
-def share_b(n=200):
+def share_b(n=120):
     by = served_by(load(lport, n, "/", threads=4))
     return by.get("b", 0) / float(n), by
 
