@@ -31,13 +31,7 @@ static_resources:
           http_filters: [{name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]
           route_config:
             virtual_hosts: [{name: all, domains: ["*"], routes: [{match: {prefix: "/"}, route: {cluster: backend}}]}]
-  clusters:
-  - name: backend
-    connect_timeout: 1s
-    type: STATIC
-    load_assignment:
-      cluster_name: backend
-      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: $BACKEND}}}}]}]
+$(backend_cluster $BACKEND)
 CONF
 "$BIN/weft-proxy" -c "$work/weft.yaml" --concurrency 1 -l warning & pids+=($!); weft_pid=$!
 
@@ -91,7 +85,7 @@ for r in $(seq "$ROUNDS"); do
 done
 declare -A RPS MEAN MAX
 for p in weft haproxy nginx; do
-  read -r _ RPS[$p] MEAN[$p] MAX[$p] _ < <(awk -v p="$p" '$1 == p' "$rounds" | sort -k2 -n | awk -v m=$(((ROUNDS + 1) / 2)) 'NR == m')
+  read -r _ RPS[$p] MEAN[$p] MAX[$p] _ < <(median_round "$p" "$rounds")
 done
 rm -f "$rounds"
 section="$work/section.md"

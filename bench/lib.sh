@@ -5,6 +5,8 @@
 # bench_init NAME: a fresh work directory, removed with every process started (pids) at exit.
 bench_init() {
   work=$(mktemp -d "/tmp/weft-bench-$1.XXXXXX")
+  # nginx's worker drops root's rights: without this it cannot read 1k and answers 404.
+  chmod 755 "$work"
   pids=()
   trap cleanup EXIT
   mkdir -p "$work/nb" "$work/np"
@@ -25,6 +27,22 @@ CONF
 
 # wait_up URL [curl args...]: until curl gets a 2xx from URL (5 s at most).
 wait_up() { local url=$1; shift; for _ in $(seq 100); do curl -sf "$@" -o /dev/null "$url" && return 0; sleep 0.05; done; return 1; }
+
+# backend_cluster PORT: the weft-proxy static cluster "backend" (YAML under static_resources).
+backend_cluster() {
+  cat <<CONF
+  clusters:
+  - name: backend
+    connect_timeout: 1s
+    type: STATIC
+    load_assignment:
+      cluster_name: backend
+      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: $1}}}}]}]
+CONF
+}
+
+# median_round NAME FILE: of FILE's lines "NAME requests/s ...", the median one by requests/s.
+median_round() { awk -v p="$1" '$1 == p' "$2" | sort -k2 -n | awk -v m=$(((ROUNDS + 1) / 2)) 'NR == m'; }
 
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 # wrk/h2load durations ("512.00us", "1.2ms", "3s") in microseconds.

@@ -4,7 +4,7 @@
 # each, wrk with one thread. Writes bench/RESULTS.md (ratios to HAProxy).
 # Each proxy is measured ROUNDS times, interleaved, and the median round (by requests/s) is
 # reported: on a 2-core machine shared by wrk, the backend and the proxy, single runs are noisy.
-# Then runs bench/h2.sh and bench/tls.sh, which append their sections.
+# Then runs bench/h2.sh, bench/tls.sh and bench/retry_fault.sh, which append their sections.
 # Env: DURATION (s, default 10), CONNS (default 16), ROUNDS (default 3), also passed to those;
 # H1_ONLY=1 stops after the HTTP/1.1 table.
 set -euo pipefail
@@ -36,13 +36,7 @@ static_resources:
           http_filters: [{name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]
           route_config:
             virtual_hosts: [{name: all, domains: ["*"], routes: [{match: {prefix: "/"}, route: {cluster: backend}}]}]
-  clusters:
-  - name: backend
-    connect_timeout: 1s
-    type: STATIC
-    load_assignment:
-      cluster_name: backend
-      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: $BACKEND}}}}]}]
+$(backend_cluster $BACKEND)
 CONF
 "$BIN/weft-proxy" -c "$work/weft.yaml" --concurrency 1 -l warning & pids+=($!); weft_pid=$!
 
@@ -102,7 +96,7 @@ for r in $(seq "$ROUNDS"); do
 done
 for p in weft haproxy nginx; do
   # The median round by requests/s; its latencies and RSS go with it.
-  read -r _ RPS[$p] P50[$p] P99[$p] RSS[$p] CPU[$p] < <(awk -v p="$p" '$1 == p' "$rounds" | sort -k2 -n | awk -v m=$(((ROUNDS + 1) / 2)) 'NR == m')
+  read -r _ RPS[$p] P50[$p] P99[$p] RSS[$p] CPU[$p] < <(median_round "$p" "$rounds")
 done
 rm -f "$rounds"
 
@@ -136,9 +130,10 @@ mv bench/RESULTS.md.new bench/RESULTS.md
 cleanup
 trap - EXIT
 if [ -n "${H1_ONLY:-}" ]; then cat bench/RESULTS.md; exit 0; fi
-export DURATION ROUNDS
+export DURATION ROUNDS CONNS
 bench/h2.sh
 bench/tls.sh
+bench/retry_fault.sh
 # The mesh's own overhead (pods, sidecars, weftd): needs root for its network namespaces.
 if [ "$(id -u)" -eq 0 ]; then bench/mesh.sh; else echo "bench/mesh.sh skipped: it needs root"; fi
 cat bench/RESULTS.md

@@ -77,15 +77,7 @@ CONF
   echo "  listeners:"
   weft_listener tls $WEFT false
   weft_listener mtls $WEFT_M true
-  cat <<CONF
-  clusters:
-  - name: backend
-    connect_timeout: 1s
-    type: STATIC
-    load_assignment:
-      cluster_name: backend
-      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: $BACKEND}}}}]}]
-CONF
+  backend_cluster $BACKEND
 } > "$work/weft.yaml"
 "$BIN/weft-proxy" -c "$work/weft.yaml" --concurrency 1 -l warning & pids+=($!); weft_pid=$!
 

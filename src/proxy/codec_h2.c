@@ -79,6 +79,7 @@ struct h2c {
     bool all_dirty;                /* a connection-wide change: look at every stream */
     struct deferred run_later;
     uint64_t idle_since_ms;
+    uint32_t requests;             /* max_requests_per_connection */
 };
 
 static inline void h2stat(struct h2c *c, size_t field, int64_t delta)
@@ -277,6 +278,7 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *u
     hstat(c, HS_DOWNSTREAM_RQ_TOTAL, 1);
     hstat(c, HS_DOWNSTREAM_RQ_HTTP2_TOTAL, 1);
     hstat(c, HS_DOWNSTREAM_RQ_ACTIVE, 1);
+    c->requests++;
     return 0;
 }
 
@@ -399,6 +401,11 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
             if (end)
                 st->hs.rq_end = true;
             start_request(c, st);
+            /* max_requests_per_connection reached: GOAWAY after this stream (Envoy). */
+            if (c->hcm->max_requests_per_connection && c->requests == c->hcm->max_requests_per_connection) {
+                hstat(c, HS_DOWNSTREAM_CX_MAX_REQUESTS_REACHED, 1);
+                h2c_drain(c);
+            }
         } else {
             h2stat(c, H2S_TRAILERS, 1);
             if (end)

@@ -96,6 +96,7 @@ enum cluster_stat {
     /* retries (router.c, retry.c) */
     CS_UPSTREAM_RQ_RETRY, CS_UPSTREAM_RQ_RETRY_SUCCESS, /* retry_overflow: circuit_breaker.c */
     CS_UPSTREAM_RQ_RETRY_LIMIT_EXCEEDED, CS_UPSTREAM_RQ_RETRY_BACKOFF_EXPONENTIAL, CS_UPSTREAM_RQ_PER_TRY_TIMEOUT,
+    CS_UPSTREAM_CX_MAX_DURATION_REACHED, CS_UPSTREAM_CX_MAX_REQUESTS,
     CS_COUNT
 };
 extern const struct stat_schema cluster_stat_schema;
@@ -110,6 +111,7 @@ struct cluster {
     bool bind_freebind;
     uint32_t max_requests_per_connection; /* 0 = unlimited */
     uint64_t idle_timeout_ms;      /* upstream connection idle timeout, default 1h */
+    uint64_t max_connection_duration_ms; /* HttpProtocolOptions common_http_protocol_options, 0 = none */
     uint32_t per_connection_buffer_limit;
     /* Hosts: static ones are fixed; DNS clusters get a new host set (and lb table) from the
      * resolver on the main thread, published like a snapshot (see cluster_hosts). */
@@ -158,6 +160,8 @@ struct hcm_config {
     uint32_t max_request_headers_bytes;   /* max_request_headers_kb * 1024, default 60 KiB */
     uint32_t max_headers_count;           /* common_http_protocol_options.max_headers_count, default 100 */
     uint64_t idle_timeout_ms;             /* common_http_protocol_options.idle_timeout, default 1h */
+    uint64_t max_connection_duration_ms;  /* common_http_protocol_options, 0 = none: then drain */
+    uint32_t max_requests_per_connection; /* common_http_protocol_options, 0 = unlimited */
     uint64_t stream_idle_timeout_ms;      /* default 5 min */
     uint64_t request_timeout_ms;          /* default 0 = off */
     uint64_t request_headers_timeout_ms;  /* default 0 = off */
@@ -241,6 +245,7 @@ enum http_stat {
     HS_DOWNSTREAM_RQ_TX_RESET, HS_DOWNSTREAM_RQ_TOO_LARGE, HS_RQ_DIRECT_RESPONSE, HS_RQ_REDIRECT,
     HS_NO_ROUTE, HS_NO_CLUSTER, HS_RQ_TOTAL,
     HS_DOWNSTREAM_CX_HTTP2_TOTAL, HS_DOWNSTREAM_CX_HTTP2_ACTIVE, HS_DOWNSTREAM_RQ_HTTP2_TOTAL,
+    HS_DOWNSTREAM_CX_MAX_DURATION_REACHED, HS_DOWNSTREAM_CX_MAX_REQUESTS_REACHED,
     HS_COUNT
 };
 extern const struct stat_schema http_stat_schema;

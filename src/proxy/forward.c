@@ -271,19 +271,18 @@ static const struct host *stream_host(const struct wcluster *wc, const struct st
     return hs->hosts[i].addr_str == p ? &hs->hosts[i] : NULL;
 }
 
-/* Tells outlier detection how the request went: the upstream's status, or what failed. */
-static void report_outlier(const struct wcluster *wc, const struct stream_info *si, int upstream_status)
+void fwd_report_attempt(const struct wcluster *wc, const struct stream_info *si, int upstream_status, uint32_t flags)
 {
     const struct host *h = stream_host(wc, si);
-    if (!h || !h->hh || (si->flags & (1u << RF_UPSTREAM_OVERFLOW)))
+    if (!h || !h->hh || (flags & (1u << RF_UPSTREAM_OVERFLOW)))
         return;
     enum outlier_local local = OL_NONE;
     if (!upstream_status) {
-        if (si->flags & (1u << RF_UPSTREAM_CONNECTION_FAILURE))
+        if (flags & (1u << RF_UPSTREAM_CONNECTION_FAILURE))
             local = OL_CONNECT_FAILED;
-        else if (si->flags & (1u << RF_UPSTREAM_REQUEST_TIMEOUT))
+        else if (flags & (1u << RF_UPSTREAM_REQUEST_TIMEOUT))
             local = OL_TIMEOUT;
-        else if (si->flags & ((1u << RF_UPSTREAM_CONNECTION_TERMINATION) | (1u << RF_UPSTREAM_REMOTE_RESET)))
+        else if (flags & ((1u << RF_UPSTREAM_CONNECTION_TERMINATION) | (1u << RF_UPSTREAM_REMOTE_RESET)))
             local = OL_RESET;
     }
     outlier_report(wc->c, h, upstream_status, local);
@@ -606,7 +605,7 @@ void fwd_finish(const struct hcm_config *hcm, struct worker *w, struct wcluster 
             stats_code(cs, w->id, upstream_status);
             stats_inc(cs, w->id, CS_UPSTREAM_RQ_COMPLETED);
         }
-        report_outlier(wc, si, upstream_status);
+        fwd_report_attempt(wc, si, upstream_status, si->flags);
     }
     for (size_t i = 0; i < hcm->n_access_logs; i++)
         access_log_write(hcm->access_logs[i], si, w->log_buf);

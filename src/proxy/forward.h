@@ -6,6 +6,7 @@
 #ifndef WEFT_PROXY_FORWARD_H
 #define WEFT_PROXY_FORWARD_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -174,10 +175,23 @@ struct fwd_reply {
 };
 extern const struct fwd_reply fwd_replies[];
 
+/* What a failed upstream_acquire / upstream_connect_addr / uh2_stream_start result r means:
+ * -EBUSY a circuit breaker (UO), -ENOSPC max_connection_pools (Envoy: no healthy upstream),
+ * anything else a connect failure. */
+static inline enum fwd_reply_kind fwd_connect_error(int r)
+{
+    return r == -EBUSY ? FWD_R_OVERFLOW : r == -ENOSPC ? FWD_R_NO_HEALTHY : FWD_R_CONNECT_FAILURE;
+}
+
 /* What an HTTP/1.1 upstream response head parse outcome r (h1_parse_response) means:
  * a failure to answer (a fwd_reply_kind), or -1 when it is fine or needs more bytes. full: the
  * read buffer is full from its start; peer_closed: the upstream has closed. */
 int fwd_h1_head_failure(int r, bool full, bool peer_closed);
+
+/* Tells outlier detection how one upstream attempt to si->upstream_host went: its response
+ * status, or (0) what failed, from response flags `flags`. Every attempt counts, a retried one
+ * too (Envoy reports each upstream request to the host's outlier detector). */
+void fwd_report_attempt(const struct wcluster *wc, const struct stream_info *si, int upstream_status, uint32_t flags);
 
 /* Ends a stream's accounting: downstream response class, active/completed counts, the
  * cluster's request stats (upstream_status: the upstream's response status, 0 when there was

@@ -143,6 +143,7 @@ static struct host_health *find_or_add(struct cluster_health *ch, const struct h
     /* Envoy: with active health checking a host starts failed until its first check passes. */
     atomic_init(&hh->flags, ch->hc ? HHF_FAILED_ACTIVE_HC | HHF_PENDING_ACTIVE_HC : 0);
     hh->success_rate = hh->local_success_rate = -1;
+    hh->healthy_since_ms = clock_now_us() / 1000u;
     ch->hosts[ch->n++] = hh;
     return hh;
 }
@@ -280,6 +281,9 @@ static void set_flag(struct cluster_health *ch, struct host_health *hh, uint32_t
     atomic_store(&hh->flags, nf);
     if ((f & HHF_UNHEALTHY) != (nf & HHF_UNHEALTHY))
         ch->republish = true;
+    /* Slow start (Envoy: from the last health check pass after failing) starts again. */
+    if ((f & HHF_FAILED_ACTIVE_HC) && !(nf & HHF_FAILED_ACTIVE_HC))
+        hh->healthy_since_ms = clock_now_us() / 1000u;
 }
 
 /* One detected outlier: counted as detected; ejected when the enforcing percentage says so
@@ -595,6 +599,9 @@ static void inherit(struct cluster *c, struct snapshot *old)
             to->hosts[a]->ejected_at_ms = from->hosts[b]->ejected_at_ms;
             to->hosts[a]->eject_ms = from->hosts[b]->eject_ms;
             to->hosts[a]->num_ejections = from->hosts[b]->num_ejections;
+            changed |= c->lbc && c->lbc->slow_start_window_ms &&
+                       to->hosts[a]->healthy_since_ms != from->hosts[b]->healthy_since_ms;
+            to->hosts[a]->healthy_since_ms = from->hosts[b]->healthy_since_ms;
         }
     }
     to->republish |= changed;

@@ -50,6 +50,8 @@ struct host_health {
     uint64_t hc_next_ms;
     struct hc_session *hc;               /* a check in flight, or NULL */
     bool in_use;                         /* in the cluster's current host set */
+    uint64_t healthy_since_ms;           /* slow start: joined, or passed active health checking
+                                          * after failing (clock_now_us() / 1000) */
 };
 
 /* Outlier detection settings (Cluster.outlier_detection), Envoy's defaults. */

@@ -109,6 +109,9 @@ struct hconn {
     struct buf *in;                /* downstream bytes: [request head][body...][pipelined...] */
     struct buf *out;               /* bytes to write downstream before any upstream body bytes */
     struct timer idle_timer;
+    struct timer dur_timer;        /* max_connection_duration: drain, then drain_timeout: close */
+    uint32_t requests;             /* max_requests_per_connection (HTTP/1.1) */
+    bool dur_draining;
     bool readable, writable, peer_closed, closed, draining;
     struct stream s;
     struct h1_limits lim;
@@ -153,6 +156,7 @@ static void hconn_close(struct hconn *d)
     d->closed = true;
     struct loop *l = d->w->loop;
     timer_stop(l, &d->idle_timer);
+    timer_stop(l, &d->dur_timer);
     io_stop(l, &d->io);
     transport_close(&d->tp);
     buf_put(&d->w->bufs, d->in);
@@ -522,6 +526,11 @@ static void start_stream(struct hconn *d, int head_len)
     hstat(d, HS_DOWNSTREAM_RQ_TOTAL, 1);
     hstat(d, HS_DOWNSTREAM_RQ_HTTP1_TOTAL, 1);
     hstat(d, HS_DOWNSTREAM_RQ_ACTIVE, 1);
+    if (d->hcm->max_requests_per_connection && ++d->requests >= d->hcm->max_requests_per_connection) {
+        /* Envoy: the last request's response carries Connection: close. */
+        hstat(d, HS_DOWNSTREAM_CX_MAX_REQUESTS_REACHED, 1);
+        s->close_after = true;
+    }
 
     /* Request body framing. */
     d->in->head = s->head_len;
@@ -648,7 +657,7 @@ static void stream_upstream(struct hconn *d, const struct route_request *rrp)
                                         : upstream_acquire(w, s->wc, s->host, on_upstream_event, d, &s->u);
     if (r < 0) {
         s->u = NULL;
-        reply(d, r == -EBUSY ? FWD_R_OVERFLOW : FWD_R_CONNECT_FAILURE);
+        reply(d, fwd_connect_error(r));
         return;
     }
     if (s->timeout_ms)
@@ -1340,6 +1349,21 @@ static void drain_conn(struct conn_link *link, bool force)
         d->s.close_after = true;
 }
 
+/* max_connection_duration: the drain sequence (Connection: close on HTTP/1.1, GOAWAY on
+ * HTTP/2, an idle connection closes at once); drain_timeout later whatever is left closes. */
+static void on_max_duration(struct loop *l, struct timer *t)
+{
+    struct hconn *d = t->data;
+    if (d->dur_draining) {
+        drain_conn(&d->link, true);
+        return;
+    }
+    d->dur_draining = true;
+    hstat(d, HS_DOWNSTREAM_CX_MAX_DURATION_REACHED, 1);
+    timer_start(l, &d->dur_timer, d->hcm->drain_timeout_ms);
+    drain_conn(&d->link, false);
+}
+
 void http_conn_start(struct worker *w, struct listener_config *lc, struct filter_chain *fc, struct transport *tp,
                      const struct sockaddr_storage *peer, const struct sockaddr_storage *local)
 {
@@ -1366,6 +1390,9 @@ void http_conn_start(struct worker *w, struct listener_config *lc, struct filter
     d->writable = true;
     d->readable = true;
     timer_init(&d->idle_timer, on_idle_timeout, d);
+    timer_init(&d->dur_timer, on_max_duration, d);
+    if (hcm->max_connection_duration_ms)
+        timer_start(w->loop, &d->dur_timer, hcm->max_connection_duration_ms);
     timer_init(&d->s.timer, on_route_timeout, d);
     timer_init(&d->s.hf_timer, on_fault_delay, d);
     d->link.drain = drain_conn;

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <xxhash.h>
 
+#include "common/loop.h"
 #include "proxy/lb_internal.h"
 
 /* Per priority level of a worker's state. */
@@ -50,6 +51,8 @@ void lb_config_defaults(struct lb_config *cfg, enum lb_policy policy)
     cfg->active_request_bias = 1.0;
     cfg->healthy_panic_threshold_pct = LB_PANIC_THRESHOLD_DEFAULT;
     cfg->overprovisioning_factor = LB_OVERPROVISIONING_DEFAULT;
+    cfg->slow_start_aggression = 1.0;
+    cfg->slow_start_min_weight = 0.1;
 }
 
 uint64_t lb_hash_key(const void *p, size_t n)
@@ -118,6 +121,12 @@ static int config_resolve(const struct lb_config *cfg, struct lb_config *c, char
         if (!(c->active_request_bias >= 0.0) || !isfinite(c->active_request_bias))
             FAIL("least_request_lb_config.active_request_bias: must be a number >= 0");
     }
+    if (c->slow_start_window_ms) {
+        if (!(c->slow_start_aggression > 0.0) || !isfinite(c->slow_start_aggression))
+            FAIL("slow_start_config.aggression: must be a number above 0");
+        if (!(c->slow_start_min_weight >= 0.0 && c->slow_start_min_weight <= 1.0))
+            FAIL("slow_start_config.min_weight_percent: must be in [0, 100]");
+    }
     if (!(c->overprovisioning_factor > 0.0) || c->overprovisioning_factor > 1e6)
         FAIL("policy.overprovisioning_factor: must be above 0 and at most 1e6");
     return 0;
@@ -154,6 +163,7 @@ void lb_table_free(struct lb_table *t)
     free(t->levels);
     free(t->pick_mem);
     free(t->weight);
+    free(t->since);
     free(t);
 }
 
@@ -209,7 +219,8 @@ static void build_picks(struct lb_table *t, const struct lb_host_info *hosts, si
     t->npick_total = off;
     for (size_t l = 0; l < t->nlevels; l++) {
         struct lb_level *lv = &t->levels[l];
-        lv->weighted = false;
+        /* Slow start changes weights over time: always the EDF schedule. */
+        lv->weighted = t->ss_window_ms != 0;
         for (uint32_t k = 1; k < lv->npick; k++)
             if (t->weight[lv->pick[k]] != t->weight[lv->pick[0]])
                 lv->weighted = true;
@@ -256,6 +267,19 @@ struct lb_table *lb_table_build(const struct lb_config *cfg, const struct lb_hos
         goto oom;
     for (size_t i = 0; i < n; i++)
         t->weight[i] = hosts[i].weight ? hosts[i].weight : 1;
+    if (c.slow_start_window_ms && (c.policy == LB_ROUND_ROBIN || c.policy == LB_LEAST_REQUEST)) {
+        t->since = malloc((n ? n : 1) * sizeof *t->since);
+        if (!t->since)
+            goto oom;
+        t->ss_window_ms = c.slow_start_window_ms;
+        t->ss_exponent = 1.0 / c.slow_start_aggression;
+        t->ss_min = c.slow_start_min_weight;
+        for (size_t i = 0; i < n; i++) {
+            t->since[i] = hosts[i].since_ms;
+            if (hosts[i].since_ms && hosts[i].since_ms + c.slow_start_window_ms > t->ss_until_ms)
+                t->ss_until_ms = hosts[i].since_ms + c.slow_start_window_ms;
+        }
+    }
 
     if (build_levels(t, hosts, n, prio, err, errlen) < 0)
         goto fail;
@@ -395,8 +419,21 @@ static uint32_t lr_unweighted(const struct lb_table *t, struct lb_state *s,
     return best;
 }
 
-/* One pick for the non-hashing policies: a level by a fresh random draw, then a host in it. */
-static int pick_once(const struct lb_table *t, struct lb_state *s, const uint32_t *active_rq)
+double lb_slow_start_factor(const struct lb_table *t, size_t i, uint64_t now_ms)
+{
+    if (!t->since || i >= t->nhosts || now_ms >= t->ss_until_ms || !t->since[i])
+        return 1.0;
+    uint64_t age = now_ms > t->since[i] ? now_ms - t->since[i] : 0;
+    if (age >= t->ss_window_ms)
+        return 1.0;
+    double tf = (double)(age < 1000 ? 1000 : age) / (double)t->ss_window_ms;
+    double f = t->ss_exponent == 1.0 ? tf : pow(tf, t->ss_exponent);
+    return f > t->ss_min ? (f < 1.0 ? f : 1.0) : t->ss_min;
+}
+
+/* One pick for the non-hashing policies: a level by a fresh random draw, then a host in it.
+ * now_ms: for slow start (0 when no host of t ramps). */
+static int pick_once(const struct lb_table *t, struct lb_state *s, const uint32_t *active_rq, uint64_t now_ms)
 {
     size_t l = choose_level(t, lb_rng_next(&s->rng));
     const struct lb_level *lv = &t->levels[l];
@@ -408,7 +445,7 @@ static int pick_once(const struct lb_table *t, struct lb_state *s, const uint32_
     case LB_ROUND_ROBIN:
         if (lv->weighted) {
             h = lb_edf_top(&sc->edf);
-            lb_edf_requeue(&sc->edf, (double)t->weight[h]);
+            lb_edf_requeue(&sc->edf, (double)t->weight[h] * (now_ms ? lb_slow_start_factor(t, h, now_ms) : 1.0));
         } else {
             h = lv->pick[sc->rr];
             if (++sc->rr == lv->npick)
@@ -420,7 +457,8 @@ static int pick_once(const struct lb_table *t, struct lb_state *s, const uint32_
             /* As in Envoy, the weight is read when the host is queued again, so it reflects
              * the active requests at its last pick. */
             h = lb_edf_top(&sc->edf);
-            lb_edf_requeue(&sc->edf, lr_weight(t, h, active_rq));
+            lb_edf_requeue(&sc->edf,
+                           lr_weight(t, h, active_rq) * (now_ms ? lb_slow_start_factor(t, h, now_ms) : 1.0));
         } else {
             h = lr_unweighted(t, s, lv, active_rq);
         }
@@ -462,9 +500,13 @@ int lb_pick(const struct lb_table *t, struct lb_state *s, bool has_hash, uint64_
         return -1;
     if (t->policy == LB_RING_HASH || t->policy == LB_MAGLEV)
         return pick_hashed(t, has_hash ? hash : lb_rng_next(&s->rng), exclude);
+    /* Slow start reads the clock (vDSO, no syscall) only while some host ramps up. */
+    uint64_t now_ms = 0;
+    if (t->ss_until_ms && (now_ms = clock_now_us() / 1000u) >= t->ss_until_ms)
+        now_ms = 0;
     int h = -1;
     for (uint32_t attempt = 0; attempt < LB_PICK_ATTEMPTS; attempt++) {
-        h = pick_once(t, s, active_rq);
+        h = pick_once(t, s, active_rq, now_ms);
         if (h < 0 || !exclude || !exclude[h])
             break;
     }

@@ -45,6 +45,8 @@ struct lb_host_info {
     uint32_t weight;      /* load_balancing_weight, >= 1 (0 is read as 1, Envoy's default) */
     uint32_t priority;    /* LocalityLbEndpoints.priority, 0 = highest */
     bool healthy;         /* false: failed health check / EDS health_status not HEALTHY or UNKNOWN */
+    uint64_t since_ms;    /* slow start: when the host joined or last passed its health check
+                           * after failing (CLOCK_MONOTONIC ms, clock_now_us() / 1000); 0: long ago */
 };
 
 enum lb_policy { LB_ROUND_ROBIN, LB_LEAST_REQUEST, LB_RANDOM, LB_RING_HASH, LB_MAGLEV };
@@ -61,6 +63,12 @@ struct lb_config {
     double active_request_bias;              /* LeastRequest: default 1.0, >= 0 */
     uint32_t healthy_panic_threshold_pct;    /* default 50; values over 100 act as 100 */
     double overprovisioning_factor;          /* default 1.4 (Envoy's 140 percent) */
+    /* {round_robin,least_request}_lb_config.slow_start_config: a host's weight ramps up over
+     * the window after since_ms as weight × max(min_weight, (max(t, 1 s) / window)^(1 /
+     * aggression)). window 0: off. Read by ROUND_ROBIN and LEAST_REQUEST only. */
+    uint64_t slow_start_window_ms;
+    double slow_start_aggression;            /* default 1.0, > 0 */
+    double slow_start_min_weight;            /* min_weight_percent / 100, default 0.1 */
 };
 
 /* Fills cfg with Envoy's defaults for policy. */
@@ -115,6 +123,9 @@ void lb_state_free(struct lb_state *s);
  * (no hosts, or no healthy host with panic mode disabled). */
 int lb_pick(const struct lb_table *t, struct lb_state *s, bool has_hash, uint64_t hash,
             const uint32_t *active_rq, const uint8_t *exclude);
+
+/* The slow-start factor (0, 1] of host i of t at time now_ms (1 when not ramping). */
+double lb_slow_start_factor(const struct lb_table *t, size_t i, uint64_t now_ms);
 
 /* The hash Envoy's hash policies produce from a header, cookie, source IP or query value:
  * xxHash64 of the bytes p[0..n) with seed 0. */

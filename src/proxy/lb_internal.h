@@ -40,6 +40,10 @@ struct lb_table {
     uint64_t maglev_size;
     size_t nhosts;
     uint32_t *weight;            /* per host, 0 already read as 1 */
+    uint64_t *since;             /* slow start: per host since_ms (NULL without slow start) */
+    uint64_t ss_window_ms;       /* 0: no slow start */
+    uint64_t ss_until_ms;        /* no host ramps at or after this time */
+    double ss_exponent, ss_min;  /* 1 / aggression, min weight fraction */
     uint32_t *pick_mem;          /* every level's pick list, back to back */
     size_t npick_total;
     struct lb_level *levels;

@@ -85,7 +85,7 @@ static int parse_built_head(struct hstream *s, size_t text)
 
 /* The one local-reply path of this router: body[0..blen) (copied), location (or NULL). */
 static bool retry_instead(struct hstream *s, uint32_t flag);
-static bool retry_decided(struct hstream *s, enum retry_decision d);
+static bool retry_decided(struct hstream *s, enum retry_decision d, int status, uint32_t flag);
 static void retry_stop(struct hstream *s);
 
 static void local_reply(struct hstream *s, int status, uint32_t flag, const char *details, const char *body,
@@ -261,7 +261,7 @@ static void start_attempt(struct hstream *s)
     }
     if (r < 0) {
         s->u = NULL;
-        reply(s, r == -EBUSY ? FWD_R_OVERFLOW : FWD_R_CONNECT_FAILURE);
+        reply(s, fwd_connect_error(r));
     }
 }
 
@@ -286,7 +286,7 @@ static void on_per_try_timeout(struct loop *l, struct timer *t)
         stats_inc(s->wc->c->stats, s->w->id, CS_UPSTREAM_RQ_PER_TRY_TIMEOUT);
     if (!s->rs_head && !s->rs_head_taken && s->rt.active) {
         enum retry_decision d = retry_check_reset(&s->rt, s->wc, RETRY_RESET_TIMEOUT, s->rq_sent);
-        if (retry_decided(s, d)) {
+        if (retry_decided(s, d, 0, 1u << RF_UPSTREAM_REQUEST_TIMEOUT)) {
             s->ops->wake(s);
             return;
         }
@@ -301,10 +301,12 @@ static void on_per_try_timeout(struct loop *l, struct timer *t)
 }
 
 /* Drops everything of the attempt that failed (upstream, host hold, request head, response
- * state) and arms the back-off timer for the next one. */
-static void schedule_retry(struct hstream *s)
+ * state) and arms the back-off timer for the next one. The failed attempt (its status, or
+ * response flag `flag`) still counts for outlier detection. */
+static void schedule_retry(struct hstream *s, int status, uint32_t flag)
 {
     struct worker *w = s->w;
+    fwd_report_attempt(s->wc, &s->si, status, flag);
     release_upstream(s, false);
     if (s->wc)
         fwd_release_host(s->wc, s->route, s->host, &s->host_counted);
@@ -337,13 +339,13 @@ static void schedule_retry(struct hstream *s)
 
 /* Carries out a decision: true when a retry was scheduled. A retriable outcome that may not
  * be retried marks the stream (URX: limit reached, UO: the budget said no). */
-static bool retry_decided(struct hstream *s, enum retry_decision d)
+static bool retry_decided(struct hstream *s, enum retry_decision d, int status, uint32_t flag)
 {
     struct stat_block *cs = s->wc ? s->wc->c->stats : NULL;
     switch (d) {
     case RETRY_YES:
         if (retry_body_rewind(&s->rt, &s->w->bufs, &s->rqbody) == 0) {
-            schedule_retry(s);
+            schedule_retry(s, status, flag);
             return true;
         }
         return false;
@@ -375,7 +377,7 @@ static bool retry_instead(struct hstream *s, uint32_t flag)
     else
         return false;
     s->rt.refused = false;
-    if (retry_decided(s, retry_check_reset(&s->rt, s->wc, why, s->rq_sent)))
+    if (retry_decided(s, retry_check_reset(&s->rt, s->wc, why, s->rq_sent), 0, flag))
         return true;
     s->rt.active = false;
     return false;
@@ -635,7 +637,7 @@ int router_upstream_head(struct hstream *s)
         /* A retriable answer is dropped for the next attempt; any other is the answer. */
         enum retry_decision d = retry_check_response(&s->rt, s->wc, s->urs.status, s->urs.headers, s->urs.nheaders,
                                                      s->grpc, s->w->scratch);
-        if (retry_decided(s, d))
+        if (retry_decided(s, d, s->urs.status, 0))
             return -1;
         if (d == RETRY_NO && s->rt.retried)
             stats_inc(s->wc->c->stats, s->w->id, CS_UPSTREAM_RQ_RETRY_SUCCESS);

@@ -83,6 +83,8 @@ const struct stat_def cluster_stat_defs[CS_COUNT] = {
     [CS_UPSTREAM_RQ_RETRY_LIMIT_EXCEEDED] = {"upstream_rq_retry_limit_exceeded", STAT_COUNTER},
     [CS_UPSTREAM_RQ_RETRY_BACKOFF_EXPONENTIAL] = {"upstream_rq_retry_backoff_exponential", STAT_COUNTER},
     [CS_UPSTREAM_RQ_PER_TRY_TIMEOUT] = {"upstream_rq_per_try_timeout", STAT_COUNTER},
+    [CS_UPSTREAM_CX_MAX_DURATION_REACHED] = {"upstream_cx_max_duration_reached", STAT_COUNTER},
+    [CS_UPSTREAM_CX_MAX_REQUESTS] = {"upstream_cx_max_requests", STAT_COUNTER},
 };
 const struct stat_schema cluster_stat_schema = {"cluster", cluster_stat_defs, CS_COUNT, "upstream_rq_"};
 
@@ -127,6 +129,8 @@ static const struct stat_def http_stat_defs[HS_COUNT] = {
     [HS_DOWNSTREAM_CX_UPGRADES_ACTIVE] = {"downstream_cx_upgrades_active", STAT_GAUGE},
     [HS_DOWNSTREAM_CX_IDLE_TIMEOUT] = {"downstream_cx_idle_timeout", STAT_COUNTER},
     [HS_DOWNSTREAM_CX_DRAIN_CLOSE] = {"downstream_cx_drain_close", STAT_COUNTER},
+    [HS_DOWNSTREAM_CX_MAX_DURATION_REACHED] = {"downstream_cx_max_duration_reached", STAT_COUNTER},
+    [HS_DOWNSTREAM_CX_MAX_REQUESTS_REACHED] = {"downstream_cx_max_requests_reached", STAT_COUNTER},
     [HS_DOWNSTREAM_RQ_TOTAL] = {"downstream_rq_total", STAT_COUNTER},
     [HS_DOWNSTREAM_RQ_HTTP1_TOTAL] = {"downstream_rq_http1_total", STAT_COUNTER},
     [HS_DOWNSTREAM_RQ_ACTIVE] = {"downstream_rq_active", STAT_GAUGE},
@@ -415,7 +419,8 @@ static struct lb_table *host_set_lb_build(const struct host *hosts, size_t n, co
         return NULL;
     for (size_t i = 0; i < n; i++)
         info[i] = (struct lb_host_info){hosts[i].addr_str, strlen(hosts[i].addr_str), hosts[i].weight,
-                                        hosts[i].priority, host_healthy_for_lb(&hosts[i])};
+                                        hosts[i].priority, host_healthy_for_lb(&hosts[i]),
+                                        hosts[i].hh ? hosts[i].hh->healthy_since_ms : 0};
     struct lb_table *t = lb_table_build(lbc, info, n, err, errlen);
     free(info);
     *panic = false;
@@ -427,10 +432,12 @@ static struct lb_table *host_set_lb_build(const struct host *hosts, size_t n, co
 }
 
 /* Main thread: attaches hs's hosts to their health records and, when one of them is
- * unhealthy by its record, rebuilds the table (hs is not published yet). */
+ * unhealthy by its record or slow start needs the records' times, rebuilds the table (hs is
+ * not published yet). */
 static void host_set_attach_health(struct cluster *c, struct host_set *hs)
 {
-    if (!cluster_health_attach(c, hs) || !hs->n)
+    bool unhealthy = cluster_health_attach(c, hs);
+    if (!hs->n || !(unhealthy || (c->lbc && c->lbc->slow_start_window_ms)))
         return;
     char err[256];
     bool panic;
@@ -616,6 +623,8 @@ static int build_upstream_protocol(struct ctx *c, const Cluster *pc, struct clus
             cl->max_requests_per_connection = h->common_http_protocol_options->max_requests_per_connection->value;
         if (h->common_http_protocol_options && h->common_http_protocol_options->idle_timeout)
             cl->idle_timeout_ms = duration_ms(h->common_http_protocol_options->idle_timeout, cl->idle_timeout_ms);
+        if (h->common_http_protocol_options)
+            cl->max_connection_duration_ms = duration_ms(h->common_http_protocol_options->max_connection_duration, 0);
         switch (h->upstream_protocol_options_case) {
         case ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__UPSTREAM_PROTOCOL_OPTIONS_EXPLICIT_HTTP_CONFIG:
             if (h->explicit_http_config->protocol_config_case ==
@@ -712,6 +721,20 @@ static int build_cluster(struct ctx *c, const Cluster *pc, struct cluster *cl)
     if (pc->lb_config_case == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_CONFIG_LEAST_REQUEST_LB_CONFIG &&
         pc->least_request_lb_config && pc->least_request_lb_config->choice_count)
         lbc.choice_count = pc->least_request_lb_config->choice_count->value;
+    const Envoy__Config__Cluster__V3__Cluster__SlowStartConfig *ss = NULL;
+    if (pc->lb_config_case == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_CONFIG_ROUND_ROBIN_LB_CONFIG &&
+        pc->round_robin_lb_config)
+        ss = pc->round_robin_lb_config->slow_start_config;
+    if (pc->lb_config_case == ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_CONFIG_LEAST_REQUEST_LB_CONFIG &&
+        pc->least_request_lb_config)
+        ss = pc->least_request_lb_config->slow_start_config;
+    if (ss) {
+        lbc.slow_start_window_ms = duration_ms(ss->slow_start_window, 0);
+        if (ss->aggression)
+            lbc.slow_start_aggression = ss->aggression->default_value;
+        if (ss->min_weight_percent)
+            lbc.slow_start_min_weight = ss->min_weight_percent->value / 100.0;
+    }
     if (pc->common_lb_config && pc->common_lb_config->healthy_panic_threshold)
         lbc.healthy_panic_threshold_pct = (uint32_t)pc->common_lb_config->healthy_panic_threshold->value;
 
@@ -848,6 +871,9 @@ static int build_hcm(struct ctx *c, const Hcm *h, struct hcm_config *hc)
             hc->max_headers_count = po->max_headers_count->value;
         if (po->idle_timeout)
             hc->idle_timeout_ms = duration_ms(po->idle_timeout, 0);
+        hc->max_connection_duration_ms = duration_ms(po->max_connection_duration, 0);
+        if (po->max_requests_per_connection)
+            hc->max_requests_per_connection = po->max_requests_per_connection->value;
         if (hc->max_headers_count == 0 || hc->max_headers_count > 10000) {
             push(c, ".common_http_protocol_options.max_headers_count");
             return fail(c, "must be between 1 and 10000");

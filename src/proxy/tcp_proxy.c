@@ -144,8 +144,11 @@ static void connect_upstream(struct tsess *t)
     int r = upstream_acquire(t->w, t->wc, t->host, on_upstream, t, &t->u);
     if (r < 0 || !t->u) {
         t->u = NULL;
-        /* -EBUSY: the cluster's max_connections circuit breaker (UO, as Envoy's tcp_proxy). */
-        t->si.flags |= 1u << (r == -EBUSY ? RF_UPSTREAM_OVERFLOW : RF_UPSTREAM_CONNECTION_FAILURE);
+        /* -EBUSY: the cluster's max_connections circuit breaker (UO, as Envoy's tcp_proxy);
+         * -ENOSPC: max_connection_pools (UH). */
+        t->si.flags |= 1u << (r == -EBUSY    ? RF_UPSTREAM_OVERFLOW
+                              : r == -ENOSPC ? RF_NO_HEALTHY_UPSTREAM
+                                             : RF_UPSTREAM_CONNECTION_FAILURE);
         tsess_close(t);
     }
 }

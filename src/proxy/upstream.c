@@ -49,38 +49,46 @@ static void uconn_cb_release(struct uconn *u)
     if (u->cb_cx) {
         cb_release(cb, CB_DEFAULT, CB_CX);
         struct upool *p = uconn_pool(u);
-        if (p)
-            p->nconn--;
+        if (!p || --p->nconn == 0)
+            cb_release(cb, CB_DEFAULT, CB_POOLS); /* the pool's last connection (unpooled: its own) */
     }
     u->cb_pending = u->cb_cx = false;
 }
 
-/* Circuit breaker for a new connection: max_connections (a pool without any connection may
- * still open one, as in Envoy) and, when a request will wait for it, max_pending_requests.
- * Returns false (overflow counted) when the connection must not be made. */
-static bool uconn_cb_admit(struct worker *w, struct wcluster *wc, uint32_t host, bool pending, struct uconn *u)
+/* Circuit breaker for a new connection: max_connection_pools (a pool is in use while it has
+ * a connection; an unpooled ORIGINAL_DST connection counts as a pool of its own), then
+ * max_connections (a pool without any connection may still open one, as in Envoy) and, when
+ * a request will wait for it, max_pending_requests. Returns 0, -ENOSPC when no pool may be
+ * added (Envoy answers "no healthy upstream"), -EBUSY when the connection or pending request
+ * overflows (UO); the overflow stat is counted. */
+static int uconn_cb_admit(struct worker *w, struct wcluster *wc, uint32_t host, bool pending, struct uconn *u)
 {
     struct circuit_breakers *cb = wc->c->cb;
-    bool pooled = host < wc->hs->n;
     u->wc = wc;
+    u->host = host;
+    struct upool *p = uconn_pool(u);
+    bool new_pool = !p || p->nconn == 0;
+    if (new_pool && !cb_acquire(cb, CB_DEFAULT, CB_POOLS, w->id))
+        return -ENOSPC;
     if (!cb_acquire(cb, CB_DEFAULT, CB_CX, w->id)) {
-        if (!pooled || wc->pools[host].nconn > 0)
-            return false;
+        if (!p || p->nconn > 0) {
+            if (new_pool)
+                cb_release(cb, CB_DEFAULT, CB_POOLS);
+            return -EBUSY;
+        }
         cb_force(cb, CB_DEFAULT, CB_CX);
     }
     u->cb_cx = true;
-    u->host = host;
-    struct upool *p = uconn_pool(u);
     if (p)
         p->nconn++;
     if (pending) {
         if (!cb_acquire(cb, CB_DEFAULT, CB_PENDING, w->id)) {
             uconn_cb_release(u);
-            return false;
+            return -EBUSY;
         }
         u->cb_pending = true;
     }
-    return true;
+    return 0;
 }
 
 static void free_deferred(struct deferred *d)
@@ -149,9 +157,19 @@ static void on_timer(struct loop *l, struct timer *t)
         uconn_close(u);
         u->cb(u, UE_CONNECT_TIMEOUT, u->owner);
     } else if (u->state == UC_IDLE) {
+        if (upstream_duration_left(u->wc->c, u->opened_ms, loop_now_ms(u->w->loop)) == 0)
+            uconn_stat(u, CS_UPSTREAM_CX_MAX_DURATION_REACHED, 1);
         unlink_idle(u);
         uconn_close(u);
     }
+}
+
+uint64_t upstream_duration_left(const struct cluster *c, uint64_t opened_ms, uint64_t now_ms)
+{
+    if (!c->max_connection_duration_ms)
+        return UINT64_MAX;
+    uint64_t age = now_ms > opened_ms ? now_ms - opened_ms : 0;
+    return age >= c->max_connection_duration_ms ? 0 : c->max_connection_duration_ms - age;
 }
 
 static void on_io(struct loop *l, struct io *io, uint32_t events)
@@ -308,13 +326,15 @@ static int connect_new(struct worker *w, struct wcluster *wc, uint32_t host, con
         close(fd);
         return -ENOMEM;
     }
-    if (!uconn_cb_admit(w, wc, host, true, u)) {
+    int adm = uconn_cb_admit(w, wc, host, true, u);
+    if (adm < 0) {
         close(fd);
         free(u);
-        return -EBUSY;
+        return adm;
     }
     u->w = w;
     u->wc = wc;
+    u->opened_ms = loop_now_ms(w->loop);
     wcluster_hold(wc);
     u->host = host;
     u->owner = owner;
@@ -443,8 +463,15 @@ void upstream_release(struct uconn *u, bool reusable)
 {
     struct cluster *c = u->wc->c;
     u->requests++;
-    if (reusable && c->max_requests_per_connection && u->requests >= c->max_requests_per_connection)
+    if (reusable && c->max_requests_per_connection && u->requests >= c->max_requests_per_connection) {
+        uconn_stat(u, CS_UPSTREAM_CX_MAX_REQUESTS, 1);
         reusable = false;
+    }
+    uint64_t left = upstream_duration_left(c, u->opened_ms, loop_now_ms(u->w->loop));
+    if (reusable && left == 0) {
+        uconn_stat(u, CS_UPSTREAM_CX_MAX_DURATION_REACHED, 1);
+        reusable = false;
+    }
     if (u->in && buf_len(u->in) > 0)
         reusable = false; /* the server sent more than one response: do not trust it */
     if (!reusable || u->state != UC_OPEN || u->peer_closed || u->w->drain_started || u->wc->retired ||
@@ -461,7 +488,7 @@ void upstream_release(struct uconn *u, bool reusable)
     u->next_idle = p->idle;
     p->idle = u;
     p->nidle++;
-    timer_start(u->w->loop, &u->timer, c->idle_timeout_ms);
+    timer_start(u->w->loop, &u->timer, left < c->idle_timeout_ms ? left : c->idle_timeout_ms);
 }
 
 long upstream_read(struct uconn *u)

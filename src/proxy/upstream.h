@@ -15,6 +15,7 @@
 #include "common/loop.h"
 #include "net/transport.h"
 
+struct cluster;
 struct worker;
 struct wcluster;
 
@@ -43,6 +44,7 @@ struct uconn {
     uconn_cb cb;
     struct uconn *next_idle;
     uint32_t requests;             /* requests served (max_requests_per_connection) */
+    uint64_t opened_ms;            /* connect start (max_connection_duration) */
     bool readable, writable, peer_closed;
     bool hup;                      /* epoll reported the peer's EOF or an error */
     int error;                     /* errno of the last failure */
@@ -53,6 +55,11 @@ struct uconn {
     bool cb_cx, cb_pending;        /* counted on the circuit breaker: a connection, a pending request */
     struct deferred def;
 };
+
+/* Milliseconds left before a connection opened at opened_ms reaches cluster c's
+ * max_connection_duration: UINT64_MAX without one, 0 once reached (Envoy then lets the
+ * connection finish its requests and closes it instead of reusing it). */
+uint64_t upstream_duration_left(const struct cluster *c, uint64_t opened_ms, uint64_t now_ms);
 
 /* Gets a connection to host `host` of wc for owner. Returns 0 with *out set (state UC_OPEN for
  * a reused one, UC_CONNECTING for a new one: wait for UE_CONNECTED), or -errno when a socket

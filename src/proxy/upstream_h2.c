@@ -56,12 +56,17 @@ struct uh2c {
     struct uh2_stream *streams;    /* attached streams */
     uint32_t active;               /* attached streams */
     uint32_t requests;             /* streams ever started (max_requests_per_connection) */
+    uint64_t opened_ms;            /* max_connection_duration */
     struct uh2c *next;             /* in the host's list */
     bool goaway, in_run, rerun, settings_seen, auto_alpn;
     struct deferred def;
 };
 
 static void ustat(struct uh2c *c, size_t f, int64_t d) { stats_add(c->wc->c->stats, c->w->id, f, d); }
+static uint64_t duration_left(const struct uh2c *c)
+{
+    return upstream_duration_left(c->wc->c, c->opened_ms, loop_now_ms(c->w->loop));
+}
 static void h2stat(struct uh2c *c, size_t f) { stats_inc(c->wc->c->h2_stats, c->w->id, f); }
 
 static void free_deferred(struct deferred *d)
@@ -570,10 +575,15 @@ again:
         conn_close(c, false, false, NULL);
         return;
     }
-    if (c->active == 0 && !c->wc->retired && !c->w->drain_started && !c->goaway)
-        timer_start(c->w->loop, &c->timer, c->wc->c->idle_timeout_ms);
-    else if (c->active == 0)
+    uint64_t left = duration_left(c);
+    if (c->active == 0 && left == 0) {
+        ustat(c, CS_UPSTREAM_CX_MAX_DURATION_REACHED, 1);
         conn_close(c, false, false, NULL);
+    } else if (c->active == 0 && !c->wc->retired && !c->w->drain_started && !c->goaway) {
+        timer_start(c->w->loop, &c->timer, left < c->wc->c->idle_timeout_ms ? left : c->wc->c->idle_timeout_ms);
+    } else if (c->active == 0) {
+        conn_close(c, false, false, NULL);
+    }
     else if (c->rerun)
         conn_run(c);
 }
@@ -583,6 +593,8 @@ static void on_timer(struct loop *l, struct timer *t)
     (void)l;
     struct uh2c *c = t->data;
     if (c->state == UH2_OPEN && c->active == 0) {
+        if (duration_left(c) == 0)
+            ustat(c, CS_UPSTREAM_CX_MAX_DURATION_REACHED, 1);
         ustat(c, CS_UPSTREAM_CX_DESTROY_LOCAL, 1);
         conn_close(c, false, false, NULL);
     }
@@ -639,11 +651,13 @@ static void on_uconn(struct uconn *u, enum uconn_event ev, void *owner)
     conn_run(c);
 }
 
-static struct uh2c *conn_new(struct worker *w, struct wcluster *wc, uint32_t host)
+static struct uh2c *conn_new(struct worker *w, struct wcluster *wc, uint32_t host, int *err)
 {
+    *err = -ENOMEM;
     struct uh2c *c = calloc(1, sizeof *c);
     if (!c)
         return NULL;
+    c->opened_ms = loop_now_ms(w->loop);
     nghttp2_session_callbacks *cb;
     nghttp2_session_callbacks_new(&cb);
     nghttp2_session_callbacks_set_send_callback(cb, on_send);
@@ -680,7 +694,9 @@ static struct uh2c *conn_new(struct worker *w, struct wcluster *wc, uint32_t hos
     timer_init(&c->timer, on_timer, c);
     /* Explicit HTTP/2 offers "h2"; auto_config "h2,http/1.1" and counts the protocol once known. */
     c->auto_alpn = wc->c->protocol == UPSTREAM_AUTO;
-    if (upstream_connect_alpn(w, wc, host, c->auto_alpn ? UA_AUTO : UA_H2, !c->auto_alpn, on_uconn, c, &c->u) < 0) {
+    int cr = upstream_connect_alpn(w, wc, host, c->auto_alpn ? UA_AUTO : UA_H2, !c->auto_alpn, on_uconn, c, &c->u);
+    if (cr < 0) {
+        *err = cr;
         nghttp2_session_del(c->ng);
         wcluster_put(wc);
         free(c);
@@ -709,7 +725,8 @@ static uint32_t capacity(const struct uh2c *c)
 static bool usable(const struct uh2c *c)
 {
     uint32_t maxrq = c->wc->c->max_requests_per_connection;
-    return c->state != UH2_CLOSED && !c->goaway && c->active < capacity(c) && (!maxrq || c->requests < maxrq);
+    return c->state != UH2_CLOSED && !c->goaway && c->active < capacity(c) && (!maxrq || c->requests < maxrq) &&
+           duration_left(c) > 0;
 }
 
 int uh2_stream_start(struct hstream *s, const struct host *h)
@@ -721,14 +738,17 @@ int uh2_stream_start(struct hstream *s, const struct host *h)
     struct uh2c *c = p->h2;
     while (c && !usable(c))
         c = c->next;
-    if (!c && !(c = conn_new(s->w, s->wc, s->host)))
-        return -ECONNREFUSED;
+    int err;
+    if (!c && !(c = conn_new(s->w, s->wc, s->host, &err)))
+        return err;
     timer_stop(s->w->loop, &c->timer); /* the idle timer */
     struct uh2_stream *us = &s->uh2s;
     *us = (struct uh2_stream){.c = c, .s = s, .next = c->streams};
     c->streams = us;
     c->active++;
-    c->requests++;
+    uint32_t maxrq = s->wc->c->max_requests_per_connection;
+    if (++c->requests == maxrq && maxrq)
+        ustat(c, CS_UPSTREAM_CX_MAX_REQUESTS, 1); /* its last stream: closed once idle */
     s->uh2 = us;
     if (c->state == UH2_OPEN && c->settings_seen) {
         if (submit_request(c, us) < 0) {

@@ -791,6 +791,35 @@ static double now_s(void)
 }
 
 /* Not a check: prints picks per second for each policy over 100 hosts. */
+/* slow_start_config: Envoy's weight factor max(min, (max(t, 1 s) / window)^(1 / aggression)),
+ * 1 for a host outside its window or never in one. */
+static void test_slow_start_factor(void)
+{
+    struct hostset hs = {0};
+    add_n(&hs, 2, 1, 0, true);
+    hs.h[1].since_ms = 1000000;
+    struct lb_config c;
+    lb_config_defaults(&c, LB_ROUND_ROBIN);
+    c.slow_start_window_ms = 10000;
+    c.slow_start_min_weight = 0.05;
+    struct lb_table *t = build_cfg(&c, &hs);
+    CHECK(t != NULL);
+    CHECK(within(lb_slow_start_factor(t, 0, 1000500), 1.0, 1e-9));
+    CHECK(within(lb_slow_start_factor(t, 1, 1000500), 0.1, 1e-9));  /* under 1 s reads as 1 s */
+    CHECK(within(lb_slow_start_factor(t, 1, 1004000), 0.4, 1e-9));
+    CHECK(within(lb_slow_start_factor(t, 1, 1010000), 1.0, 1e-9));
+    lb_table_free(t);
+    c.slow_start_aggression = 2.0;
+    c.slow_start_min_weight = 0.5;
+    t = build_cfg(&c, &hs);
+    CHECK(within(lb_slow_start_factor(t, 1, 1004000), 0.6325, 1e-3)); /* sqrt(0.4) */
+    CHECK(within(lb_slow_start_factor(t, 1, 1001000), 0.5, 1e-9));    /* sqrt(0.1) < min 0.5 */
+    lb_table_free(t);
+    c.slow_start_aggression = 0;
+    char err[128];
+    CHECK(lb_table_build(&c, hs.h, hs.n, err, sizeof err) == NULL && strstr(err, "aggression"));
+}
+
 static void test_bench(void)
 {
     static const char *names[] = {"ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", "RING_HASH", "MAGLEV"};
@@ -830,4 +859,4 @@ TEST_MAIN(TEST(test_policy_parse), TEST(test_config_errors), TEST(test_no_hosts)
           TEST(test_ring_hash_envoy), TEST(test_ring_hash_failover),
           TEST(test_ring_hash_consistency), TEST(test_maglev_envoy),
           TEST(test_maglev_consistency), TEST(test_priority_spillover), TEST(test_panic),
-          TEST(test_exclude), TEST(test_invariants), TEST(test_bench))
+          TEST(test_exclude), TEST(test_invariants), TEST(test_slow_start_factor), TEST(test_bench))

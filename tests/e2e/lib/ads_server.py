@@ -178,10 +178,14 @@ class AdsServer:
         return None
 
 
-def bootstrap(admin_port, ads_port):
-    """A sidecar bootstrap: admin, an Istio-like node, CDS and LDS over ADS from the static
-    cluster xds-grpc (HTTP/2 to 127.0.0.1:ads_port), initial_fetch_timeout 5s."""
-    import weft
-    return weft.ads_bootstrap(admin_port, ads_port, """id: sidecar~127.0.0.1~test-1.default~default.svc.cluster.local
+SIDECAR_NODE = """id: sidecar~127.0.0.1~test-1.default~default.svc.cluster.local
 cluster: test.default
-metadata: {ISTIO_VERSION: "1.22.0", NAMESPACE: default}""", source_extra=", initial_fetch_timeout: 5s")
+metadata: {ISTIO_VERSION: "1.22.0", NAMESPACE: default}"""
+
+
+def bootstrap(admin_port, ads_port, node=SIDECAR_NODE):
+    """A weft-proxy bootstrap that takes CDS and LDS (and so EDS, RDS, SDS) over ADS from the
+    static cluster xds-grpc (HTTP/2 to 127.0.0.1:ads_port), initial_fetch_timeout 5s. node: the
+    node's fields as YAML lines (an Istio-like sidecar by default)."""
+    import weft
+    return weft.ads_bootstrap(admin_port, ads_port, node, source_extra=", initial_fetch_timeout: 5s")

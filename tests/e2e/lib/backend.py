@@ -10,6 +10,12 @@ Request headers steer it:
   x-body-size: N       send N bytes of 'x' as the body instead of the echo
   x-close: 1           close the connection after the response
   x-reset: 1           close the connection without answering
+  x-grpc-status: N     answer trailers-only gRPC: status 200, grpc-status N in the head, no body
+  x-grpc-trailer: N    answer gRPC with a body and grpc-status N in chunked trailers
+  x-add-header: K: V   add response header K: V
+  x-fail-key: K and x-fail-times: N
+                       only the first N requests with key K misbehave as the headers above
+                       ask; later ones get the plain echo (counted per backend process)
 Usage: backend.py PORT NAME [BIND_ADDRESS]  (default 127.0.0.1; prints "ready" when listening)
 With WEFT_TLS_CERT and WEFT_TLS_KEY in the environment it serves TLS (WEFT_TLS_CA: require and
 verify client certificates; WEFT_TLS_ALPN: comma-separated ALPN protocols) and the echo gains
@@ -55,8 +61,17 @@ class Handler(BaseHTTPRequestHandler):
         n = int(self.headers.get("content-length", "0") or 0)
         return self.rfile.read(n) if n else b""
 
+    MISBEHAVIOUR = ("x-status", "x-delay-ms", "x-reset", "x-grpc-status", "x-grpc-trailer", "x-add-header",
+                    "x-close", "x-body-size", "x-chunked")
+
     def _handle(self):
         h = {k.lower(): v for k, v in self.headers.items()}
+        if h.get("x-fail-key"):
+            with self.server.lock:
+                n = self.server.seen.get(h["x-fail-key"], 0)
+                self.server.seen[h["x-fail-key"]] = n + 1
+            if n >= int(h.get("x-fail-times", "0")):
+                h = {k: v for k, v in h.items() if k not in self.MISBEHAVIOUR}
         if h.get("upgrade", "").lower() == "websocket":
             return self._websocket()
         self.trailers = {}
@@ -68,6 +83,8 @@ class Handler(BaseHTTPRequestHandler):
         if h.get("x-delay-ms"):
             time.sleep(int(h["x-delay-ms"]) / 1000.0)
         status = int(h.get("x-status", "200"))
+        if "x-grpc-status" in h or "x-grpc-trailer" in h:
+            return self._grpc(h)
         if "x-body-size" in h:
             out = b"x" * int(h["x-body-size"])
             ctype = "application/octet-stream"
@@ -82,6 +99,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("content-type", ctype)
         self.send_header("x-backend", self.server.name)
+        if h.get("x-add-header"):
+            self.send_header(*[x.strip() for x in h["x-add-header"].split(":", 1)])
         no_body = self.command == "HEAD" or status in (204, 304) or status < 200
         if h.get("x-chunked") and not no_body:
             self.send_header("transfer-encoding", "chunked")
@@ -100,6 +119,20 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"0\r\nx-trailer: yes\r\n\r\n")
         else:
             self.wfile.write(out)
+
+    def _grpc(self, h):
+        self.send_response(200)
+        self.send_header("content-type", "application/grpc")
+        self.send_header("x-backend", self.server.name)
+        if "x-grpc-status" in h:
+            self.send_header("grpc-status", h["x-grpc-status"])
+            self.send_header("content-length", "0")
+            self.end_headers()
+            return
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+        msg = b"\x00\x00\x00\x00\x02hi"
+        self.wfile.write(b"%x\r\n%s\r\n0\r\ngrpc-status: %s\r\n\r\n" % (len(msg), msg, h["x-grpc-trailer"].encode()))
 
     def _tls(self):
         c = self.connection
@@ -167,6 +200,7 @@ def main():
     bind = sys.argv[3] if len(sys.argv) > 3 else "127.0.0.1"
     srv = Server((bind, port), Handler)
     srv.name = name
+    srv.lock, srv.seen = threading.Lock(), {}
     srv.tls = tls_context()
     print("ready", flush=True)
     srv.serve_forever()

@@ -80,6 +80,23 @@ def load(port, n, path="/", headers=None, threads=None):
     return out
 
 
+def parallel(fn, n):
+    """Calls fn() from n threads at once; returns the list of what they returned."""
+    out = []
+    lock = threading.Lock()
+
+    def run():
+        r = fn()
+        with lock:
+            out.append(r)
+    ts = [threading.Thread(target=run) for _ in range(n)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return out
+
+
 def poll(fn, timeout=20.0, every=0.05):
     """Calls fn until it returns something true; returns that (or the last value on timeout)."""
     deadline = time.time() + timeout

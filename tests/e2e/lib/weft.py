@@ -221,6 +221,14 @@ def http_listener(name, port, stat_prefix="ingress", cluster="be", extra="", rou
 %s""" % (name, port, stat_prefix, ROUTER, indent(extra, 10) if extra else "", indent(route_config, 12))
 
 
+def file_access_log(path, fmt):
+    """An HCM access_log field (one line, for http_listener's extra) writing text format fmt
+    (Envoy command operators, no newline needed) to path."""
+    return ('access_log: [{name: envoy.access_loggers.file, typed_config: {"@type": '
+            'type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog, path: %s, '
+            'log_format: {text_format_source: {inline_string: "%s\\n"}}}}]' % (path, fmt))
+
+
 def static_cluster(name, ports, lb="ROUND_ROBIN", extra=""):
     eps = "\n".join("        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}" % p
                     for p in ports)
