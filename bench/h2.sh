@@ -63,8 +63,8 @@ http { access_log off; keepalive_requests 1000000; http2_max_requests 1000000;
 CONF
 nginx -p "$work/np" -c "$work/nginx.conf" & pids+=($!); nginx_pid=$!
 
-wait_up "http://127.0.0.1:$BACKEND/" || true
-for port in $WEFT $HAPROXY $NGINX; do wait_up "http://127.0.0.1:$port/" --http2-prior-knowledge || true; done
+need_1k "http://127.0.0.1:$BACKEND/"
+for port in $WEFT $HAPROXY $NGINX; do need_1k "http://127.0.0.1:$port/" --http2-prior-knowledge; done
 
 rounds=$(mktemp)
 run() { # name port

@@ -27,6 +27,14 @@ CONF
 
 # wait_up URL [curl args...]: until curl gets a 2xx from URL (5 s at most).
 wait_up() { local url=$1; shift; for _ in $(seq 100); do curl -sf "$@" -o /dev/null "$url" && return 0; sleep 0.05; done; return 1; }
+# need_1k URL [curl args...]: wait_up, then insist on the 1 KiB body; otherwise the benchmark
+# would time error pages (it did once: nginx answered 404 to a work dir it could not read).
+need_1k() {
+  local url=$1; shift
+  wait_up "$url" "$@" && [ "$(curl -s "$@" -o /dev/null -w '%{http_code} %{size_download}' "$url")" = "200 1024" ] && return 0
+  echo "bench: $url does not answer 200 with the 1 KiB body" >&2
+  exit 1
+}
 
 # backend_cluster PORT: the weft-proxy static cluster "backend" (YAML under static_resources).
 backend_cluster() {

@@ -48,7 +48,7 @@ CONF
 } > "$work/weft.yaml"
 "$BIN/weft-proxy" -c "$work/weft.yaml" --concurrency 1 -l warning & pids+=($!)
 
-for port in $BACKEND $PLAIN $RF; do wait_up "http://127.0.0.1:$port/" || { echo "no 2xx from port $port" >&2; exit 1; }; done
+for port in $BACKEND $PLAIN $RF; do need_1k "http://127.0.0.1:$port/"; done
 
 rounds=$(mktemp)
 run() { # name port

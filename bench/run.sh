@@ -68,7 +68,7 @@ http { access_log off; keepalive_requests 1000000;
 CONF
 nginx -p "$work/np" -c "$work/nginx.conf" & pids+=($!); nginx_pid=$!
 
-for port in $BACKEND $WEFT $HAPROXY $NGINX; do wait_up "http://127.0.0.1:$port/" || true; done
+for port in $BACKEND $WEFT $HAPROXY $NGINX; do need_1k "http://127.0.0.1:$port/"; done
 idle_weft=$(rss $weft_pid); idle_haproxy=$(rss $haproxy_pid); idle_nginx=$(rss $nginx_pid)
 
 declare -A RPS P50 P99 RSS CPU

@@ -118,9 +118,9 @@ http { access_log off; keepalive_requests 1000000;
 CONF
 nginx -p "$work/np" -c "$work/nginx.conf" & pids+=($!); nginx_pid=$!
 
-for port in $WEFT $HAPROXY $NGINX; do wait_up "https://127.0.0.1:$port/" -k || true; done
+for port in $WEFT $HAPROXY $NGINX; do need_1k "https://127.0.0.1:$port/" -k; done
 for port in $WEFT_M $HAPROXY_M $NGINX_M; do
-  wait_up "https://127.0.0.1:$port/" -k --cert "$work/client.crt" --key "$work/client.key" || true
+  need_1k "https://127.0.0.1:$port/" -k --cert "$work/client.crt" --key "$work/client.key"
 done
 
 rounds=$(mktemp)
