@@ -6,7 +6,7 @@
 # reported: on a 2-core machine shared by wrk, the backend and the proxy, single runs are noisy.
 # Then runs bench/h2.sh, bench/tls.sh and bench/retry_fault.sh, which append their sections.
 # Env: DURATION (s, default 10), CONNS (default 16), ROUNDS (default 3), also passed to those;
-# H1_ONLY=1 stops after the HTTP/1.1 table.
+# H1_ONLY=1 stops after the HTTP/1.1 table; XDS=0 leaves out bench/xds.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${WEFT_BIN:-build/bin}
@@ -134,6 +134,8 @@ export DURATION ROUNDS CONNS
 bench/h2.sh
 bench/tls.sh
 bench/retry_fault.sh
+# weftd at scale (1,000 ADS clients, 5,000 services by default: about 3 minutes; XDS=0 skips).
+if [ "${XDS:-1}" != 0 ]; then bench/xds.sh; fi
 # The mesh's own overhead (pods, sidecars, weftd): needs root for its network namespaces.
 if [ "$(id -u)" -eq 0 ]; then bench/mesh.sh; else echo "bench/mesh.sh skipped: it needs root"; fi
 cat bench/RESULTS.md

@@ -199,17 +199,12 @@ async def main():
         print("conv_p50_ms=%.1f" % pct(allv, 50))
         print("conv_p99_ms=%.1f" % pct(allv, 99))
         print("loaded_rss_kib=%d" % rss_kib(proc.pid))
-        for c in clients:
-            await c.q.put(None)
-        for t in tasks:
-            t.cancel()
-        # Closing a thousand channels one by one once hung for half an hour after the figures
-        # were out: close them together, and give up after 10 s.
-        await asyncio.wait(tasks, timeout=5)
-        try:
-            await asyncio.wait_for(asyncio.gather(*(ch.close() for ch in chans), return_exceptions=True), 10)
-        except asyncio.TimeoutError:
-            print("note: channels did not close within 10 s", file=sys.stderr)
+        # The figures are out. Tearing down a thousand grpc.aio channels can hang (it did, for
+        # half an hour): stop weftd and leave without it.
+        sys.stdout.flush()
+        proc.terminate()
+        proc.wait(30)
+        os._exit(0)
     finally:
         proc.terminate()
         proc.wait(30)
