@@ -159,6 +159,19 @@ int ctl_clean_leftovers(const struct ctl_opts *o)
             }
         closedir(d);
     }
+    /* Host ends of the pods' veth pairs: the kernel tears a deleted namespace down later, and
+     * until then its pair still holds the name the next up wants. Deleting one end ends both. */
+    if ((d = opendir("/sys/class/net"))) {
+        size_t nl = strlen(o->name);
+        while ((e = readdir(d))) {
+            const char *v = e->d_name + nl; /* host ends are NAME "v" DIGITS (pods.c, supervisor.c) */
+            if (strncmp(e->d_name, o->name, nl) || v[0] != 'v' || !v[1] || strspn(v + 1, "0123456789") != strlen(v + 1))
+                continue;
+            if (CTL_RUN(NULL, 0, "ip", "link", "del", e->d_name) == 0)
+                n++;
+        }
+        closedir(d);
+    }
     if (CTL_RUN(NULL, 0, "ip", "link", "del", (char *)o->bridge) == 0)
         n++;
     n += ctl_iptables_forward(o, 0);

@@ -118,6 +118,17 @@ check "excludeInboundPorts 9081: the client's sidecar sent it, bypass's sidecar 
   '[ "$c80$c81" = 200200 ] && [ "$(stat "$cl" "cluster.outbound|9081||bypass.default.svc.cluster.local.upstream_rq_total")" -eq 1 ] &&
    [ "$(stat "$by" "cluster.inbound|9081||.upstream_rq_total")" -eq 0 ] && [ "$(stat "$by" "cluster.inbound|9080||.upstream_rq_total")" -eq 1 ]'
 
+# A crash: the supervisor dies with everything it started still around. The next up cleans
+# the leftovers (the pods' veth pairs too, which the kernel removes only later with their
+# namespaces) and brings the mesh up again.
+kill -9 "$(cat "$work/state/supervisor.pid")"
+sleep 0.3
+ctl up -f samples/bookinfo/bookinfo.yaml samples/bookinfo/destination-rules.yaml \
+  samples/bookinfo/virtual-service-all-v1.yaml tests/data/mesh/extras.yaml >"$work/up2.log" 2>&1
+rc=$?
+check "mesh up after a crash cleans the leftovers and succeeds" \
+  '[ "$rc" -eq 0 ] && grep -q "^removed [0-9]* leftovers" "$work/up2.log" && [ "$(ctl status | grep -c " 2/2 .*SYNCED")" -ge 7 ]'
+
 ctl down >"$work/down.log" 2>&1
 rc=$?
 after=$(snapshot)
