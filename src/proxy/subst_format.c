@@ -154,6 +154,13 @@ static int parse_command(struct subst_format *log, const char *s, char *err, siz
                 snprintf(err, errlen, "GRPC_STATUS takes CAMEL_STRING, SNAKE_STRING or NUMBER");
                 return -1;
             }
+        } else if (t.kind == T_HOSTNAME) { /* once here, not a system call per rendering */
+            char h[256];
+            if (gethostname(h, sizeof h) == 0) {
+                h[sizeof h - 1] = '\0';
+                t.text = strdup(h);
+                t.len = strlen(h);
+            }
         } else if (arg) { /* START_TIME(format): a strftime format */
             t.len = (size_t)(arg_end - arg);
             t.text = strndup(arg, t.len);
@@ -484,11 +491,9 @@ size_t subst_format_render(const struct subst_format *log, const struct stream_i
         case T_GRPC_STATUS_NUMBER:
             if (si->grpc_status >= 0) put_u64(&o, (uint64_t)si->grpc_status); else put_dash(&o);
             break;
-        case T_HOSTNAME: {
-            char h[256];
-            if (gethostname(h, sizeof h) == 0) put(&o, h, strnlen(h, sizeof h)); else put_dash(&o);
+        case T_HOSTNAME:
+            if (t->text) put(&o, t->text, t->len); else put_dash(&o);
             break;
-        }
         }
     }
     buf[o.n] = '\0';

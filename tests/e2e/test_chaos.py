@@ -50,11 +50,6 @@ proxy = Proxy(bootstrap(admin, http_listener("in", port, route_config=routes), c
 base = "http://127.0.0.1:%d/chaos" % port
 
 
-def rss_kb(pid):
-    with open("/proc/%d/status" % pid) as f:
-        return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
-
-
 def under_asan(pid):
     with open("/proc/%d/maps" % pid) as f:
         return "libasan" in f.read()

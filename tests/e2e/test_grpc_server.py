@@ -43,11 +43,7 @@ class Server:
         return grpc.insecure_channel(self.target, options=list(opts.items()))
 
     def rss_kb(self):
-        with open("/proc/%d/status" % self.p.pid) as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        return 0
+        return weft.rss_kb(self.p.pid)
 
     def stop(self, sig=signal.SIGTERM, timeout=20):
         if self.p.poll() is None:

@@ -60,11 +60,7 @@ proxy = Proxy(bootstrap(admin, listeners, clusters), admin)
 
 
 def rss_kb():
-    with open("/proc/%d/status" % proxy.p.pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+    return weft.rss_kb(proxy.p.pid)
 
 
 class RssWatch:

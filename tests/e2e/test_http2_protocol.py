@@ -34,12 +34,8 @@ listeners = "\n".join([
 proxy = Proxy(bootstrap(admin, listeners, static_cluster("be", [be])), admin)
 
 
-def rss_kb():
-    with open("/proc/%d/status" % proxy.p.pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+def proxy_rss_kb():
+    return rss_kb(proxy.p.pid)
 
 
 class Conn:
@@ -202,7 +198,7 @@ check("http2.header_overflow counts them", proxy.stats()["http2.header_overflow"
 c.close()
 
 # --- floods ---
-rss0 = rss_kb()
+rss0 = proxy_rss_kb()
 c = Conn()
 frames = [c.headers(1, REQ, end_stream=False, end_headers=False)]
 frames += [ContinuationFrame(1, b"\x40\x01a\x01b") for _ in range(10000)]  # never END_HEADERS
@@ -266,7 +262,7 @@ for i in range(20):
     c.send(*[c.headers(1 + 2 * k, REQ + [("x-body-size", "200000")]) for k in range(100)])
     conns.append(c)
 time.sleep(1.5)
-rss1 = rss_kb()
+rss1 = proxy_rss_kb()
 for c in conns:
     c.close()
 time.sleep(0.5)

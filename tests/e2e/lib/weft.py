@@ -168,6 +168,15 @@ def raw(port, data, timeout=3.0, read_all=True):
     return out
 
 
+def rss_kb(pid):
+    """VmRSS of process pid in KiB (0 when it has none)."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
 def check(name, cond, detail=""):
     global _passed
     if cond:
